@@ -1,0 +1,235 @@
+"""Results of a notebook run: figures (PNG) and tables (CSV + Markdown) with provenance.
+
+Every figure and table of the book is written through a :class:`Run`, which records what produced
+it (git commit, profile, parameters, device, library versions, wall time) in ``provenance.json``
+next to the files.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moero.profiles import Profile, get_profile, notebook_params
+
+__all__ = ["Run", "Table", "start_run", "repo_root", "build_dir", "git_commit", "resolve_device", "environment"]
+
+
+def repo_root() -> Path:
+    """The checkout holding ``_toc.yml`` (the package's parent), else the working directory."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "_toc.yml").exists() else Path.cwd()
+
+
+def build_dir() -> Path:
+    """Where generated data, executed notebooks and results go (``$MOERO_BUILD_DIR`` or ``_build``)."""
+    env = os.environ.get("MOERO_BUILD_DIR")
+    return Path(env).resolve() if env else repo_root() / "_build"
+
+
+def git_commit(root: Path | None = None) -> str:
+    """``HEAD``'s hash with ``+dirty`` when tracked files changed; ``unknown`` outside git."""
+    root = root or repo_root()
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error, not a silent CPU run."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    return dev
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions and hardware that a result depends on."""
+    import numpy
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else "cpu",
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+class Table:
+    """Rows of a result table; displays as HTML in notebooks and the book."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, caption: str = ""):
+        self.rows = [dict(r) for r in rows]
+        if columns is None:
+            columns = []
+            for row in self.rows:
+                columns += [c for c in row if c not in columns]
+        self.columns = list(columns)
+        self.caption = caption
+
+    @staticmethod
+    def _fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="raise", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        for row in self.rows:
+            lines.append("| " + " | ".join(self._fmt(row.get(c)).replace("|", "\\|") for c in self.columns) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return (f"**{self.caption}**\n\n" if self.caption else "") + self.to_markdown()
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(self._fmt(r.get(c)))}</td>" for c in self.columns) + "</tr>"
+            for r in self.rows
+        )
+        cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        return f"<table class='table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Run:
+    """One execution of a notebook: its parameters, device and results folder."""
+
+    def __init__(
+        self,
+        notebook: str,
+        profile: Profile,
+        params: dict[str, Any],
+        results_dir: Path,
+        device: torch.device,
+        data_root: Path | None = None,
+        seed: int = 0,
+    ):
+        self.notebook = notebook
+        self.profile = profile
+        self.params = params
+        self.results_dir = results_dir
+        self.device = device
+        self.data_root = data_root
+        self.seed = seed
+        self.files: dict[str, dict[str, str]] = {}
+        self._t0 = time.perf_counter()
+        self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.write_provenance(complete=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def path(self, name: str) -> Path:
+        """A file in this run's results folder."""
+        return self.results_dir / name
+
+    def figure(self, fig: Any, stem: str, caption: str = "", dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``<stem>.png`` and record it."""
+        out = self.path(f"{stem}.png")
+        fig.savefig(out, dpi=dpi, bbox_inches="tight")
+        self.files[out.name] = {"kind": "figure", "caption": caption}
+        self.write_provenance(complete=False)
+        return out
+
+    def table(
+        self, rows: Sequence[dict[str, Any]], stem: str, caption: str = "", columns: Sequence[str] | None = None
+    ) -> Table:
+        """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table."""
+        tab = Table(rows, columns, caption)
+        self.path(f"{stem}.csv").write_text(tab.to_csv())
+        self.path(f"{stem}.md").write_text(tab.to_markdown())
+        self.files[f"{stem}.csv"] = {"kind": "table", "caption": caption}
+        self.files[f"{stem}.md"] = {"kind": "table", "caption": caption}
+        self.write_provenance(complete=False)
+        return tab
+
+    def provenance(self, complete: bool) -> dict[str, Any]:
+        return {
+            "notebook": self.notebook,
+            "profile": self.profile.name,
+            "commit": git_commit(),
+            "parameters": self.params,
+            "seed": self.seed,
+            "data_root": str(self.data_root) if self.data_root else None,
+            "environment": environment(self.device),
+            "started": self._started,
+            "wall_time_s": round(time.perf_counter() - self._t0, 3),
+            "complete": complete,
+            "files": self.files,
+        }
+
+    def write_provenance(self, complete: bool) -> Path:
+        out = self.path("provenance.json")
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.provenance(complete), indent=2, sort_keys=True, default=str))
+        os.replace(tmp, out)
+        return out
+
+    def finish(self) -> dict[str, Any]:
+        """Mark the run complete; call in the notebook's last cell."""
+        self.write_provenance(complete=True)
+        return self.provenance(complete=True)
+
+    def dataset_root(self) -> Path:
+        """The CMRxRecon-layout tree to read: ``data_root`` if given, else the profile's synthetic set."""
+        if self.data_root is not None:
+            return self.data_root
+        from moero.data import ensure_synthetic
+
+        return ensure_synthetic(build_dir() / "data" / self.profile.dataset, profile=self.profile.dataset, seed=0)
+
+
+def start_run(
+    notebook: str,
+    profile: str = "cpu",
+    params: dict[str, Any] | None = None,
+    results_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> Run:
+    """Set up a notebook run: resolve the profile's parameters, the device and the results folder."""
+    prof = get_profile(profile)
+    resolved = notebook_params(notebook, profile, params)
+    out = Path(results_dir) if results_dir else build_dir() / "results" / profile / notebook
+    dev = resolve_device(device or prof.device)
+    torch.manual_seed(seed)
+    return Run(notebook, prof, resolved, out, dev, Path(data_root) if data_root else None, seed)
