@@ -246,7 +246,8 @@ def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None 
     env = dict(os.environ)
     env["MOERO_PROFILE"] = profile
     env["MOERO_BUILD_DIR"] = str(build_dir())
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "--path-output", str(out), "--builder", "html"]
+    jb = "from jupyter_book.cli.main import main; main()"
+    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", "html"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, env=env, cwd=root)
