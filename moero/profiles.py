@@ -32,6 +32,7 @@ class Profile:
 # Per-notebook parameters, keyed by notebook stem. Each notebook owns its entry.
 _SMOKE: dict[str, dict[str, Any]] = {
     "00_profiles": {},
+    "10_synthetic_data": {},
     "01_forward_model": {"accelerations": [4, 8], "frames": 3, "cg_iters": 5},
     "02_kspace_augmentation": {},
     "03_image_augmentation": {},
@@ -44,6 +45,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
 }
 _CPU: dict[str, dict[str, Any]] = {
     "00_profiles": {},
+    "10_synthetic_data": {},
     "01_forward_model": {"accelerations": [4, 8, 12, 24], "frames": 6, "cg_iters": 20},
     "02_kspace_augmentation": {},
     "03_image_augmentation": {},
