@@ -40,12 +40,13 @@ KERNEL = "python3"
 class NotebookFailed(RuntimeError):
     """A notebook raised: names the notebook, the failing cell and where the partial output is."""
 
-    def __init__(self, notebook: str, cell_index: int | None, ename: str, evalue: str, partial: Path):
-        self.notebook, self.cell_index, self.ename, self.evalue, self.partial = (
-            notebook, cell_index, ename, evalue, partial,
+    def __init__(self, notebook: str, exec_count: int | None, source: str, ename: str, evalue: str, partial: Path):
+        self.notebook, self.exec_count, self.source, self.ename, self.evalue, self.partial = (
+            notebook, exec_count, source, ename, evalue, partial,
         )
+        first = source.strip().splitlines()[0] if source.strip() else ""
         super().__init__(
-            f"notebook {notebook} failed in cell {cell_index} with {ename}: {evalue}\n"
+            f"notebook {notebook} failed in cell In [{exec_count}] ({first!r}) with {ename}: {evalue}\n"
             f"partial executed notebook kept at {partial}"
         )
 
@@ -169,7 +170,7 @@ def run_notebook(
             log_output=False,
         )
     except PapermillExecutionError as err:
-        raise NotebookFailed(stem, err.cell_index, err.ename, err.evalue, partial) from None
+        raise NotebookFailed(stem, err.exec_count, err.source, err.ename, err.evalue, partial) from None
     finally:
         if env_backup is None:
             os.environ.pop("MPLBACKEND", None)

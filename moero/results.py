@@ -196,17 +196,18 @@ class Run:
             "files": self.files,
         }
 
-    def write_provenance(self, complete: bool) -> Path:
+    def write_provenance(self, complete: bool) -> dict[str, Any]:
+        """Write ``provenance.json`` atomically (a crash never leaves half a file); return its content."""
+        prov = self.provenance(complete)
         out = self.path("provenance.json")
         tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.provenance(complete), indent=2, sort_keys=True, default=str))
+        tmp.write_text(json.dumps(prov, indent=2, sort_keys=True, default=str))
         os.replace(tmp, out)
-        return out
+        return json.loads(out.read_text())
 
     def finish(self) -> dict[str, Any]:
         """Mark the run complete; call in the notebook's last cell."""
-        self.write_provenance(complete=True)
-        return self.provenance(complete=True)
+        return self.write_provenance(complete=True)
 
     def dataset_root(self) -> Path:
         """The CMRxRecon-layout tree to read: ``data_root`` if given, else the profile's synthetic set."""

@@ -1,20 +1,19 @@
 """Sphinx extension: serve MathJax and the ipywidgets embed scripts from the built site itself.
 
-At build time the pinned packages are fetched from the npm registry with ``npm pack`` (cached in
-``$MOERO_BUILD_DIR/assets``, never committed) and added to ``html_static_path``, so the HTML renders
-maths and widget snapshots with no network. ``_config.yml`` points ``mathjax_path`` and
-``nb_ipywidgets_js`` at these local copies.
+At build time the pinned packages are fetched from the npm registry with ``npm pack``, cached in
+``$MOERO_CACHE/assets`` (default ``~/.cache/moero/assets``, never committed), and added to
+``html_static_path``, so the HTML renders maths and widget snapshots with no network.
+``_config.yml`` points ``mathjax_path`` and ``nb_ipywidgets_js`` at these local copies.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-
-from moero.results import build_dir
 
 # package spec -> (folder inside the tarball, destination under _static)
 ASSETS: dict[str, tuple[str, str]] = {
@@ -24,9 +23,14 @@ ASSETS: dict[str, tuple[str, str]] = {
 }
 
 
+def cache_dir() -> Path:
+    """Downloads shared by builds and tests: ``$MOERO_CACHE`` or ``~/.cache/moero``."""
+    return Path(os.environ.get("MOERO_CACHE", Path.home() / ".cache" / "moero"))
+
+
 def install_assets(dest: Path | None = None) -> Path:
-    """Fetch and unpack :data:`ASSETS` into ``dest`` (default ``_build/assets``); idempotent."""
-    dest = dest or build_dir() / "assets"
+    """Fetch and unpack :data:`ASSETS` into ``dest`` (default ``<cache>/assets``); idempotent."""
+    dest = dest or cache_dir() / "assets"
     stamp = dest / ".installed"
     wanted = "\n".join(sorted(ASSETS))
     if stamp.exists() and stamp.read_text() == wanted:
