@@ -1,0 +1,161 @@
+"""Checkpoints that survive crashes and load without unpickling code.
+
+* :func:`save_checkpoint` writes atomically: a temporary file in the target's folder, ``flush`` +
+  ``fsync``, ``os.replace`` onto the final name, then ``fsync`` of the folder, so a crash at any
+  moment leaves either the previous checkpoint or the new one, never half a file.
+* Everything stored is a tensor or a primitive container (dict, list, tuple, str, int, float,
+  bool, None); :func:`save_checkpoint` refuses anything else, so :func:`load_checkpoint` can use
+  ``torch.load(weights_only=True)``, which refuses foreign pickled objects; that refusal becomes a
+  :class:`CheckpointError` naming the file.
+* :func:`rng_state` / :func:`set_rng_state` capture the Python, NumPy, torch and CUDA generators as
+  tensors, for exact resume.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "module_buffers",
+    "load_module_buffers",
+    "check_primitive",
+]
+
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read safely; the message names the file."""
+
+
+def check_primitive(obj: Any, where: str = "state") -> None:
+    """Raise :class:`CheckpointError` if ``obj`` holds anything but tensors and primitive containers."""
+    if isinstance(obj, (torch.Tensor, *_PRIMITIVES)):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str | int):
+                raise CheckpointError(f"{where}: key {key!r} is not a str or int")
+            check_primitive(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            check_primitive(value, f"{where}[{i}]")
+        return
+    raise CheckpointError(f"{where} holds a {type(obj).__name__}, which weights_only loading would refuse")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (see module doc); returns the path."""
+    path = Path(path)
+    state = dict(state)
+    check_primitive(state, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects that weights_only loading refuses (foreign pickled code?): {err}"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {err}") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    return state
+
+
+# ---------------------------------------------------------------------------- random generators
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA, when present) generator states as tensors and primitives."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "internal": torch.tensor(py_internal, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- buffers
+def module_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every buffer of ``model`` (persistent or not), by name, as CPU copies."""
+    return {name: buf.detach().cpu().clone() for name, buf in model.named_buffers()}
+
+
+@torch.no_grad()
+def load_module_buffers(model: nn.Module, buffers: Mapping[str, torch.Tensor], path: str | Path = "?") -> None:
+    """Copy saved buffers back into ``model``; a missing or misshapen buffer is an error naming it."""
+    own = dict(model.named_buffers())
+    missing = sorted(set(own) - set(buffers))
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks buffers {missing}")
+    for name, buf in own.items():
+        saved = buffers[name]
+        if saved.shape != buf.shape:
+            raise CheckpointError(f"checkpoint {path}: buffer {name!r} has shape {tuple(saved.shape)}, "
+                                  f"the model {tuple(buf.shape)}")
+        buf.copy_(saved.to(buf.device))

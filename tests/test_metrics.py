@@ -1,0 +1,206 @@
+"""Metrics against scikit-image, the SSIM loss, and the official CMRxRecon2025 protocol on hand-built volumes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from moero.metrics import (
+    SSIMLoss,
+    center_crop,
+    central_slices,
+    cmrxrecon_score,
+    matlab_round,
+    nmse,
+    normalize_percentile,
+    protocol_crop_size,
+    psnr,
+    score_volume,
+    select_protocol_images,
+    selected_frames,
+    split_aggregates,
+    ssim,
+)
+from moero.phantom import shepp_logan
+
+
+def _pairs():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 33, 47))
+    yield "random", a, a + 0.2 * rng.standard_normal(a.shape)
+    ph = shepp_logan(64, 52).abs().numpy().astype(np.float64)
+    yield "phantom", ph[None], (ph + 0.05 * rng.standard_normal(ph.shape) + 0.1 * np.roll(ph, 2, axis=1))[None]
+
+
+@pytest.mark.parametrize("name", ["random", "phantom"])
+def test_ssim_psnr_nmse_equal_scikit_image(name):
+    _, gt, pred = next(p for p in _pairs() if p[0] == name)
+    for data_range in (None, 2.5):
+        got_ssim = ssim(torch.tensor(gt), torch.tensor(pred), data_range)
+        got_psnr = psnr(torch.tensor(gt), torch.tensor(pred), data_range)
+        got_nmse = nmse(torch.tensor(gt), torch.tensor(pred))
+        for i in range(gt.shape[0]):
+            rng = gt[i].max() if data_range is None else data_range
+            assert abs(float(got_ssim[i]) - structural_similarity(gt[i], pred[i], data_range=rng)) < 1e-4
+            assert abs(float(got_psnr[i]) - peak_signal_noise_ratio(gt[i], pred[i], data_range=rng)) < 1e-4
+            want = np.sum((gt[i] - pred[i]) ** 2) / np.sum(gt[i] ** 2)
+            assert abs(float(got_nmse[i]) - want) < 1e-8
+
+
+def test_ssim_float32_input_and_per_image_range_match_scikit_image():
+    rng = np.random.default_rng(3)
+    gt = rng.random((2, 20, 30)).astype(np.float32)
+    pred = (gt + 0.3 * rng.random(gt.shape)).astype(np.float32)
+    ranges = torch.tensor([1.0, 3.0])
+    got = ssim(torch.from_numpy(gt), torch.from_numpy(pred), ranges)
+    for i in range(2):
+        want = structural_similarity(gt[i], pred[i], data_range=float(ranges[i]))
+        assert abs(float(got[i]) - want) < 1e-4
+
+
+def test_ssim_loss_uniform_equals_one_minus_ssim_and_has_gradients():
+    rng = np.random.default_rng(1)
+    gt = torch.tensor(rng.random((2, 24, 24)), dtype=torch.float32)
+    pred = (gt + 0.1 * torch.tensor(rng.standard_normal((2, 24, 24)), dtype=torch.float32)).requires_grad_()
+    loss = SSIMLoss()(pred, gt, torch.tensor([1.0, 1.0]))
+    want = 1 - ssim(gt, pred.detach(), 1.0).mean()
+    assert abs(loss.item() - float(want)) < 1e-5
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+    gauss = SSIMLoss(window="gaussian")(pred, gt)
+    assert 0 < gauss.item() < 1 and abs(gauss.item() - loss.item()) > 1e-6
+    assert float(SSIMLoss()(gt, gt)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_inputs_name_the_parameter():
+    x = torch.rand(8, 8)
+    with pytest.raises(ValueError, match="data_range"):
+        ssim(x, x, data_range=0.0)
+    with pytest.raises(ValueError, match="differ"):
+        psnr(x, torch.rand(8, 9))
+    with pytest.raises(ValueError, match="window"):
+        SSIMLoss(window="box")
+    with pytest.raises(ValueError, match="win_size"):
+        SSIMLoss(win_size=6)
+    with pytest.raises(ValueError, match="smaller"):
+        ssim(torch.rand(5, 5), torch.rand(5, 5), 1.0)
+
+
+def test_protocol_selection_rules():
+    assert central_slices(1) == [0] and central_slices(2) == [0, 1]
+    assert central_slices(3) == [0, 1]  # MATLAB round(1.5) = 2 -> slices 1:2 (1-based)
+    assert central_slices(10) == [3, 4] and central_slices(11) == [4, 5]
+    assert selected_frames("Cine", 12) == [0, 1, 2]
+    assert selected_frames("LGE", 2) == [0, 1]
+    assert selected_frames("Mapping", 9) == list(range(9))
+    assert selected_frames("T1rho", 4) == [0, 1, 2]  # the 2025 script: T1rho is not "mapping" for frames
+    assert central_slices(6, "T1rho") == list(range(6)) and central_slices(5, "LGE") == list(range(5))
+    assert selected_frames("BlackBlood", 1) == [0] and selected_frames("T2w", 3) == [0]
+    assert matlab_round(2.5) == 3 and matlab_round(3.5) == 4 and matlab_round(-2.5) == -3
+    # nx = H = readout (2x oversampled), ny = W = phase encoding
+    assert protocol_crop_size(512, 246) == (171, 123)
+    assert protocol_crop_size(7, 5) == (2, 3)  # round(7/3) = 2, round(2.5) = 3 (half away from zero)
+
+
+def test_center_crop_keeps_the_fft_centre():
+    x = torch.arange(7 * 6).reshape(7, 6)
+    c = center_crop(x, (3, 2))
+    # start = n//2 - c//2: rows 3-1 = 2..4, columns 3-1 = 2..3
+    assert torch.equal(c, x[2:5, 2:4])
+    c = center_crop(x, (2, 3))  # rows 3-1 = 2..3, columns 3-1 = 2..4
+    assert torch.equal(c, x[2:4, 2:5])
+    with pytest.raises(ValueError, match="crop size"):
+        center_crop(x, (8, 2))
+
+
+def test_protocol_selects_frames_and_slices_of_a_hand_built_volume():
+    # value = 100 * frame + slice: the selection can be read off the images
+    t, z, h, w = 5, 6, 9, 8
+    vol = (100 * torch.arange(t).view(t, 1, 1, 1) + torch.arange(z).view(1, z, 1, 1)).float().expand(t, z, h, w)
+    cine = select_protocol_images(vol, "Cine")[:, 0, 0].tolist()
+    assert cine == [1, 2, 101, 102, 201, 202]  # frames 0-2; MATLAB slices round(6/2)-1 : round(6/2) = 2:3
+    mapping = select_protocol_images(vol, "Mapping")[:, 0, 0].tolist()
+    assert mapping == [f * 100 + s for f in range(5) for s in (1, 2)]
+    lge = select_protocol_images(vol, "LGE")[:, 0, 0].tolist()
+    assert lge == [f * 100 + s for f in range(3) for s in range(6)]
+    bb = select_protocol_images(vol[:1, :2], "BlackBlood")[:, 0, 0].tolist()
+    assert bb == [0, 1]
+    assert select_protocol_images(vol[0], "T1w").shape == (2, h, w)  # (Z, H, W) without time
+
+
+def test_score_volume_crops_normalises_and_ignores_unselected_images():
+    gen = torch.Generator().manual_seed(0)
+    t, z, h, w = 4, 5, 30, 28
+    gt = torch.rand(t, z, h, w, generator=gen) + 0.5
+    pred = gt.clone()
+    # damage outside the scored region: frame 3 (cine scores 0-2), slice 0 and the border
+    pred[3] += 5
+    pred[:, 0] += 5
+    ch, cw = protocol_crop_size(h, w)
+    top, left = h // 2 - ch // 2, w // 2 - cw // 2
+    border = torch.ones(h, w, dtype=torch.bool)
+    border[top : top + ch, left : left + cw] = False
+    pred[:, :, border] = 0
+    perfect = score_volume(gt, 3.0 * pred, "Cine")  # a global scale vanishes by the percentile normalisation
+    assert perfect["ssim"] == pytest.approx(1.0) and perfect["nmse"] == pytest.approx(0.0, abs=1e-12)
+    assert perfect["psnr"] > 100 and perfect["images"] == 6  # float rounding of the scale only
+    mapping = score_volume(gt, pred, "Mapping")  # now frame 3 counts
+    assert mapping["ssim"] < 0.999 and mapping["images"] == 8
+
+
+def test_score_images_use_normalised_target_max_as_data_range():
+    gen = torch.Generator().manual_seed(1)
+    gt = torch.rand(1, 1, 36, 30, generator=gen)
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=gen)
+    got = score_volume(gt, pred, "BlackBlood")
+    size = protocol_crop_size(36, 30)
+    g = normalize_percentile(center_crop(gt[0, 0], size)).numpy()
+    p = normalize_percentile(center_crop(pred[0, 0], size)).numpy()
+    assert got["ssim"] == pytest.approx(structural_similarity(g, p, data_range=g.max()), abs=1e-4)
+    assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(g, p, data_range=g.max()), abs=1e-4)
+    assert np.percentile(g, 99.5) == pytest.approx(1.0)
+
+
+def test_cmrxrecon_score_means_per_file_then_per_group_and_splits():
+    gen = torch.Generator().manual_seed(2)
+    items = []
+    for i, (centre, vendor, split) in enumerate(
+        [("C1", "V1", "test"), ("C1", "V1", "rare"), ("C2", "V2", "fresh"), ("C2", "V2", "test")]
+    ):
+        gt = torch.rand(3, 2, 24, 21, generator=gen) + 0.2
+        pred = gt + (0.02 * (i + 1)) * torch.randn(gt.shape, generator=gen)
+        items.append({"file": f"f{i}.mat", "modality": "Cine", "centre": centre, "vendor": vendor, "split": split,
+                      "target": gt, "prediction": pred})
+    out = cmrxrecon_score(items)
+    files = out["files"]
+    assert [f["file"] for f in files] == ["f0.mat", "f1.mat", "f2.mat", "f3.mat"]
+    assert files[0]["ssim"] > files[3]["ssim"]  # more noise, lower SSIM
+    g1 = next(g for g in out["groups"] if g["centre"] == "C1")
+    assert g1["ssim"] == pytest.approx((files[0]["ssim"] + files[1]["ssim"]) / 2) and g1["files"] == 2
+    assert out["overall"][0]["psnr"] == pytest.approx(sum(f["psnr"] for f in files) / 4)
+    splits = split_aggregates(files)
+    assert splits["total"]["files"] == 4 and splits["rare"]["files"] == 1 and splits["fresh"]["files"] == 1
+    assert splits["rare"]["ssim"] == pytest.approx(files[1]["ssim"])
+    assert splits["fresh"]["nmse"] == pytest.approx(files[2]["nmse"])
+    empty = split_aggregates(files[:1])
+    assert empty["rare"]["files"] == 0 and math.isnan(empty["rare"]["ssim"])
+    with pytest.raises(ValueError, match="modality"):
+        cmrxrecon_score([{"file": "x", "target": gt, "prediction": gt}])
+
+
+def test_pathology_column_marks_rare_files():
+    rows = [{"ssim": 0.5, "psnr": 1.0, "nmse": 0.1, "pathology": "scar"},
+            {"ssim": 0.9, "psnr": 2.0, "nmse": 0.2, "pathology": "none"}]
+    assert split_aggregates(rows)["rare"]["ssim"] == 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_metrics_on_gpu_equal_cpu():
+    gen = torch.Generator().manual_seed(4)
+    gt, pred = torch.rand(2, 32, 32, generator=gen), torch.rand(2, 32, 32, generator=gen)
+    assert torch.allclose(ssim(gt.cuda(), pred.cuda(), 1.0).cpu(), ssim(gt, pred, 1.0), atol=1e-10)
+    assert torch.allclose(psnr(gt.cuda(), pred.cuda(), 1.0).cpu(), psnr(gt, pred, 1.0), atol=1e-10)
