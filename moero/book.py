@@ -214,9 +214,14 @@ def run_notebooks(
     """Execute the book's (non-light) notebooks for ``profile``, in ``_toc.yml`` order."""
     from tqdm.auto import tqdm
 
-    get_profile(profile)
+    prof = get_profile(profile)
     root = root or repo_root()
     out_dir = build_dir() / "executed" / profile
+    if data is None:
+        # the embedded synthetic data of the profile, generated once (a stamp makes reruns instant)
+        from moero.data import ensure_synthetic
+
+        ensure_synthetic(build_dir() / "data" / prof.dataset, profile=prof.dataset, seed=0)
     notebooks = []
     for path in toc_notebooks(root):
         if only and path.stem not in only:

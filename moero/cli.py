@@ -13,6 +13,9 @@ import sys
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "book": ("moero.book_cli", "run the book's notebooks with papermill for a profile, then build the HTML"),
+    "train": ("moero.train_cli", "train a model (YAML config + overrides; torchrun for DDP; --resume continues)"),
+    "eval": ("moero.eval_cli", "score a checkpoint by the official CMRxRecon2025 protocol, write CSV/Markdown tables"),
+    "generate-data": ("moero.synthetic", "generate the embedded synthetic CMRxRecon-layout dataset"),
 }
 
 
