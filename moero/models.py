@@ -487,3 +487,11 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     counts["codebook_entries"] = codebook_entries
     return counts
 
+
+def __getattr__(name: str):
+    # moero.models.Moero lives in moero.moero_model, which imports this module (no import cycle)
+    if name == "Moero":
+        from moero.moero_model import Moero
+
+        return Moero
+    raise AttributeError(f"module 'moero.models' has no attribute {name!r}")

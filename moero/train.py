@@ -687,6 +687,9 @@ class Trainer:
         while self.epoch < self.epochs and self.step < self.total_steps and not stopped:
             if hasattr(self.train_dataset, "set_epoch"):
                 self.train_dataset.set_epoch(self.epoch)
+            # models with epoch-dependent state (Moero's BranchNav warm-up) see the same epoch
+            if hasattr(self.model, "set_epoch"):
+                self.model.set_epoch(self.epoch)
             batches = self._batches(self.epoch)
             loader = self._loader(self.train_dataset, batches[self.batch_in_epoch :], cfg.seed * 100_003 + self.epoch)
             self.model.train()

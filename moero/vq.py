@@ -335,7 +335,8 @@ def sync_vq_modules(model: nn.Module, process_group: dist.ProcessGroup | None = 
     quantisers updated.
     """
     quantizers = [m for m in model.modules() if isinstance(m, VectorQuantizer)]
-    _sync(quantizers, process_group)
+    if quantizers:  # every rank sees the same model, so all skip the collective together
+        _sync(quantizers, process_group)
     return len(quantizers)
 
 

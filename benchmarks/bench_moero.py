@@ -1,0 +1,222 @@
+"""Moero training speed and memory against the 4-cascade baseline (issue 8, reference section 3).
+
+Per-iteration time of a full training step (forward, backward, synchronisation, AdamW) of Moero with
+4 cascades x K experts (K = 2, 4) over the PromptMR+ baseline with 4 cascades, same inputs (batch 1
+per process, as the paper), measured in interleaved rounds so that load drift hits all alike:
+
+* single process;
+* 2-process DDP (gloo on CPU, nccl on GPU): ours (experts outside DDP's reducer, one all-reduce per
+  step in ``Moero.after_backward``) and the paper's way (``find_unused_parameters=True``).
+
+``vs <baseline>`` is the baseline's time over the model's in the same round (median over rounds),
+i.e. the model's iterations/s relative to the baseline (goal >= 0.95). One thread per process in
+both settings. Two baselines: ``promptmr`` (the paper's baseline, no VQ) and
+``promptmr+vq`` (VQ-Prompt, what Moero adds branches to). Peak memory: the largest live bytes
+allocated during one training step (CUDA allocator on GPU, the CPU allocator's profiler on CPU) and,
+beside it, the static bytes of parameters + AdamW state.
+
+Run: ``python -m benchmarks bench_moero`` (``MOERO_BENCH_SIZE=HxW``, ``MOERO_BENCH_ROUNDS`` to change).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from benchmarks.common import peak_memory, sync
+from moero.fft import fft2c
+from moero.models import PromptMR, preset
+from moero.moero_model import Moero
+from moero.phantom import coil_maps, shepp_logan
+from moero.vq import VectorQuantizer, set_auto_update, sync_vq_modules
+
+TITLE = "Moero 4 cascades x K experts vs the 4-cascade baseline: training iterations/s and memory"
+EXPERTS = (2, 4)
+CASCADES = 4
+WARMUP = 4  # steps before timing: allocator, AdamW state, and the routing centres get fitted
+
+
+def _size() -> tuple[int, int]:
+    h, w = os.environ.get("MOERO_BENCH_SIZE", "48x32").lower().split("x")
+    return int(h), int(w)
+
+
+def _rounds() -> int:
+    return int(os.environ.get("MOERO_BENCH_ROUNDS", "9"))
+
+
+def scan(seed: int, device: torch.device, frames: int = 3, coils: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """One undersampled phantom scan ``(1, F, C, H, W)`` and its mask (x4 with a 12-line ACS block)."""
+    h, w = _size()
+    img = shepp_logan(h, w).roll((seed, -seed), dims=(0, 1))
+    x = torch.stack([img * (1 + 0.1 * f) for f in range(frames)])[None]
+    mask = torch.zeros(1, frames, h, w, dtype=torch.bool)
+    mask[..., seed % 4 :: 4] = True
+    mask[..., w // 2 - 6 : w // 2 + 6] = True
+    kspace = fft2c(coil_maps(coils, h, w, seed=1) * x[:, :, None]) * mask[:, :, None]
+    return kspace.to(device), mask.to(device)
+
+
+def build(name: str, device: torch.device) -> torch.nn.Module:
+    """``promptmr``, ``promptmr+vq``, ``moero-K`` (ours) or ``moero-K-paper`` (sparse_sync off)."""
+    torch.manual_seed(0)
+    config = preset("small", num_cascades=CASCADES, checkpoint=False, vq_prompt=name != "promptmr")
+    if name.startswith("moero"):
+        experts = int(name.split("-")[1])
+        # small buffer, no warm-up: the centres are fitted during the warm-up steps (steady-state routing)
+        model = Moero(config, experts, nav_kwargs={"warmup": 0, "buffer_size": experts, "restarts": 2},
+                      sparse_sync=not name.endswith("paper"))
+    else:
+        model = PromptMR(config)
+        set_auto_update(model, False)
+    return model.to(device).train()
+
+
+def step_fn(model: torch.nn.Module, core: torch.nn.Module, kspace: torch.Tensor,
+            mask: torch.Tensor) -> Callable[[], None]:
+    """One training step; the synchronisation is the model's own (Moero) or sync_vq_modules (baseline)."""
+    opt = torch.optim.AdamW(core.parameters(), lr=1e-4, weight_decay=1e-2)
+    counter = [0]
+    has_vq = any(isinstance(m, VectorQuantizer) for m in core.modules())
+
+    def step() -> None:
+        out = model(kspace, mask)
+        loss = out.image.pow(2).mean() + out.vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if hasattr(core, "after_backward"):
+            core.after_backward(counter[0])
+        elif has_vq:
+            sync_vq_modules(core)
+        opt.step()
+        counter[0] += 1
+
+    return step
+
+
+def static_bytes(model: torch.nn.Module) -> int:
+    """Parameters, buffers and the two AdamW moments per parameter (held between steps)."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
+
+
+def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
+                 barrier: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of ``rounds`` rounds that alternate the functions."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            barrier()
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) / repeat)
+    return times
+
+
+def _ratio(times: dict[str, list[float]], ref: str, name: str) -> float:
+    """Median over rounds of the reference's time over the model's time in the same round (drift cancels)."""
+    return statistics.median(r / t for r, t in zip(times[ref], times[name], strict=True))
+
+
+def single_process(device: torch.device) -> list[dict[str, Any]]:
+    names = ["promptmr", "promptmr+vq", *(f"moero-{k}" for k in EXPERTS)]
+    kspace, mask = scan(0, device)
+    models = {n: build(n, device) for n in names}
+    steps = {n: step_fn(m, m, kspace, mask) for n, m in models.items()}
+    for fn in steps.values():  # warm-up: allocator, AdamW state, routing centres fitted
+        for _ in range(WARMUP):
+            fn()
+    times = _interleaved(steps, _rounds(), 3, device)
+    peaks = {n: peak_memory(fn, device) for n, fn in steps.items()}
+    static = {n: static_bytes(m) for n, m in models.items()}
+    ref = "promptmr+vq"
+    rows = []
+    for n in names:
+        rows.append({
+            "setting": "single process", "model": n, "s/it": statistics.median(times[n]),
+            "vs promptmr": _ratio(times, "promptmr", n), "vs promptmr+vq": _ratio(times, ref, n),
+            "step peak MiB": peaks[n] / 2**20, "step peak vs promptmr+vq": peaks[n] / peaks[ref],
+            "params+adam MiB": static[n] / 2**20,
+            "total vs promptmr+vq": (peaks[n] + static[n]) / (peaks[ref] + static[ref]),
+        })
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if use_cuda:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    try:
+        kspace, mask = scan(rank, device)
+        names = ["promptmr", "promptmr+vq"]
+        for k in EXPERTS:
+            names += [f"moero-{k}", f"moero-{k}-paper"]
+        steps = {}
+        for n in names:
+            core = build(n, device)
+            ignored = core.ddp_ignored_parameters() if hasattr(core, "ddp_ignored_parameters") else []
+            if ignored:
+                DDP._set_params_and_buffers_to_ignore_for_model(core, ignored)
+            wrapped = DDP(core, device_ids=[device] if use_cuda else None, broadcast_buffers=False,
+                          find_unused_parameters=n.endswith("paper"))
+            steps[n] = step_fn(wrapped, core, kspace, mask)
+            for _ in range(WARMUP):
+                steps[n]()
+        times = _interleaved(steps, _rounds(), 3, device, dist.barrier)
+        if rank == 0:
+            torch.save(times, Path(out) / "ddp.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp(world: int = 2) -> list[dict[str, Any]]:
+    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_ddp_worker, args=(world, _free_port(), tmp, use_cuda), nprocs=world, join=True)
+        times = torch.load(Path(tmp) / "ddp.pt", weights_only=True)
+    backend = "nccl" if use_cuda else "gloo"
+    rows = []
+    for n, t in times.items():
+        rows.append({
+            "setting": f"DDP x{world} ({backend})", "model": n.replace("-paper", " find_unused"),
+            "s/it": statistics.median(t), "vs promptmr": _ratio(times, "promptmr", n),
+            "vs promptmr+vq": _ratio(times, "promptmr+vq", n),
+        })
+    return rows
+
+
+def run() -> list[dict[str, Any]]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # as each DDP rank below: the same compute per process in both settings
+    rows = single_process(device)
+    rows += ddp(2)
+    h, w = _size()
+    for row in rows:
+        row["size"] = f"1x3x4x{h}x{w}"
+    return rows

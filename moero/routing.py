@@ -1,0 +1,383 @@
+"""BranchNav: histogram routing of Moero's branch grid (reference section 3, eq. (9)).
+
+Each cascade of a Moero grid has K experts and one :class:`BranchNav`. The navigator sees the
+token-frequency vector of eq. (8) (the coil-map net's for cascade 0, cascade k-1's otherwise) and
+picks an expert:
+
+* **Balance rule.** With route counts ``n_j``, if ``max_j n_j / (min_j n_j + 1e-13) > ratio`` (3 in
+  the paper), or before centres exist, the sample goes to the least-used expert ``argmin_j n_j``
+  (lowest index on ties). From zero counts this is round robin.
+* **Centres.** Otherwise the sample goes to the centre of highest cosine similarity. The centres
+  come from spherical k-means (:func:`spherical_kmeans`: K clusters, seeded restarts, at most
+  ``max_iter`` iterations) fitted once, on a buffer of ``buffer_size`` histograms gathered from all
+  ranks and filled only after a warm-up (default: nothing is buffered during the first epoch).
+* **Granularity.** ``route_by="batch"`` sends a whole batch to one expert (the mode of the
+  per-sample choices; the paper trains with batch size 1), ``route_by="sample"`` routes every sample
+  and :func:`dispatch` runs each active expert once on its group and scatters the results back. A
+  batch routed per sample gets exactly the routes of its samples routed one after another.
+
+Evaluation (``eval_mode``) differs from the authors' code on purpose:
+
+* ``"nearest"`` (default): route by the centres alone; deterministic and independent of what was
+  evaluated before. Before centres exist it routes to ``argmin_j n_j`` of the frozen training counts
+  (the expert training would pick next; expert 0 from zero counts); evaluation never changes state.
+* ``"paper"``: the authors' behaviour: the balance rule still runs and evaluation routes are added
+  to the route counts (locally, unsynchronised, as in their code), so routing depends on history.
+
+Synchronisation. Everything is a registered buffer (counts, buffer, fill level, centres, fitted
+flag, epoch), so checkpoints restore routing exactly. Training routes accumulate in ``step_counts``
+and queued histograms; :meth:`BranchNav.sync` (or a model's single per-step collective, through
+:meth:`~BranchNav.sync_payload` / :meth:`~BranchNav.apply_sync`) sums the counts over ranks and
+gathers the queued histograms into the shared buffer in rank order, so all ranks hold the same
+state and fit the same centres (the fit is deterministic by ``seed`` and runs in float64 on CPU).
+Without ``torch.distributed`` the navigator syncs itself at the end of every training call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BranchNav", "spherical_kmeans", "cosine_assign", "dispatch", "distributed_world"]
+
+_EPS_RATIO = 1e-13  # the authors' epsilon in max/min
+
+
+def distributed_world(process_group: Any = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of ``process_group``; ``(0, 1)`` when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(process_group), dist.get_world_size(process_group)
+    return 0, 1
+
+
+def cosine_assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index of the centre of highest cosine similarity for each row of ``x`` ``(N, D)`` (lowest index on ties)."""
+    sims = F.normalize(x.to(centres.dtype), dim=1, eps=1e-12) @ F.normalize(centres, dim=1, eps=1e-12).t()
+    return sims.argmax(dim=1)
+
+
+@torch.no_grad()
+def spherical_kmeans(
+    x: torch.Tensor, k: int, restarts: int = 8, max_iter: int = 100, seed: int = 42
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """k-means with cosine similarity on the rows of ``x`` ``(N, D)``; returns ``(centres, labels, score)``.
+
+    Rows and centres live on the unit sphere; each iteration assigns every row to the centre of
+    highest cosine similarity and moves each centre to the normalised mean of its rows. Every restart
+    starts from a k-means++ draw (distance ``1 - cos``) of a ``torch.Generator`` seeded by ``seed``;
+    the restart with the largest total similarity ``score = sum_i max_j cos(x_i, c_j)`` wins. An
+    empty cluster is re-seeded with the row least similar to its current centre. Computed in float64
+    on CPU, so the same ``x`` and ``seed`` give the same bytes on every rank.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must be (N, D), got shape {tuple(x.shape)}")
+    if k < 1 or k > x.shape[0]:
+        raise ValueError(f"k must lie in [1, N={x.shape[0]}], got {k}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    data = F.normalize(x.detach().to("cpu", torch.float64), dim=1, eps=1e-12)
+    n = data.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    for _ in range(restarts):
+        # k-means++ seeding with the cosine distance 1 - cos
+        first = int(torch.randint(0, n, (1,), generator=gen))
+        centres = [data[first]]
+        dist_min = (1.0 - data @ data[first]).clamp_min(0.0)
+        for _ in range(1, k):
+            total = float(dist_min.sum())
+            if total <= 0.0:  # all rows coincide with chosen centres: pick uniformly
+                nxt = int(torch.randint(0, n, (1,), generator=gen))
+            else:
+                nxt = int(torch.multinomial(dist_min / total, 1, generator=gen))
+            centres.append(data[nxt])
+            dist_min = torch.minimum(dist_min, (1.0 - data @ data[nxt]).clamp_min(0.0))
+        c = torch.stack(centres)
+        labels = torch.full((n,), -1, dtype=torch.long)
+        for _ in range(max_iter):
+            sims = data @ c.t()
+            new_labels = sims.argmax(dim=1)
+            if torch.equal(new_labels, labels):
+                break
+            labels = new_labels
+            sums = torch.zeros_like(c).index_add_(0, labels, data)
+            counts = torch.bincount(labels, minlength=k)
+            for j in torch.nonzero(counts == 0).flatten().tolist():
+                # re-seed an empty cluster with the row worst served by its centre
+                worst = int((sims.gather(1, labels[:, None]).squeeze(1)).argmin())
+                sums[j] = data[worst]
+                labels[worst] = j
+                sims[worst] = float("inf")  # not picked twice in this pass
+            c = F.normalize(sums, dim=1, eps=1e-12)
+        sims = data @ c.t()
+        labels = sims.argmax(dim=1)
+        score = float(sims.max(dim=1).values.sum())
+        if best is None or score > best[2]:
+            best = (c, labels, score)
+    assert best is not None
+    return best
+
+
+class BranchNav(nn.Module):
+    """Router of one Moero cascade over ``num_branches`` experts by token histograms (eq. (9)).
+
+    Args:
+        num_branches: experts K of the cascade.
+        num_codes: length of the routing histograms (the codebook size).
+        buffer_size: histograms gathered (over all ranks) before k-means is fitted, once.
+        warmup: ``"epoch"``: buffer nothing while the epoch set by :meth:`set_epoch` is 0 (the paper's
+            "no buffering in the first epoch"); an ``int``: buffer nothing until that many samples have
+            been routed over all ranks (the authors skip ~8000 samples per rank); ``0``: no warm-up.
+        imbalance_ratio: the balance rule fires when ``max n / (min n + 1e-13)`` exceeds it.
+        restarts, max_iter, seed: of :func:`spherical_kmeans`.
+        eval_mode: ``"nearest"`` or ``"paper"`` (module docstring).
+        route_by: ``"sample"`` (one expert per sample) or ``"batch"`` (the mode, the paper's way).
+        gather_per_step: queued histograms each rank contributes to the buffer per synchronisation
+            (the rest wait for the next step); fixes the size of the per-step collective.
+    """
+
+    def __init__(
+        self,
+        num_branches: int,
+        num_codes: int,
+        buffer_size: int = 2048,
+        warmup: str | int = "epoch",
+        imbalance_ratio: float = 3.0,
+        restarts: int = 8,
+        max_iter: int = 100,
+        seed: int = 42,
+        eval_mode: str = "nearest",
+        route_by: str = "sample",
+        gather_per_step: int = 8,
+    ) -> None:
+        super().__init__()
+        if num_branches < 1:
+            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
+        if num_codes < 1:
+            raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+        if buffer_size < num_branches:
+            raise ValueError(f"buffer_size must be >= num_branches={num_branches}, got {buffer_size}")
+        if not (warmup == "epoch" or (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0)):
+            raise ValueError(f"warmup must be 'epoch' or an int >= 0, got {warmup!r}")
+        if imbalance_ratio < 1.0:
+            raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
+        if eval_mode not in ("nearest", "paper"):
+            raise ValueError(f"eval_mode must be 'nearest' or 'paper', got {eval_mode!r}")
+        if route_by not in ("sample", "batch"):
+            raise ValueError(f"route_by must be 'sample' or 'batch', got {route_by!r}")
+        if gather_per_step < 1:
+            raise ValueError(f"gather_per_step must be >= 1, got {gather_per_step}")
+        self.num_branches, self.num_codes, self.buffer_size = num_branches, num_codes, buffer_size
+        self.warmup, self.imbalance_ratio = warmup, float(imbalance_ratio)
+        self.restarts, self.max_iter, self.seed = restarts, max_iter, seed
+        self.eval_mode, self.route_by, self.gather_per_step = eval_mode, route_by, gather_per_step
+        self.register_buffer("counts", torch.zeros(num_branches, dtype=torch.long))  # synced n_j
+        self.register_buffer("step_counts", torch.zeros(num_branches, dtype=torch.long))  # this rank, this step
+        self.register_buffer("buffer", torch.zeros(buffer_size, num_codes))
+        self.register_buffer("fill", torch.zeros((), dtype=torch.long))
+        self.register_buffer("centres", torch.zeros(num_branches, num_codes))
+        self.register_buffer("fitted", torch.tensor(False))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
+
+    def extra_repr(self) -> str:
+        return (f"num_branches={self.num_branches}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
+                f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}")
+
+    # ------------------------------------------------------------------ state
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the navigator the current epoch (the ``"epoch"`` warm-up buffers from epoch 1 on)."""
+        self.epoch.fill_(int(epoch))
+
+    @property
+    def warmed_up(self) -> bool:
+        """Whether the warm-up is over (by the synced counts, so all ranks agree)."""
+        if self.warmup == "epoch":
+            return int(self.epoch) >= 1
+        return int(self.counts.sum()) >= int(self.warmup)
+
+    @property
+    def collecting(self) -> bool:
+        """Whether training histograms currently go to the buffer (warmed up, not full, not fitted)."""
+        return not bool(self.fitted) and int(self.fill) < self.buffer_size and self.warmed_up
+
+    def imbalanced(self, counts: torch.Tensor | None = None) -> bool:
+        """The balance rule of eq. (9): ``max n / (min n + 1e-13) > imbalance_ratio``."""
+        c = (self.counts if counts is None else counts).double()
+        return bool(c.max() / (c.min() + _EPS_RATIO) > self.imbalance_ratio)
+
+    # ------------------------------------------------------------------ routing
+    def assign(self, hist: torch.Tensor) -> torch.Tensor:
+        """Nearest centre by cosine similarity, ``(B,)``; a ``ValueError`` before the centres exist."""
+        self._check(hist)
+        if not bool(self.fitted):
+            raise ValueError("BranchNav has no centres yet: the buffer is not full (see fill, buffer_size)")
+        return cosine_assign(hist.detach().float(), self.centres)
+
+    def _check(self, hist: torch.Tensor) -> None:
+        if hist.ndim != 2 or hist.shape[1] != self.num_codes:
+            raise ValueError(f"hist must be (B, num_codes={self.num_codes}), got {tuple(hist.shape)}")
+
+    @torch.no_grad()
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """Routes ``(B,)`` (long, on CPU) of histograms ``hist`` ``(B, num_codes)``; see the module doc."""
+        self._check(hist)
+        batch = hist.shape[0]
+        hist = hist.detach().float()
+        fitted = bool(self.fitted)
+        eval_nearest = not self.training and self.eval_mode == "nearest"
+        # one device -> host transfer: nearest centres and counts together
+        parts = [self.counts.double(), self.step_counts.double()]
+        if fitted:
+            parts.append(cosine_assign(hist, self.centres).double())
+        host = torch.cat(parts).cpu()
+        k = self.num_branches
+        counts = (host[:k] + host[k : 2 * k]).long()
+        nearest = host[2 * k :].long() if fitted else None
+        if eval_nearest:
+            routes = nearest if nearest is not None else torch.full((batch,), int(counts.argmin()), dtype=torch.long)
+            return routes
+        routes = self._balanced_routes(counts.clone(), nearest, batch)
+        added = torch.bincount(routes, minlength=k)
+        if self.training:
+            if distributed_world()[1] == 1:  # a world of one: what sync() would do, without the payload
+                collecting = self.collecting  # decided before this batch counts, as on several ranks
+                self.counts += added.to(self.counts.device)
+                if collecting:
+                    self._append(hist)
+                    if int(self.fill) >= self.buffer_size:
+                        self.fit()
+                return routes
+            self.step_counts += added.to(self.step_counts.device)
+            if self.collecting:
+                self._queue.append(hist)
+        else:  # paper eval: the authors count evaluation routes too (not synchronised)
+            self.counts += added.to(self.counts.device)
+        return routes
+
+    def _balanced_routes(self, counts: torch.Tensor, nearest: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Eq. (9) on the host: least-used expert while imbalanced or unfitted, else the nearest centre."""
+        if self.route_by == "batch":
+            if nearest is None or self.imbalanced(counts):
+                choice = int(counts.argmin())
+            else:
+                choice = int(torch.bincount(nearest, minlength=self.num_branches).argmax())  # mode, lowest on ties
+            return torch.full((batch,), choice, dtype=torch.long)
+        routes = torch.empty(batch, dtype=torch.long)
+        for i in range(batch):  # sequential, so a batch routes exactly as its samples one by one
+            if nearest is None or self.imbalanced(counts):
+                routes[i] = int(counts.argmin())
+            else:
+                routes[i] = int(nearest[i])
+            counts[routes[i]] += 1
+        return routes
+
+    # ------------------------------------------------------------------ synchronisation
+    def sync_numel(self, world: int) -> int:
+        """Length of this navigator's slice of the per-step all-reduce (same on every rank)."""
+        gathered = world * (self.gather_per_step * self.num_codes + 1) if self.collecting else 0
+        return self.num_branches + gathered
+
+    def sync_payload(self, rank: int, world: int) -> torch.Tensor:
+        """float32 ``(sync_numel(world),)``: step counts, then (while collecting) this rank's queued
+        histograms in its own slot, zeros in the others' slots, so that the SUM over ranks is a gather."""
+        payload = torch.zeros(self.sync_numel(world), device=self.counts.device)
+        payload[: self.num_branches] = self.step_counts.float()
+        if self.collecting and self._queue:
+            queued = torch.cat(self._queue)
+            take = queued[: self.gather_per_step]
+            self._queue = [queued[self.gather_per_step :]] if queued.shape[0] > self.gather_per_step else []
+            slot = self.gather_per_step * self.num_codes + 1
+            start = self.num_branches + rank * slot
+            payload[start] = take.shape[0]
+            payload[start + 1 : start + 1 + take.numel()] = take.reshape(-1).to(payload.device)
+        return payload
+
+    @torch.no_grad()
+    def apply_sync(self, summed: torch.Tensor, world: int) -> None:
+        """Consume the all-reduced payload: add the counts, append gathered histograms, fit when full."""
+        k = self.num_branches
+        self.counts += summed[:k].round().long().to(self.counts.device)
+        self.step_counts.zero_()
+        if summed.numel() > k:
+            slot = self.gather_per_step * self.num_codes + 1
+            rows = []
+            for r in range(world):
+                base = k + r * slot
+                n = int(summed[base].round())
+                rows.append(summed[base + 1 : base + 1 + n * self.num_codes].view(n, self.num_codes))
+            self._append(torch.cat(rows))
+        if not self.collecting:
+            self._queue = []
+        if not bool(self.fitted) and int(self.fill) >= self.buffer_size:
+            self.fit()
+
+    def _append(self, rows: torch.Tensor) -> None:
+        fill = int(self.fill)
+        take = rows[: self.buffer_size - fill]
+        self.buffer[fill : fill + take.shape[0]] = take.to(self.buffer.device, self.buffer.dtype)
+        self.fill += take.shape[0]
+
+    @torch.no_grad()
+    def sync(self, process_group: Any = None) -> None:
+        """Sum this step's routing statistics over ranks (one all-reduce, none without distributed)."""
+        rank, world = distributed_world(process_group)
+        payload = self.sync_payload(rank, world)
+        if world > 1:
+            dist.all_reduce(payload, group=process_group)
+        self.apply_sync(payload, world)
+
+    @torch.no_grad()
+    def fit(self) -> torch.Tensor:
+        """Fit the centres by spherical k-means on the filled part of the buffer; returns the buffer labels."""
+        fill = int(self.fill)
+        if fill < self.num_branches:
+            raise ValueError(f"the buffer holds {fill} histograms, fewer than num_branches={self.num_branches}")
+        centres, labels, _ = spherical_kmeans(self.buffer[:fill], self.num_branches, self.restarts,
+                                              self.max_iter, self.seed)
+        self.centres.copy_(centres.to(self.centres.dtype))
+        self.fitted.fill_(True)
+        return labels
+
+
+def dispatch(
+    experts: Sequence[Callable[..., Any]], routes: torch.Tensor, *batched: torch.Tensor, **shared: Any
+) -> Any:
+    """Run ``experts[j]`` once on the samples routed to ``j`` and put the results back in batch order.
+
+    ``batched`` tensors share the batch axis 0 and are split by ``routes`` ``(B,)``; ``shared`` keyword
+    arguments go to every call unchanged. An expert returns a tensor or a tuple of tensors with the
+    batch axis first. When the whole batch goes to one expert (always at batch size 1) it runs on the
+    inputs as they are, without copies.
+    """
+    routes = routes.detach().cpu().long()
+    if routes.ndim != 1 or not batched or routes.shape[0] != batched[0].shape[0]:
+        raise ValueError(f"routes must be (B,) matching the batch axis of the inputs, got {tuple(routes.shape)}")
+    if int(routes.min()) < 0 or int(routes.max()) >= len(experts):
+        lo, hi = int(routes.min()), int(routes.max())
+        raise ValueError(f"routes must lie in [0, {len(experts)}), got range [{lo}, {hi}]")
+    active = torch.unique(routes).tolist()
+    if len(active) == 1:
+        return experts[active[0]](*batched, **shared)
+    groups = [torch.nonzero(routes == j).flatten() for j in active]
+    outputs = []
+    for j, idx in zip(active, groups, strict=True):
+        dev_idx = idx.to(batched[0].device)
+        outputs.append(experts[j](*(t.index_select(0, dev_idx) for t in batched), **shared))
+    inverse = torch.empty_like(routes)
+    order = torch.cat(groups)
+    inverse[order] = torch.arange(order.numel())
+
+    def merge(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts).index_select(0, inverse.to(parts[0].device))
+
+    if isinstance(outputs[0], tuple):
+        return tuple(merge([o[i] for o in outputs]) for i in range(len(outputs[0])))
+    return merge(outputs)

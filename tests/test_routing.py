@@ -1,0 +1,252 @@
+"""BranchNav routing (reference section 3, eq. (9)), spherical k-means, dispatch and specialisation scores."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from moero.routing import BranchNav, cosine_assign, dispatch, spherical_kmeans
+from moero.specialisation import contingency, expert_usage, specialisation, trace_routing, usage_over_training
+
+CODES = 32
+
+
+def clustered_histograms(k: int, per_cluster: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token histograms around ``k`` well-separated prototypes (each peaked on its own codes)."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.full((k, CODES), 0.05)
+    for j in range(k):
+        protos[j, j * (CODES // k) : (j + 1) * (CODES // k)] = 1.0
+    labels = torch.arange(k).repeat_interleave(per_cluster)
+    counts = torch.poisson(protos[labels] * 40, generator=gen) + 1e-3
+    hist = counts / counts.sum(1, keepdim=True)
+    perm = torch.randperm(labels.numel(), generator=gen)
+    return hist[perm], labels[perm]
+
+
+def fitted_nav(**kwargs) -> BranchNav:
+    """A 2-expert navigator whose centres point at code 0 and code 1."""
+    nav = BranchNav(2, CODES, buffer_size=4, warmup=0, **kwargs)
+    nav.centres.zero_()
+    nav.centres[0, 0] = 1.0
+    nav.centres[1, 1] = 1.0
+    nav.fitted.fill_(True)
+    return nav
+
+
+def onehot(code: int, n: int = 1) -> torch.Tensor:
+    h = torch.zeros(n, CODES)
+    h[:, code] = 1.0
+    return h
+
+
+def test_kmeans_recovers_separated_clusters_and_is_deterministic_by_seed() -> None:
+    hist, labels = clustered_histograms(4, 60)
+    centres, assigned, score = spherical_kmeans(hist, 4, restarts=8, max_iter=100, seed=42)
+    assert adjusted_rand_score(labels.numpy(), assigned.numpy()) > 0.95
+    assert torch.allclose(centres.norm(dim=1), torch.ones(4, dtype=centres.dtype))
+    assert torch.equal(cosine_assign(hist, centres), assigned)
+    again = spherical_kmeans(hist, 4, restarts=8, max_iter=100, seed=42)
+    assert torch.equal(again[0], centres) and again[2] == score
+    # the winning restart is the best one: a single restart never scores higher
+    assert all(spherical_kmeans(hist, 4, restarts=1, seed=s)[2] <= score + 1e-9 for s in range(4))
+
+
+def test_kmeans_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="k must"):
+        spherical_kmeans(torch.rand(3, 4), 5)
+    with pytest.raises(ValueError, match="x must"):
+        spherical_kmeans(torch.rand(3), 1)
+
+
+def test_round_robin_before_centres_and_imbalance_rule() -> None:
+    nav = BranchNav(3, CODES, warmup=0, buffer_size=1000)
+    nav.train()
+    routes = [int(nav(onehot(0))[0]) for _ in range(7)]
+    assert routes == [0, 1, 2, 0, 1, 2, 0]
+    assert nav.counts.tolist() == [3, 2, 2]
+
+    nav = fitted_nav()
+    nav.train()
+    nav.counts.copy_(torch.tensor([5, 2]))  # ratio 2.5 <= 3: the centres decide
+    assert int(nav(onehot(0))[0]) == 0
+    nav.counts.copy_(torch.tensor([7, 2]))  # ratio 3.5 > 3: least-used overrides the centre
+    assert int(nav(onehot(0))[0]) == 1
+    nav.counts.copy_(torch.tensor([3, 0]))  # min 0: ratio 3 / 1e-13, overridden
+    assert nav.imbalanced() and int(nav(onehot(0))[0]) == 1
+
+
+def test_batch_mode_routes_the_batch_by_the_mode() -> None:
+    nav = fitted_nav(route_by="batch")
+    nav.train()
+    nav.counts.copy_(torch.tensor([4, 4]))
+    hist = torch.cat([onehot(1, 3), onehot(0, 1)])
+    assert nav(hist).tolist() == [1, 1, 1, 1]
+    assert nav.counts.tolist() == [4, 8]
+
+
+def test_per_sample_routing_equals_routing_samples_one_by_one() -> None:
+    hist, _ = clustered_histograms(2, 10, seed=3)
+    for counts in ([0, 0], [9, 3], [5, 4]):
+        batch_nav = fitted_nav()
+        batch_nav.counts.copy_(torch.tensor(counts))
+        single_nav = copy.deepcopy(batch_nav)
+        batch_nav.train(), single_nav.train()
+        together = batch_nav(hist)
+        alone = torch.cat([single_nav(hist[i : i + 1]) for i in range(hist.shape[0])])
+        assert torch.equal(together, alone)
+        assert torch.equal(batch_nav.counts, single_nav.counts)
+
+
+def test_dispatch_equals_running_each_sample_alone() -> None:
+    torch.manual_seed(0)
+    experts = [torch.nn.Linear(5, 3) for _ in range(3)]
+    x = torch.randn(7, 5, requires_grad=True)
+    routes = torch.tensor([2, 0, 0, 1, 2, 2, 0])
+    out = dispatch(experts, routes, x)
+    ref = torch.cat([experts[int(r)](x[i : i + 1]) for i, r in enumerate(routes)])
+    assert torch.allclose(out, ref)
+    # gradients reach each expert through its own samples only
+    out.sum().backward()
+    assert torch.allclose(x.grad, torch.stack([experts[int(r)].weight.sum(0) for r in routes]))
+    # tuple outputs are scattered back element-wise
+    pair = dispatch([lambda t, j=j: (t * j, t + j) for j in range(3)], routes, x)
+    assert torch.allclose(pair[0], x * routes[:, None]) and torch.allclose(pair[1], x + routes[:, None])
+    with pytest.raises(ValueError, match="routes must lie"):
+        dispatch(experts, torch.tensor([0, 3, 0, 0, 0, 0, 0]), x)
+
+
+def test_epoch_warmup_then_buffer_fill_then_single_fit() -> None:
+    hist, labels = clustered_histograms(2, 8, seed=1)
+    nav = BranchNav(2, CODES, buffer_size=8, warmup="epoch", restarts=2)
+    nav.train()
+    nav(hist[:4])
+    assert int(nav.fill) == 0 and not nav.collecting  # epoch 0: nothing buffered
+    nav.set_epoch(1)
+    nav(hist[:5])
+    assert int(nav.fill) == 5 and torch.equal(nav.buffer[:5], hist[:5])
+    nav(hist[5:11])  # overflows: the buffer takes what fits, then k-means is fitted once
+    assert int(nav.fill) == 8 and bool(nav.fitted) and torch.equal(nav.buffer, hist[:8])
+    centres = nav.centres.clone()
+    nav(hist[11:])
+    assert torch.equal(nav.centres, centres) and int(nav.fill) == 8
+    assert adjusted_rand_score(labels[:8].numpy(), nav.assign(hist[:8]).numpy()) == 1.0
+
+
+def test_sample_count_warmup_skips_the_first_samples() -> None:
+    hist, _ = clustered_histograms(2, 8, seed=2)
+    nav = BranchNav(2, CODES, buffer_size=100, warmup=5)
+    nav.train()
+    for i in range(9):
+        nav(hist[i : i + 1])
+    assert int(nav.counts.sum()) == 9
+    assert int(nav.fill) == 4 and torch.equal(nav.buffer[:4], hist[5:9])
+
+
+def test_eval_nearest_is_history_free_and_paper_mode_depends_on_history() -> None:
+    nav = fitted_nav()
+    nav.counts.copy_(torch.tensor([20, 1]))  # heavily imbalanced training history
+    nav.eval()
+    state = copy.deepcopy(nav.state_dict())
+    hist = torch.cat([onehot(0, 3), onehot(1, 2)])
+    first = nav(hist)
+    assert first.tolist() == [0, 0, 0, 1, 1] and torch.equal(nav(hist.flip(0)), first.flip(0))
+    assert all(torch.equal(v, state[k]) for k, v in nav.state_dict().items())  # evaluation changes nothing
+
+    unfitted = BranchNav(3, CODES, warmup=0)
+    unfitted.counts.copy_(torch.tensor([4, 3, 4]))
+    unfitted.eval()
+    assert unfitted(hist).tolist() == [1] * 5  # fallback: argmin of the frozen training counts
+
+    paper = fitted_nav(eval_mode="paper")
+    paper.counts.copy_(torch.tensor([20, 1]))
+    paper.eval()
+    assert paper(onehot(0)).tolist() == [1]  # balance rule overrides the nearest centre
+    assert paper.counts.tolist() == [20, 2]  # and evaluation routes enter the history
+
+
+def test_checkpoint_round_trip_gives_identical_routing() -> None:
+    hist, _ = clustered_histograms(2, 40, seed=4)
+    nav = BranchNav(2, CODES, buffer_size=16, warmup=4, restarts=2)
+    nav.train()
+    for i in range(30):
+        nav(hist[i : i + 1])
+    assert bool(nav.fitted)
+    blob = io.BytesIO()
+    torch.save(nav.state_dict(), blob)
+    blob.seek(0)
+    restored = BranchNav(2, CODES, buffer_size=16, warmup=4, restarts=2)
+    restored.load_state_dict(torch.load(blob, weights_only=True))
+    restored.train()
+    for i in range(30, 80):
+        assert torch.equal(nav(hist[i : i + 1]), restored(hist[i : i + 1]))
+    nav.eval(), restored.eval()
+    assert torch.equal(nav(hist), restored(hist))
+
+
+def test_sync_payloads_sum_counts_and_gather_buffers_in_rank_order() -> None:
+    """Two navigators as two ranks: summing their payloads (what all_reduce does) syncs them exactly."""
+    hist, _ = clustered_histograms(2, 6, seed=5)
+    ranks = [BranchNav(2, CODES, buffer_size=6, warmup=0, restarts=2, gather_per_step=2) for _ in range(2)]
+    for nav in ranks:
+        nav.train()
+    for step in range(3):
+        # route without self-sync: feed step counts and queue as a distributed forward would
+        for r, nav in enumerate(ranks):
+            nav.step_counts += torch.tensor([1, 0]) if r == 0 else torch.tensor([0, 1])
+            nav._queue.append(hist[2 * step + r : 2 * step + r + 1])
+        payloads = [nav.sync_payload(r, 2) for r, nav in enumerate(ranks)]
+        summed = payloads[0] + payloads[1]
+        for nav in ranks:
+            nav.apply_sync(summed.clone(), 2)
+    a, b = ranks
+    assert a.counts.tolist() == [3, 3]
+    assert int(a.fill) == 6 and torch.equal(a.buffer, hist[:6])
+    assert bool(a.fitted)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_bad_arguments_name_the_parameter() -> None:
+    with pytest.raises(ValueError, match="eval_mode"):
+        BranchNav(2, CODES, eval_mode="closest")
+    with pytest.raises(ValueError, match="warmup"):
+        BranchNav(2, CODES, warmup="week")
+    with pytest.raises(ValueError, match="hist must"):
+        BranchNav(2, CODES)(torch.rand(1, CODES + 1))
+    with pytest.raises(ValueError, match="no centres"):
+        BranchNav(2, CODES).assign(torch.rand(1, CODES))
+
+
+def test_specialisation_scores_and_usage() -> None:
+    routes = np.array([0, 0, 1, 1, 2, 2])
+    scores = {row["label"]: row for row in specialisation(routes, {
+        "contrast": ["lax", "lax", "sax", "sax", "t1", "t1"],  # same partition, other names
+        "vendor": ["a", "b", "a", "b", "a", "b"],  # independent of the routes
+    })}
+    assert scores["contrast"]["ari"] == pytest.approx(1.0) and scores["contrast"]["nmi"] == pytest.approx(1.0)
+    assert scores["vendor"]["ari"] < 0.0 + 1e-9 and scores["vendor"]["nmi"] < 0.2
+    assert expert_usage(routes, 4).tolist() == [1 / 3, 1 / 3, 1 / 3, 0.0]
+    assert usage_over_training([1, 0, 1], 2).tolist() == [[0, 1], [1, 1], [1, 2]]
+    table, names = contingency(routes, ["x", "x", "y", "y", "y", "x"], 3)
+    assert names == ["x", "y"] and table.tolist() == [[2, 0, 1], [0, 2, 1]]
+    with pytest.raises(ValueError, match="labels\\['v'\\]"):
+        specialisation(routes, {"v": ["a"]})
+
+
+def test_trace_routing_records_each_rule_of_eq9() -> None:
+    nav = BranchNav(2, CODES, buffer_size=4, warmup=0, restarts=2)
+    first = torch.cat([onehot(0, 2), onehot(1, 2)])
+    rows = trace_routing(nav, torch.cat([first, onehot(0, 6)]))
+    assert [r["route"] for r in rows[:4]] == [0, 1, 0, 1]
+    assert {r["rule"] for r in rows[:4]} == {"least-used: no centres"} and rows[3]["fitted"]
+    home = int(nav.assign(onehot(0))[0])  # the expert whose centre is code 0
+    assert rows[4]["rule"] == "nearest centre" and rows[4]["route"] == home
+    # code 0 keeps coming: once max n / min n > 3 the least-used expert takes the sample instead
+    overrides = [r for r in rows if r["overridden"]]
+    assert overrides and all(r["rule"] == "least-used: imbalance" and r["route"] == 1 - home for r in overrides)
+    assert rows[-1]["counts"] == nav.counts.tolist() and sum(rows[-1]["counts"]) == 10
