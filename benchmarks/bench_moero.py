@@ -35,11 +35,10 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from benchmarks.common import peak_memory, sync
-from moero.fft import fft2c
+from moero.efficiency import phantom_batch, training_step
 from moero.models import PromptMR, preset
 from moero.moero_model import Moero
-from moero.phantom import coil_maps, shepp_logan
-from moero.vq import VectorQuantizer, set_auto_update, sync_vq_modules
+from moero.vq import set_auto_update
 
 TITLE = "Moero 4 cascades x K experts vs the 4-cascade baseline: training iterations/s and memory"
 EXPERTS = (2, 4)
@@ -58,14 +57,7 @@ def _rounds() -> int:
 
 def scan(seed: int, device: torch.device, frames: int = 3, coils: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """One undersampled phantom scan ``(1, F, C, H, W)`` and its mask (x4 with a 12-line ACS block)."""
-    h, w = _size()
-    img = shepp_logan(h, w).roll((seed, -seed), dims=(0, 1))
-    x = torch.stack([img * (1 + 0.1 * f) for f in range(frames)])[None]
-    mask = torch.zeros(1, frames, h, w, dtype=torch.bool)
-    mask[..., seed % 4 :: 4] = True
-    mask[..., w // 2 - 6 : w // 2 + 6] = True
-    kspace = fft2c(coil_maps(coils, h, w, seed=1) * x[:, :, None]) * mask[:, :, None]
-    return kspace.to(device), mask.to(device)
+    return phantom_batch(_size(), frames, coils, seed, device)
 
 
 def build(name: str, device: torch.device) -> torch.nn.Module:
@@ -86,23 +78,7 @@ def build(name: str, device: torch.device) -> torch.nn.Module:
 def step_fn(model: torch.nn.Module, core: torch.nn.Module, kspace: torch.Tensor,
             mask: torch.Tensor) -> Callable[[], None]:
     """One training step; the synchronisation is the model's own (Moero) or sync_vq_modules (baseline)."""
-    opt = torch.optim.AdamW(core.parameters(), lr=1e-4, weight_decay=1e-2)
-    counter = [0]
-    has_vq = any(isinstance(m, VectorQuantizer) for m in core.modules())
-
-    def step() -> None:
-        out = model(kspace, mask)
-        loss = out.image.pow(2).mean() + out.vq_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if hasattr(core, "after_backward"):
-            core.after_backward(counter[0])
-        elif has_vq:
-            sync_vq_modules(core)
-        opt.step()
-        counter[0] += 1
-
-    return step
+    return training_step(model, core, kspace, mask)
 
 
 def static_bytes(model: torch.nn.Module) -> int:
