@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from moero.efficiency import peak_memory  # noqa: F401  (one implementation: the package's)
 
 
 def sync(device: torch.device | str | None = None) -> None:
@@ -41,35 +42,6 @@ def interleaved_ratio(
         r_times.append(median_time(reference, repeat, 1, device))
     t, r = statistics.median(t_times), statistics.median(r_times)
     return t, r, t / r
-
-
-def peak_memory(fn: Callable[[], Any], device: Any = None) -> int:
-    """Peak bytes allocated while ``fn`` runs: CUDA allocator on GPU, tracemalloc-free RSS proxy on CPU.
-
-    On CPU, torch allocations are not seen by tracemalloc, so we use the CPU allocator's profiler
-    when available and fall back to tracemalloc (Python objects only) otherwise.
-    """
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        sync(device)
-        return int(torch.cuda.max_memory_allocated(device))
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = prof.events()
-    # running sum of allocations/frees in time order gives the peak of live bytes
-    live = peak = 0
-    for ev in sorted(events, key=lambda e: e.time_range.start):
-        live += ev.cpu_memory_usage
-        peak = max(peak, live)
-    if peak == 0:
-        tracemalloc.start()
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return int(peak)
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
