@@ -65,6 +65,7 @@ window.addEventListener('load', function () {
     out.id = 'moero-probe';
     out.textContent = JSON.stringify({
       mathjax: document.querySelectorAll('mjx-container').length,
+      widgets: document.querySelectorAll('.jupyter-widgets').length,
       images: imgs
     });
     document.body.appendChild(out);
@@ -118,3 +119,15 @@ def test_browser_typesets_maths_and_decodes_figures_offline(smoke_book):
     report = probe(figure_pages[0])
     pngs = [i for i in report["images"] if (i["src"] or "").endswith(".png")]
     assert pngs and all(i["w"] > 0 and i["h"] > 0 for i in pngs), report
+
+
+def test_browser_renders_widget_snapshots_offline(smoke_book):
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
+    pages = [
+        p for p in sorted((smoke_book / "notebooks").glob("*.html"))
+        if not p.name.startswith("_probe_") and "application/vnd.jupyter.widget-view+json" in p.read_text()
+    ]
+    assert pages, "no executed notebook page carries a widget snapshot"
+    for page in pages:
+        assert probe(page)["widgets"] > 0, f"{page.name}: widget snapshot not rendered"
