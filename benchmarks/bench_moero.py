@@ -47,12 +47,12 @@ WARMUP = 4  # steps before timing: allocator, AdamW state, and the routing centr
 
 
 def _size() -> tuple[int, int]:
-    h, w = os.environ.get("MOERO_BENCH_SIZE", "48x32").lower().split("x")
+    h, w = os.environ.get("MOERO_BENCH_SIZE", "128x96").lower().split("x")
     return int(h), int(w)
 
 
 def _rounds() -> int:
-    return int(os.environ.get("MOERO_BENCH_ROUNDS", "9"))
+    return int(os.environ.get("MOERO_BENCH_ROUNDS", "5"))
 
 
 def scan(seed: int, device: torch.device, frames: int = 3, coils: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -242,8 +242,13 @@ class Moero(nn.Module):
 
     @torch.no_grad()
     def after_backward(self, step: int | None = None, process_group: Any = None) -> None:
-        """The once-per-step synchronisation pass (module doc): ONE all-reduce of expert gradients,
-        usage flags, routing statistics and VQ EMA statistics, then the VQ EMA update.
+        """The once-per-step synchronisation pass, in a fixed order on every rank.
+
+        1. ONE small all-reduce of the usage flags, routing statistics and VQ EMA statistics;
+        2. ONE all-reduce of the gradients of the experts that at least one rank ran (zeros from a
+           rank that did not run it), in grid order; experts no rank ran do not travel at all and
+           keep ``grad=None``, so AdamW neither moves nor decays them;
+        3. the VQ EMA update.
 
         Call on every rank after ``backward`` and before ``optimizer.step()``; ``step`` is unused and
         accepted for the trainer's hook signature."""
@@ -263,46 +268,48 @@ class Moero(nn.Module):
                 vq.update()
             return
         device = self.vq_blocks[0].quantizer.codebook.device
-        sync_grads = self.sparse_sync and world > 1
-        if world > 1:
-            for vq in vqs:
-                vq._prepare_for_sum(rank, world)
-        vq_parts = [t for vq in vqs for t in vq._stats_tensors()] if world > 1 else []
+        for vq in vqs:
+            vq._prepare_for_sum(rank, world)
+        vq_parts = [t for vq in vqs for t in vq._stats_tensors()]
         nav_sizes = [nav.sync_numel(world) for nav in self.navs]
-        # pack: flags | expert gradients (zeros where this rank did not run the expert) | navs | VQ
+        # phase 1: flags | navs | VQ (a few kilobytes)
         parts = [used.reshape(-1).to(device, torch.float32)]
-        if sync_grads:
-            for row, row_used in zip(experts, used.tolist(), strict=True):
-                for (ps, numel), ran in zip(row, row_used, strict=True):
-                    if ran:
-                        parts += [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in ps]
-                    else:
-                        parts.append(torch.zeros(numel, device=device))
         parts += [nav.sync_payload(rank, world) for nav in self.navs]
         parts += [t.reshape(-1).float() for t in vq_parts]
         flat = torch.cat(parts)
-        if world > 1:
-            dist.all_reduce(flat, group=process_group)
-        # unpack in the same order
+        dist.all_reduce(flat, group=process_group)
         used_any = (flat[: used.numel()].view_as(used).cpu() > 0).tolist()
         offset = used.numel()
-        for row, row_used in zip(experts, used_any, strict=True):
-            for (ps, numel), ran in zip(row, row_used, strict=True):
-                if sync_grads:
-                    if ran:  # the mean over ranks, as DDP averages; the grads become views of the buffer
-                        views = flat[offset : offset + numel].div_(world).split([p.numel() for p in ps])
-                        for p, v in zip(ps, views, strict=True):
-                            p.grad = v.view_as(p)
-                    offset += numel
-                if not ran:
-                    for p in ps:
-                        p.grad = None  # no rank ran it: AdamW neither moves nor decays it
         for nav, size in zip(self.navs, nav_sizes, strict=True):
             nav.apply_sync(flat[offset : offset + size], world)
             offset += size
         for t in vq_parts:
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
+        # phase 2: gradients of the experts some rank ran, in grid order (every rank knows which now)
+        active: list[tuple[list[nn.Parameter], int]] = []
+        grads: list[torch.Tensor] = []
+        for row, row_used, row_any in zip(experts, used.tolist(), used_any, strict=True):
+            for (ps, numel), ran, ran_any in zip(row, row_used, row_any, strict=True):
+                if not ran_any:
+                    for p in ps:
+                        p.grad = None  # no rank ran it: AdamW neither moves nor decays it
+                elif self.sparse_sync:  # else DDP (find_unused_parameters) reduces them
+                    active.append((ps, numel))
+                    if ran:
+                        grads += [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in ps]
+                    else:
+                        grads.append(torch.zeros(numel, device=device))
+        if active:
+            flat_grads = torch.cat(grads)
+            dist.all_reduce(flat_grads, group=process_group)
+            flat_grads.div_(world)  # the mean over ranks, as DDP averages
+            offset = 0
+            for ps, numel in active:  # the grads become views of the reduced buffer
+                views = flat_grads[offset : offset + numel].split([p.numel() for p in ps])
+                for p, v in zip(ps, views, strict=True):
+                    p.grad = v.view_as(p)
+                offset += numel
         for vq in vqs:
             vq.update()
 

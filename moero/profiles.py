@@ -41,7 +41,7 @@ _SMOKE_RUNS: dict[str, Any] = {  # shared by 06-08: the same runs (changing one 
 _CPU_RUNS: dict[str, Any] = {
     "train": {"preset": "tiny", "image_shape": [48, 32], "lr": 1e-3, "schedule": "constant", "val_every": 0,
               "checkpoint_every": 100, "device": "cpu", "accelerations": [4, 8, 12]},
-    "budget_unit": "steps", "budgets": [100, 200, 300], "curve_budgets": [50, 100, 200, 300], "experts": [2, 4],
+    "budget_unit": "steps", "budgets": [200, 400, 600], "curve_budgets": [50, 100, 200, 400, 600], "experts": [2, 4],
     "nav": {"warmup": 16, "buffer_size": 16, "restarts": 2, "max_iter": 30},
     "augment_probability": 0.5, "ratios": [0.0, 0.5, 1.0], "small_subjects": 4, "eval_files": 2, "eval_shape": [96, 64],
     "cg": {"iters": 10, "lam": 0.01}, "threads": 2, "nproc": 1,

@@ -25,7 +25,7 @@
 # the profile's accelerations, and the sample-balancing sampler of eq. (10).
 #
 # Each run lives in `_build/runs/<profile>/<name>` and goes from snapshot to snapshot (the paper's
-# 12, 18 and 24 epochs under the `paper` profile; 100, 200 and 300 steps under `cpu`). After each
+# 12, 18 and 24 epochs under the `paper` profile; a few hundred steps under `cpu`, printed below). After each
 # snapshot the checkpoint is copied, so chapter 8 evaluates the intermediate budgets without
 # retraining, and an interrupted execution of this notebook restarts from the last checkpoint (the
 # trainer's exact resume) instead of from scratch.
