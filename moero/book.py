@@ -35,6 +35,9 @@ __all__ = [
 
 NOTEBOOK_FMT = "py:percent"
 KERNEL = "python3"
+# Per-cell limit by profile, so a stalled cell fails the run instead of blocking it forever; the gpu and
+# paper profiles train inside a cell for hours (paper: days), so they have none. $MOERO_CELL_TIMEOUT overrides.
+CELL_TIMEOUT_S: dict[str, int | None] = {"smoke": 600, "cpu": 3600, "gpu": None, "paper": None}
 
 
 class NotebookFailed(RuntimeError):
@@ -121,6 +124,14 @@ def is_light(nb: Any) -> bool:
     return bool(nb.metadata.get("moero", {}).get("light", False))
 
 
+def cell_timeout(profile: str) -> int | None:
+    """Seconds a cell of ``profile`` may run (``$MOERO_CELL_TIMEOUT``, else :data:`CELL_TIMEOUT_S`)."""
+    env = os.environ.get("MOERO_CELL_TIMEOUT")
+    if env:
+        return int(env) if int(env) > 0 else None
+    return CELL_TIMEOUT_S.get(profile)
+
+
 def run_notebook(
     path: Path,
     profile: str,
@@ -131,6 +142,7 @@ def run_notebook(
 ) -> NotebookResult:
     """Execute one Jupytext notebook with papermill; skip when its source, parameters and package are unchanged."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     text, nb = _read_source(path)
@@ -168,9 +180,15 @@ def run_notebook(
             progress_bar=progress_bar,
             cwd=str(path.parent.parent),
             log_output=False,
+            execution_timeout=cell_timeout(profile),
         )
     except PapermillExecutionError as err:
         raise NotebookFailed(stem, err.exec_count, err.source, err.ename, err.evalue, partial) from None
+    except CellTimeoutError as err:
+        # nbclient quotes the cell between dashed lines; keep that as the failing source
+        parts = str(err).split("-------------------\n")
+        source = parts[1] if len(parts) > 2 else ""
+        raise NotebookFailed(stem, None, source, "CellTimeoutError", str(err).splitlines()[0], partial) from None
     finally:
         if env_backup is None:
             os.environ.pop("MPLBACKEND", None)

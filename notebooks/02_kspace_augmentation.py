@@ -111,8 +111,22 @@ controls = {
     "max_shift": widgets.FloatSlider(value=2.0, min=0.0, max=8.0, step=0.25, description="range (px)"),
     "shots": widgets.IntSlider(value=8, min=1, max=32, description="shots"),
 }
-display(widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]),
-                      widgets.interactive_output(redraw, controls)]))
+# The figure of the current slider values is drawn as ordinary cell output; moving a slider in a
+# live kernel redraws into `live` below the controls. Headless runs (papermill) never route output
+# through an Output widget, which can stall the notebook client.
+live = widgets.Output()
+
+
+def on_change(_change=None):
+    with live:
+        live.clear_output(wait=True)
+        redraw(**{name: w.value for name, w in controls.items()})
+
+
+for w in controls.values():
+    w.observe(on_change, names="value")
+display(widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]), live]))
+redraw(**{name: w.value for name, w in controls.items()})
 
 # %% [markdown]
 # ## Thermal noise over the sigma grid

@@ -123,3 +123,12 @@ def test_reader_serves_matching_execution_and_refuses_stale(tmp_path, monkeypatc
         read_notebook(GOOD + "\n# %%\nchanged = True\n")
     light = GOOD.replace("#   kernelspec:", "#   moero:\n#     light: true\n#   kernelspec:")
     assert read_notebook(light).metadata["moero"]["light"] is True
+
+
+@pytest.mark.slow
+def test_a_stalled_cell_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOERO_CELL_TIMEOUT", "2")
+    src = write(tmp_path, "stall", HEADER + "\n# %%\nimport time\ntime.sleep(60)\n")
+    with pytest.raises(NotebookFailed) as info:
+        run_notebook(src, "smoke", tmp_path / "executed", {}, progress_bar=False)
+    assert "time.sleep(60)" in info.value.source and info.value.partial.exists()
