@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "publish_figure",
     "Experiment",
     "MissingResultError",
     "ResultsSource",
@@ -618,6 +619,16 @@ def show_result(folder: str | Path, stem: str) -> Any:
     if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.md").exists():
         return Image(filename=str(require_result(folder, f"{stem}.png")))
     return Markdown(require_result(folder, f"{stem}.md").read_text())
+
+
+def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
+    """Save ``fig`` through ``run`` (PNG + provenance), close it, and display the file written to disk,
+    so the chapter shows exactly the produced result (a missing file fails the notebook)."""
+    import matplotlib.pyplot as plt
+
+    run.figure(fig, stem, caption=caption)
+    plt.close(fig)
+    return show_result(run.results_dir, stem)
 
 
 def compare_sentence(name: str, ours: float, theirs: float, higher_is_better: bool = True) -> str:

@@ -95,9 +95,7 @@ ax_loss.set(xlabel="step", ylabel="training loss (1 - SSIM + VQ)", title="Traini
 ax_val.set(xlabel=unit, ylabel="validation SSIM", title="Validation SSIM (official protocol)")
 ax_loss.legend(fontsize=8)
 fig.tight_layout()
-run.figure(fig, "learning_curves", caption="Training loss and validation SSIM per model")
-plt.close(fig)
-display(E.show_result(run.results_dir, "learning_curves"))
+display(E.publish_figure(run, fig, "learning_curves", caption="Training loss and validation SSIM per model"))
 
 # %% [markdown]
 # ## Moero: routes over training
@@ -123,9 +121,7 @@ for ax, name in zip(axes[0], moero_runs, strict=True):
     ax.set(xlabel="step", ylabel="route count $n_j$", title=catalogue[name].label)
     ax.legend(fontsize=7)
 fig.tight_layout()
-run.figure(fig, "route_counts", caption="Moero route counts per expert over training (first and last cascade)")
-plt.close(fig)
-display(E.show_result(run.results_dir, "route_counts"))
+display(E.publish_figure(run, fig, "route_counts", caption="Moero route counts per expert over training (first and last cascade)"))
 
 # %% [markdown]
 # ## Moero: do the experts specialise?
@@ -152,9 +148,7 @@ for name in moero_runs:
 ax.set(xlabel=unit, ylabel="NMI (cascade 0)", title="Specialisation of the first cascade's experts")
 ax.legend(fontsize=8)
 fig.tight_layout()
-run.figure(fig, "specialisation", caption="NMI between routes of cascade 0 and modality / vendor over training")
-plt.close(fig)
-display(E.show_result(run.results_dir, "specialisation"))
+display(E.publish_figure(run, fig, "specialisation", caption="NMI between routes of cascade 0 and modality / vendor over training"))
 
 # %% [markdown]
 # ## What matches the paper, and what does not

@@ -115,9 +115,7 @@ ax.set(xlabel="augmentation ratio $p$", ylabel="test SSIM (official protocol)",
        title="k-space augmentation ratio sweep")
 ax.legend()
 fig.tight_layout()
-run.figure(fig, "ratio_sweep", caption="Test SSIM against the k-space augmentation ratio, small and full set")
-plt.close(fig)
-display(E.show_result(run.results_dir, "ratio_sweep"))
+display(E.publish_figure(run, fig, "ratio_sweep", caption="Test SSIM against the k-space augmentation ratio, small and full set"))
 
 # %%
 for ds in ("small", "full"):

@@ -123,9 +123,7 @@ for ax, split in zip(axes, ("total", "rare", "fresh"), strict=True):
     ax.set(xlabel=unit, ylabel=f"SSIM {split}", title=f"SSIM-{split} (dotted: zero-filled, CG-SENSE)")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-run.figure(fig, "table2_budgets", caption="SSIM total / rare / fresh against the training budget")
-plt.close(fig)
-display(E.show_result(run.results_dir, "table2_budgets"))
+display(E.publish_figure(run, fig, "table2_budgets", caption="SSIM total / rare / fresh against the training budget"))
 
 # %% [markdown]
 # ## Which of the paper's trends hold here

@@ -77,9 +77,7 @@ for ax, title in ((ax_s, "iterations/s relative to the baseline"), (ax_m, "peak 
     ax.set(title=title, ylabel="ratio")
     ax.legend(fontsize=8)
 fig.tight_layout()
-run.figure(fig, "experts", caption="Speed and memory relative to the baseline against the number of experts")
-plt.close(fig)
-display(E.show_result(run.results_dir, "experts"))
+display(E.publish_figure(run, fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
 
 # %% [markdown]
 # ## DDP: our synchronisation against `find_unused_parameters`
@@ -133,9 +131,7 @@ for stage in efficiency.STAGES:
 ax.set(xlabel="seconds per step", title="Time per stage of one training step")
 ax.legend(fontsize=8, ncols=3)
 fig.tight_layout()
-run.figure(fig, "stages", caption="Seconds per stage of one training step, per model")
-plt.close(fig)
-display(E.show_result(run.results_dir, "stages"))
+display(E.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
 
 # %%
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
