@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from benchmarks.common import interleaved_ratio
-from moero.augment import DualSpaceAugment, RandomKspaceNoise, RandomRigidMotion
-from moero.geometry import RandomElastic, RandomFlip, RandomRotation, RandomScaling, RandomShift
-from moero.phantom import coil_maps, shepp_logan
-from moero.physics import sense_forward
-from moero.profiles import get_profile
+from moero.augment.geometry import RandomElastic, RandomFlip, RandomRotation, RandomScaling, RandomShift
+from moero.augment.kspace import RandomKspaceNoise, RandomRigidMotion
+from moero.augment.pipeline import DualSpaceAugment
+from moero.physics.phantom import coil_maps, shepp_logan
+from moero.physics.sense import sense_forward
 
 TITLE = "DualSpace-CMR augmentation: full pipeline vs one training step and one sense_forward"
 
@@ -53,10 +53,10 @@ def _worst_case_augment() -> DualSpaceAugment:
 def _train_step(device: torch.device, example: dict[str, torch.Tensor]):
     """One optimiser step of the ``cpu`` profile's model, or None when moero.models is not there."""
     try:
-        from moero.models import PromptMR, preset
+        from moero.models.promptmr import PromptMR, preset
     except ImportError:
         return None, None
-    config = preset(get_profile("cpu").model_preset)
+    config = preset("small")  # the size of the cpu profile's training runs
     model = PromptMR(config).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     lo = FRAMES // 2 - config.frames // 2

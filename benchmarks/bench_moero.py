@@ -11,7 +11,7 @@ per process, as the paper), measured in interleaved rounds so that load drift hi
 ``vs <baseline>`` is the baseline's time over the model's in the same round (median over rounds),
 i.e. the model's iterations/s relative to the baseline (goal >= 0.95). One thread per process in
 both settings. Two baselines: ``promptmr`` (the paper's baseline, no VQ) and
-``promptmr+vq`` (VQ-Prompt, what Moero adds branches to). Peak memory: the largest live bytes
+``vq-prompt`` (VQ-Prompt, what Moero adds branches to). Peak memory: the largest live bytes
 allocated during one training step (CUDA allocator on GPU, the CPU allocator's profiler on CPU) and,
 beside it, the static bytes of parameters + AdamW state.
 
@@ -35,10 +35,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from benchmarks.common import peak_memory, sync
-from moero.efficiency import phantom_batch, training_step
-from moero.models import PromptMR, preset
-from moero.moero_model import Moero
-from moero.vq import set_auto_update
+from moero.train.efficiency import FIND_UNUSED, build_model, phantom_batch, training_step
 
 TITLE = "Moero 4 cascades x K experts vs the 4-cascade baseline: training iterations/s and memory"
 EXPERTS = (2, 4)
@@ -61,18 +58,9 @@ def scan(seed: int, device: torch.device, frames: int = 3, coils: int = 4) -> tu
 
 
 def build(name: str, device: torch.device) -> torch.nn.Module:
-    """``promptmr``, ``promptmr+vq``, ``moero-K`` (ours) or ``moero-K-paper`` (sparse_sync off)."""
-    torch.manual_seed(0)
-    config = preset("small", num_cascades=CASCADES, checkpoint=False, vq_prompt=name != "promptmr")
-    if name.startswith("moero"):
-        experts = int(name.split("-")[1])
-        # small buffer, no warm-up: the centres are fitted during the warm-up steps (steady-state routing)
-        model = Moero(config, experts, nav_kwargs={"warmup": 0, "buffer_size": experts, "restarts": 2},
-                      sparse_sync=not name.endswith("paper"))
-    else:
-        model = PromptMR(config)
-        set_auto_update(model, False)
-    return model.to(device).train()
+    """A registry model of the ``small`` preset with ``CASCADES`` cascades (``moero-CxK:find_unused``: the paper's
+    DDP way); Moero's centres are fitted during the warm-up steps (steady-state routing)."""
+    return build_model(name, "small", cascades=CASCADES, device=device)
 
 
 def step_fn(model: torch.nn.Module, core: torch.nn.Module, kspace: torch.Tensor,
@@ -109,7 +97,7 @@ def _ratio(times: dict[str, list[float]], ref: str, name: str) -> float:
 
 
 def single_process(device: torch.device) -> list[dict[str, Any]]:
-    names = ["promptmr", "promptmr+vq", *(f"moero-{k}" for k in EXPERTS)]
+    names = ["promptmr", "vq-prompt", *(f"moero-{CASCADES}x{k}" for k in EXPERTS)]
     kspace, mask = scan(0, device)
     models = {n: build(n, device) for n in names}
     steps = {n: step_fn(m, m, kspace, mask) for n, m in models.items()}
@@ -119,15 +107,15 @@ def single_process(device: torch.device) -> list[dict[str, Any]]:
     times = _interleaved(steps, _rounds(), 3, device)
     peaks = {n: peak_memory(fn, device) for n, fn in steps.items()}
     static = {n: static_bytes(m) for n, m in models.items()}
-    ref = "promptmr+vq"
+    ref = "vq-prompt"
     rows = []
     for n in names:
         rows.append({
             "setting": "single process", "model": n, "s/it": statistics.median(times[n]),
-            "vs promptmr": _ratio(times, "promptmr", n), "vs promptmr+vq": _ratio(times, ref, n),
-            "step peak MiB": peaks[n] / 2**20, "step peak vs promptmr+vq": peaks[n] / peaks[ref],
+            "vs promptmr": _ratio(times, "promptmr", n), "vs vq-prompt": _ratio(times, ref, n),
+            "step peak MiB": peaks[n] / 2**20, "step peak vs vq-prompt": peaks[n] / peaks[ref],
             "params+adam MiB": static[n] / 2**20,
-            "total vs promptmr+vq": (peaks[n] + static[n]) / (peaks[ref] + static[ref]),
+            "total vs vq-prompt": (peaks[n] + static[n]) / (peaks[ref] + static[ref]),
         })
     return rows
 
@@ -149,9 +137,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> N
     dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
     try:
         kspace, mask = scan(rank, device)
-        names = ["promptmr", "promptmr+vq"]
+        names = ["promptmr", "vq-prompt"]
         for k in EXPERTS:
-            names += [f"moero-{k}", f"moero-{k}-paper"]
+            names += [f"moero-{CASCADES}x{k}", f"moero-{CASCADES}x{k}{FIND_UNUSED}"]
         steps = {}
         for n in names:
             core = build(n, device)
@@ -159,7 +147,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> N
             if ignored:
                 DDP._set_params_and_buffers_to_ignore_for_model(core, ignored)
             wrapped = DDP(core, device_ids=[device] if use_cuda else None, broadcast_buffers=False,
-                          find_unused_parameters=n.endswith("paper"))
+                          find_unused_parameters=n.endswith(FIND_UNUSED))
             steps[n] = step_fn(wrapped, core, kspace, mask)
             for _ in range(WARMUP):
                 steps[n]()
@@ -179,9 +167,9 @@ def ddp(world: int = 2) -> list[dict[str, Any]]:
     rows = []
     for n, t in times.items():
         rows.append({
-            "setting": f"DDP x{world} ({backend})", "model": n.replace("-paper", " find_unused"),
+            "setting": f"DDP x{world} ({backend})", "model": n,
             "s/it": statistics.median(t), "vs promptmr": _ratio(times, "promptmr", n),
-            "vs promptmr+vq": _ratio(times, "promptmr+vq", n),
+            "vs vq-prompt": _ratio(times, "vq-prompt", n),
         })
     return rows
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import interleaved_ratio
-from moero.fft import fft2c
-from moero.masks import make_mask
-from moero.physics import sense_adjoint, sense_forward
+from moero.physics.fft import fft2c
+from moero.physics.masks import make_mask
+from moero.physics.sense import sense_adjoint, sense_forward
 
 TITLE = "Forward model: SENSE operators and mask generation (ratios within one run)"
 

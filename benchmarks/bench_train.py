@@ -35,7 +35,7 @@ def _preset() -> str:
 
 
 def _config(run_dir: str, data_root: str) -> Any:
-    from moero.train import TrainConfig
+    from moero.train.config import TrainConfig
 
     return TrainConfig(run_dir=run_dir, data_root=data_root, device="cpu", preset=_preset(), vq_prompt=True,
                        mask_kinds=["uniform", "kt_gaussian"], accelerations=[8], image_shape=[96, 48],
@@ -43,7 +43,7 @@ def _config(run_dir: str, data_root: str) -> Any:
 
 
 def _measure(config: Any, info: Any) -> dict[str, Any]:
-    from moero.train import Trainer, build_datasets, build_model, build_sampler
+    from moero.train.trainer import Trainer, build_datasets, build_model, build_sampler
 
     torch.manual_seed(0)
     model = build_model(config)
@@ -57,7 +57,7 @@ def _measure(config: Any, info: Any) -> dict[str, Any]:
 
 def _worker(rank: int, world: int, port: int, threads: int, run_dir: str, data_root: str, out: str) -> None:
     """One rank (or the single process) in a fresh process, so that its peak RSS is its own."""
-    from moero.distributed import DistInfo, cleanup_distributed, init_distributed
+    from moero.train.distributed import DistInfo, cleanup_distributed, init_distributed
 
     torch.set_num_threads(threads)
     if world == 1:
@@ -85,8 +85,8 @@ def _launch(world: int, threads: int, tmp: str, data_root: str) -> list[dict[str
 
 
 def run() -> list[dict[str, Any]]:
-    from moero.data import ensure_synthetic
-    from moero.results import build_dir
+    from moero.data.synthetic import ensure_synthetic
+    from moero.paths import build_dir
 
     root = str(ensure_synthetic(build_dir() / "data" / "smoke", profile="smoke", seed=0, progress=False))
     rows = []

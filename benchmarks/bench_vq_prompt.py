@@ -18,11 +18,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import interleaved_ratio, peak_memory
-from moero.fft import fft2c
-from moero.models import PromptMR, preset
-from moero.phantom import coil_maps, shepp_logan
-from moero.profiles import get_profile
-from moero.vq import set_auto_update, sync_vq_modules
+from moero.models.promptmr import PromptMR, preset
+from moero.models.vq import set_auto_update, sync_vq_modules
+from moero.physics.fft import fft2c
+from moero.physics.phantom import coil_maps, shepp_logan
 
 TITLE = "VQ-Prompt overhead: PromptMR+ with VQ-Prompt vs without (forward + backward)"
 
@@ -65,7 +64,7 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
-        preset_name = get_profile("cpu" if device.type == "cpu" else "gpu").model_preset
+        preset_name = "small" if device.type == "cpu" else "medium"
         with_vq, without_vq = _step(True, preset_name, device), _step(False, preset_name, device)
         t_vq, t_base, time_ratio = interleaved_ratio(with_vq, without_vq, rounds=3, repeat=2, device=device)
         mem_vq, mem_base = peak_memory(with_vq, device), peak_memory(without_vq, device)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from moero.efficiency import peak_memory  # noqa: F401  (one implementation: the package's)
+from moero.train.efficiency import peak_memory  # noqa: F401  (one implementation: the package's)
 
 
 def sync(device: torch.device | str | None = None) -> None:

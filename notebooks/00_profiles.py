@@ -21,15 +21,14 @@
 # code.
 
 # %%
-from moero.profiles import PROFILES
-from moero.results import Table
+from moero.book.profiles import PROFILES
+from moero.eval.tables import Table
 
 rows = [
     {
         "profile": p.name,
         "description": p.description,
         "dataset": p.dataset,
-        "model preset": p.model_preset,
         "device": p.device,
     }
     for p in PROFILES.values()

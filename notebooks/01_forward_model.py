@@ -39,10 +39,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from moero import masks, metrics, physics, raw
-from moero.data import load_cmrxrecon, read_manifest
-from moero.fft import ifft2c
-from moero.results import start_run
+from moero.book.run import start_run
+from moero.data import twix as raw
+from moero.data.readers import load_cmrxrecon, read_manifest
+from moero.eval import metrics
+from moero.physics import masks
+from moero.physics import sense as physics
+from moero.physics.fft import ifft2c
 
 run = start_run("01_forward_model", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params

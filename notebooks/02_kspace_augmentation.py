@@ -47,9 +47,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
-from moero.augment import kspace_snr_db, preview_artefacts
-from moero.data import load_cmrxrecon, read_manifest
-from moero.results import start_run
+from moero.augment.kspace import kspace_snr_db
+from moero.augment.pipeline import preview_artefacts
+from moero.book.run import start_run
+from moero.data.readers import load_cmrxrecon, read_manifest
 
 run = start_run("02_kspace_augmentation", profile=profile, params=params, results_dir=results_dir,
                 data_root=data_root)
@@ -63,7 +64,7 @@ print(f"synthetic cine slice {cine['file']}: (T, C, H, W) = {tuple(synthetic.sha
 
 scans = {"synthetic cine": synthetic}
 if P["gre"]:
-    from moero.raw import RawDataUnavailable, example_gre_dat, read_twix
+    from moero.data.twix import RawDataUnavailable, example_gre_dat, read_twix
 
     try:
         gre = read_twix(example_gre_dat(), remove_os=True).kspace[0, 0]  # (C, H, W)

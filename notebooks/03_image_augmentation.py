@@ -37,14 +37,23 @@ params = {}          # overrides of this notebook's profile parameters
 import matplotlib.pyplot as plt
 import torch
 
-from moero.augment import DualSpaceAugment, estimate_maps_from_full
-from moero.data import load_cmrxrecon, read_manifest
-from moero.dataset import SliceDataset
-from moero.fft import ifft2c
-from moero.geometry import Affine, Elastic, Flip, RandomElastic, RandomRotation, RandomScaling, Rot90, Shift
-from moero.masks import MaskSampler
-from moero.physics import normalize_maps, rss, sense_adjoint, sense_forward, zero_filled
-from moero.results import start_run
+from moero.augment.geometry import (
+    Affine,
+    Elastic,
+    Flip,
+    RandomElastic,
+    RandomRotation,
+    RandomScaling,
+    Rot90,
+    Shift,
+)
+from moero.augment.pipeline import DualSpaceAugment, estimate_maps_from_full
+from moero.book.run import start_run
+from moero.data.dataset import SliceDataset
+from moero.data.readers import load_cmrxrecon, read_manifest
+from moero.physics.fft import ifft2c
+from moero.physics.masks import MaskSampler
+from moero.physics.sense import normalize_maps, rss, sense_adjoint, sense_forward, zero_filled
 
 run = start_run("03_image_augmentation", profile=profile, params=params, results_dir=results_dir,
                 data_root=data_root)

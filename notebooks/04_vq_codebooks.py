@@ -56,11 +56,18 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from moero.data import read_kspace_window, read_manifest
-from moero.fft import ifft2c
-from moero.physics import rss
-from moero.results import start_run
-from moero.vq import VectorQuantizer, code_perplexity, image_patches, patches_to_image, token_histogram, train_codebook
+from moero.book.run import start_run
+from moero.data.readers import read_kspace_window, read_manifest
+from moero.models.vq import (
+    VectorQuantizer,
+    code_perplexity,
+    image_patches,
+    patches_to_image,
+    token_histogram,
+    train_codebook,
+)
+from moero.physics.fft import ifft2c
+from moero.physics.sense import rss
 
 run = start_run("04_vq_codebooks", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params

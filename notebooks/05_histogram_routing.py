@@ -46,12 +46,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from moero.dataset import SliceDataset
-from moero.masks import MaskSampler
-from moero.moero_model import Moero
-from moero.results import start_run
-from moero.routing import BranchNav, spherical_kmeans
-from moero.specialisation import (
+from moero.book.run import start_run
+from moero.data.dataset import SliceDataset
+from moero.eval.specialisation import (
     contingency,
     expert_usage,
     fit_sensitivity_codebook,
@@ -59,6 +56,9 @@ from moero.specialisation import (
     specialisation,
     trace_routing,
 )
+from moero.models.registry import build_model
+from moero.models.routing import BranchNav, spherical_kmeans
+from moero.physics.masks import MaskSampler
 
 run = start_run("05_histogram_routing", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
@@ -68,12 +68,12 @@ print(P)
 # ## Data and token histograms
 #
 # `num_examples` slices spread evenly over the training split, undersampled 4x (uniform lines, 20
-# calibration lines) as in training. The coil-map network of a Moero model (preset `preset`) sees
+# calibration lines) as in training. The coil-map network of a Moero model (`model` at preset `size`) sees
 # each; its codebook is first fitted by k-means to the bottleneck features of the first
 # `fit_examples` of them.
 
 # %%
-model = Moero.from_preset(P["preset"], nav_kwargs={"warmup": 0})
+model = build_model(P["model"], P["size"], nav_kwargs={"warmup": 0})
 K = model.num_experts
 dataset = SliceDataset(run.dataset_root(), split="train", frames=model.config.frames,
                        mask_sampler=MaskSampler(kinds=("uniform",), accelerations=(4,), acs=20), seed=0)

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero import experiments as E
-from moero.results import start_run
+from moero.book import experiments as E
+from moero.book.run import start_run
 
 run = start_run("06_training", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
@@ -51,7 +51,7 @@ torch.set_num_threads(P["threads"])
 root = run.dataset_root()
 catalogue = E.catalogue(P)
 nproc = E.resolve_nproc(P["nproc"])
-MODELS = ["baseline", "vq-prompt", *(f"moero-{k}" for k in P["experts"]), "kspace-aug", "image-aug"]
+MODELS = [*E.model_names(P), "kspace-aug", "image-aug"]
 unit = P["budget_unit"]
 print(f"data: {root}; model preset {P['train']['preset']}; budgets ({unit}) {P['budgets']}; {nproc} process(es)")
 
@@ -166,7 +166,7 @@ def late_gain(name: str) -> float:
 
 
 gains = {name: late_gain(name) for name in runs}
-others = max(gains["baseline"], gains["vq-prompt"])
+others = max(gains["promptmr"], gains["vq-prompt"])
 best_moero = max(gains[n] for n in moero_runs)
 holds = best_moero > others
 print(f"Setting here: profile {run.profile.name!r}, preset {P['train']['preset']!r}, crops "

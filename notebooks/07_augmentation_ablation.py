@@ -41,9 +41,9 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from moero import experiments as E
-from moero import paper
-from moero.results import start_run
+from moero.book import experiments as E
+from moero.book import paper
+from moero.book.run import start_run
 
 run = start_run("07_augmentation_ablation", profile=profile, params=params, results_dir=results_dir,
                 data_root=data_root)
@@ -69,7 +69,7 @@ def test_metrics(name: str) -> dict:
 # ## Tab. 1: baseline, + k-space augmentation, + image augmentation
 
 # %%
-TAB1 = [("baseline", "baseline"), ("kspace-aug", "+ k-space aug"), ("image-aug", "+ image aug")]
+TAB1 = [("promptmr", "baseline"), ("kspace-aug", "+ k-space aug"), ("image-aug", "+ image aug")]
 paper_rows = {r["method"]: r for r in paper.TABLE1}
 ours = {name: test_metrics(name) for name, _ in TAB1}
 rows = []
@@ -81,7 +81,7 @@ run.table(rows, "table1", caption=f"Tab. 1 counterpart: test metrics after {budg
 display(E.show_result(run.results_dir, "table1"))
 
 # %%
-base = ours["baseline"]
+base = ours["promptmr"]
 print(f"Here: {P['train']['preset']!r} preset, {budget} {unit}, crops {P['train'].get('image_shape') or 'native'}, "
       f"{rows[0]['files']} test files of the {'given' if run.data_root else 'synthetic'} data, augmentation ratio "
       f"{P['augment_probability']}; paper: 12-cascade PromptMR+, 12 epochs, CMRxRecon2025.")

@@ -38,9 +38,10 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from moero import efficiency, paper
-from moero import experiments as E
-from moero.results import start_run
+from moero.book import experiments as E
+from moero.book import paper
+from moero.book.run import start_run
+from moero.train import efficiency
 
 run = start_run("08_model_ablation", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
@@ -51,15 +52,15 @@ nproc = E.resolve_nproc(P["nproc"])
 unit = P["budget_unit"]
 budgets = sorted(P["budgets"])
 PAPER_EPOCHS = [12, 18, 24]  # our i-th budget stands for the paper's i-th
-MODELS = ["baseline", "vq-prompt", *(f"moero-{k}" for k in P["experts"])]
+MODELS = E.model_names(P)  # registry names: promptmr (the baseline), vq-prompt, moero-CxK
 
 
 def paper_row(name: str, i: int) -> dict:
     """The paper's Tab. 2 row for our model ``name`` at our i-th budget (empty when the paper has none)."""
     epochs = PAPER_EPOCHS[min(i, 2)]
-    method = name
-    if name.startswith("moero"):
-        method = f"moero-12x{name.split('-')[1]}" if epochs == 12 else "moero"
+    method = E.paper_model(name)
+    if method.startswith("moero") and epochs != 12:
+        method = "moero"
     return next((r for r in paper.TABLE2 if r["method"] == method and r["epochs"] == epochs), {})
 
 
@@ -69,14 +70,14 @@ def paper_row(name: str, i: int) -> dict:
 # %%
 # speed and peak memory of one training step, all models measured alike in one process (moero.efficiency)
 cost = {r["model"]: r for r in efficiency.throughput(
-    ["promptmr" if n == "baseline" else n for n in MODELS], P["train"]["preset"],
+    MODELS, P["train"]["preset"],
     P["train"].get("image_shape") or (256, 192), rounds=2, warmup=1, device=run.device)}
 rows = []
 for name in MODELS:
     rd = E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_profile=run.profile.dataset,
                       nproc=nproc)
-    step_cost = cost["promptmr" if name == "baseline" else name]
-    key = name if not name.startswith("moero") else f"moero-12x{name.split('-')[1]}"
+    step_cost = cost[name]
+    key = E.paper_model(name)
     for i, b in enumerate(budgets):
         s = E.evaluate_checkpoint(rd, b, P, root, device=run.device)["splits"]
         ref = paper_row(name, i)
@@ -133,27 +134,27 @@ def at(name: str, i: int, col: str = "ssim_total") -> float:
     return [r for r in rows if r["run"] == name][i][col]
 
 
-p_base, p_vq = paper_row("baseline", 0), paper_row("vq-prompt", 0)
+p_base, p_vq = paper_row("promptmr", 0), paper_row("vq-prompt", 0)
 print(f"Here: {P['train']['preset']!r} preset, budgets {budgets} {unit} standing for the paper's {PAPER_EPOCHS}, "
       f"{'synthetic' if run.data_root is None else 'the given'} data; paper: 12 cascades, "
       "CMRxRecon2025, 8x A100, batch 1.")
 print(E.compare_sentence("VQ-Prompt vs baseline, SSIM-total at the first budget",
-                         at("vq-prompt", 0) - at("baseline", 0), p_vq["ssim_total"] - p_base["ssim_total"]))
+                         at("vq-prompt", 0) - at("promptmr", 0), p_vq["ssim_total"] - p_base["ssim_total"]))
 for name in MODELS[2:]:
     ref12, ref24 = paper_row(name, 0), paper_row(name, 2)
     print(E.compare_sentence(f"{catalogue[name].label}, SSIM-total from the first to the last budget",
                              at(name, -1) - at(name, 0), ref24.get("ssim_total", nan) - ref12.get("ssim_total", nan)))
     print(E.compare_sentence(f"{catalogue[name].label} vs baseline at the first budget",
-                             at(name, 0) - at("baseline", 0), ref12.get("ssim_total", nan) - p_base["ssim_total"]))
+                             at(name, 0) - at("promptmr", 0), ref12.get("ssim_total", nan) - p_base["ssim_total"]))
 zf = next(r for r in rows if r["method"] == "zero-filled")
 learned_beat = sum(at(n, -1) > zf["ssim_total"] for n in MODELS)
 print(f"{learned_beat} of {len(MODELS)} models beat the zero-filled SSIM-total ({zf['ssim_total']:.4f}) at the "
       "last budget.")
 speed = {n: at(n, 0, "iterations_per_s") for n in MODELS}
 for name in MODELS[1:]:
-    key = name if not name.startswith("moero") else f"moero-12x{name.split('-')[1]}"
+    key = E.paper_model(name)
     print(E.compare_sentence(f"{catalogue[name].label}: iterations/s relative to the baseline, minus 1",
-                             speed[name] / speed["baseline"] - 1, paper.SPEED.get(key, nan) / paper.SPEED["baseline"] - 1))
+                             speed[name] / speed["promptmr"] - 1, paper.SPEED.get(key, nan) / paper.SPEED["promptmr"] - 1))
 
 # %%
 src = E.results_source("08_model_ablation", run)

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero import efficiency, paper
-from moero import experiments as E
-from moero.results import start_run
+from moero.book import experiments as E
+from moero.book import paper
+from moero.book.run import start_run
+from moero.train import efficiency
 
 run = start_run("09_efficiency", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
@@ -57,11 +58,11 @@ print(f"device {run.device}; preset {P['preset']!r} with {P['cascades']} cascade
 # %%
 single = efficiency.throughput(P["names"], P["preset"], P["shape"], P["cascades"], rounds=P["rounds"],
                                warmup=P["warmup"], device=run.device)
-PAPER_KEY = {"promptmr": "baseline", "vq-prompt": "vq-prompt", "moero-2": "moero-12x2", "moero-4": "moero-12x4"}
 for row in single:
-    key = PAPER_KEY.get(row["model"])
-    row["paper_speed_vs_baseline"] = paper.SPEED[key] / paper.SPEED["baseline"] if key else None
-    row["paper_memory_vs_baseline"] = sum(paper.MEMORY_GB[key]) / sum(paper.MEMORY_GB["baseline"]) if key else None
+    key = E.paper_model(row["model"])  # moero-CxK here stands for the paper's moero-12xK
+    row["paper_speed_vs_baseline"] = paper.SPEED[key] / paper.SPEED["promptmr"] if key in paper.SPEED else None
+    row["paper_memory_vs_baseline"] = (sum(paper.MEMORY_GB[key]) / sum(paper.MEMORY_GB["promptmr"])
+                                       if key in paper.MEMORY_GB else None)
 run.table(single, "single_process", caption="One process: iterations/s and peak step memory per model")
 display(E.show_result(run.results_dir, "single_process"))
 
@@ -92,10 +93,11 @@ ddp = efficiency.ddp_throughput(P["ddp_names"], world=P["ddp_world"], preset=P["
 run.table(ddp, "ddp", caption=f"DDP x{P['ddp_world']}: iterations/s, ours vs find_unused_parameters=True")
 display(E.show_result(run.results_dir, "ddp"))
 by_name = {r["model"]: r for r in ddp}
-for k in (2, 4):
-    ours, theirs = by_name.get(f"moero-{k}"), by_name.get(f"moero-{k}-find_unused")
+for name in [n for n in P["ddp_names"] if n.startswith("moero-") and not n.endswith(efficiency.FIND_UNUSED)]:
+    ours, theirs = by_name.get(name), by_name.get(name + efficiency.FIND_UNUSED)
+    k = E.paper_model(name).split("x")[1]
     if ours and theirs:
-        print(f"Moero {k} experts under DDP: ours {ours['it_per_s']:.3f} it/s, find_unused_parameters "
+        print(f"{name} under DDP: ours {ours['it_per_s']:.3f} it/s, find_unused_parameters "
               f"{theirs['it_per_s']:.3f} it/s ({ours['it_per_s'] / theirs['it_per_s']:.2f}x); relative to VQ-Prompt "
               f"{ours['speed_vs_baseline']:.2f} (ours) and {theirs['speed_vs_baseline']:.2f} (find_unused); "
               f"paper: {paper.SPEED[f'moero-12x{k}'] / paper.SPEED['vq-prompt']:.2f}.")
@@ -108,13 +110,13 @@ for k in (2, 4):
 # own per-step pass (VQ statistics; Moero: expert usage and routing) without a collective.
 
 # %%
-from moero.dataset import SliceDataset  # noqa: E402
-from moero.masks import MaskSampler  # noqa: E402
-from moero.train import make_augment  # noqa: E402
+from moero.data.dataset import SliceDataset  # noqa: E402
+from moero.physics.masks import MaskSampler  # noqa: E402
+from moero.train.trainer import make_augment  # noqa: E402
 
 root = run.dataset_root()
 stage_rows = []
-for name in ("promptmr", "vq-prompt", "moero-2"):
+for name in P["names"][:3]:  # promptmr, vq-prompt and the first Moero
     model = efficiency.build_model(name, P["preset"], P["cascades"], run.device)
     ds = SliceDataset(root, split="train", frames=int(model.config.frames), mask_sampler=MaskSampler(),
                       shape=tuple(P["stage_shape"]) if P["stage_shape"] else None)
@@ -136,8 +138,8 @@ display(E.publish_figure(run, fig, "stages", caption="Seconds per stage of one t
 # %%
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
 print("Largest stage per model: " + ", ".join(f"{m}: {s}" for m, s in biggest.items()) + ".")
-m2 = next(r for r in single if r["model"] == "moero-2")
-print(f"Single process, Moero 2 experts runs at {m2['speed_vs_baseline']:.2f}x the baseline's iterations/s "
+m2 = next(r for r in single if r["model"].startswith("moero-"))
+print(f"Single process, {m2['model']} runs at {m2['speed_vs_baseline']:.2f}x the baseline's iterations/s "
       f"(paper, 8x A100 under DDP: {m2['paper_speed_vs_baseline']:.2f}x) with {m2['memory_vs_baseline']:.2f}x its "
       f"peak step memory (paper: {m2['paper_memory_vs_baseline']:.2f}x). The paper's trend (memory nearly flat, "
       f"speed lower) {'holds' if m2['memory_vs_baseline'] < 1.5 else 'does not hold'} for memory here; sizes, "

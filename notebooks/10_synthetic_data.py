@@ -50,13 +50,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from moero.data import load_cmrxrecon, read_manifest
-from moero.dataset import SliceDataset
-from moero.fft import ifft2c
-from moero.physics import rss, zero_filled
-from moero.results import start_run
-from moero.sampler import BalancedSampler
-from moero.synthetic import array_coil_maps
+from moero.book.run import start_run
+from moero.data.dataset import SliceDataset
+from moero.data.readers import load_cmrxrecon, read_manifest
+from moero.data.sampler import BalancedSampler
+from moero.data.synthetic import array_coil_maps
+from moero.physics.fft import ifft2c
+from moero.physics.sense import rss, zero_filled
 
 run = start_run("10_synthetic_data", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
@@ -211,7 +211,7 @@ plt.show()
 # over the rules $r \in \{\text{group (modality and view)}, \text{modality}, \text{centre}\}$.
 
 # %%
-from moero.masks import MaskSampler
+from moero.physics.masks import MaskSampler
 
 ds = SliceDataset(root, split="train", frames=5, mask_sampler=MaskSampler(), seed=0)
 n = min(P["loader_examples"], len(ds))

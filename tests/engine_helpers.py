@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from moero.fft import fft2c, ifft2c
-from moero.masks import MaskSampler
-from moero.vq import VectorQuantizer
+from moero.models.vq import VectorQuantizer
+from moero.physics.fft import fft2c, ifft2c
+from moero.physics.masks import MaskSampler
 
 
 class TinyNet(nn.Module):
@@ -99,7 +99,7 @@ def make_net(kind: str) -> TinyNet:
 
 
 def ddp_config(run_dir: str, batch_size: int):
-    from moero.train import TrainConfig
+    from moero.train.config import TrainConfig
 
     return TrainConfig(run_dir=run_dir, device="cpu", batch_size=batch_size, epochs=2, lr=3e-3, grad_clip=0.5,
                        checkpoint_every=0, progress=False, seed=5)
@@ -107,8 +107,8 @@ def ddp_config(run_dir: str, batch_size: int):
 
 def ddp_worker(rank: int, world: int, port: int, run_dir: str, kinds: list[str], out: str) -> None:
     """One rank of gloo DDP runs over ``TinySlices`` (batch 2 per rank), one per model kind; rank 0 saves."""
-    from moero.distributed import cleanup_distributed, init_distributed
-    from moero.train import Trainer
+    from moero.train.distributed import cleanup_distributed, init_distributed
+    from moero.train.trainer import Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))

@@ -8,21 +8,7 @@ import math
 import pytest
 import torch
 
-from moero.augment import (
-    DualSpaceAugment,
-    KspaceNoise,
-    RandomKspaceNoise,
-    RandomRigidMotion,
-    RatioSchedule,
-    RigidMotion,
-    add_kspace_noise,
-    estimate_maps_from_full,
-    shot_of_line,
-    signal_level,
-    simulate_rigid_motion,
-)
-from moero.fft import fft2c, ifft2c
-from moero.geometry import (
+from moero.augment.geometry import (
     Affine,
     Elastic,
     Flip,
@@ -36,8 +22,20 @@ from moero.geometry import (
     Shift,
     transform_image_and_maps,
 )
-from moero.phantom import coil_maps, shepp_logan
-from moero.physics import rss, sense_adjoint, sense_forward
+from moero.augment.kspace import (
+    KspaceNoise,
+    RandomKspaceNoise,
+    RandomRigidMotion,
+    RigidMotion,
+    add_kspace_noise,
+    shot_of_line,
+    signal_level,
+    simulate_rigid_motion,
+)
+from moero.augment.pipeline import DualSpaceAugment, RatioSchedule, estimate_maps_from_full
+from moero.physics.fft import fft2c, ifft2c
+from moero.physics.phantom import coil_maps, shepp_logan
+from moero.physics.sense import rss, sense_adjoint, sense_forward
 
 
 def _rand_complex(*shape: int, seed: int = 0) -> torch.Tensor:

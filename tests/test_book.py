@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moero.book import build_html, run_notebooks, toc_files
+from moero.book.runner import build_html, run_notebooks, toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

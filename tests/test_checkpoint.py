@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from moero import checkpoint as ckpt
-from moero.checkpoint import (
+from moero.train import checkpoint as ckpt
+from moero.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_module_buffers,
@@ -82,7 +82,7 @@ def test_a_process_killed_mid_write_keeps_the_previous_checkpoint(tmp_path):
     # file is written and flushed, right at its fsync, before the rename
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from moero import checkpoint as ckpt
+        from moero.train import checkpoint as ckpt
         path = {str(tmp_path / "c.pt")!r}
         ckpt.save_checkpoint(path, {{"step": 1, "w": torch.ones(1000)}})
         ckpt.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)

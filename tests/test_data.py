@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from moero.data import DataError, load_cmrxrecon, load_fastmri, read_kspace_window, read_manifest, volume_shape
-from moero.matfile import complex_to_h5, write_mat73
+from moero.data.matfile import complex_to_h5, write_mat73
+from moero.data.readers import (
+    DataError,
+    load_cmrxrecon,
+    load_fastmri,
+    read_kspace_window,
+    read_manifest,
+    volume_shape,
+)
 
 
 def _matlab_array(shape, seed=0):

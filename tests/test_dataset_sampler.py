@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from moero.data import DataError, ensure_synthetic, load_cmrxrecon, read_manifest
-from moero.dataset import SliceDataset, adjacent_frames, example_seed
-from moero.fft import ifft2c
-from moero.matfile import write_mat73
-from moero.physics import rss
-from moero.sampler import BalancedSampler, balance_weights
-
-masks = pytest.importorskip("moero.masks")
+import moero.physics.masks as masks
+from moero.data.dataset import SliceDataset, adjacent_frames, example_seed
+from moero.data.matfile import write_mat73
+from moero.data.readers import DataError, load_cmrxrecon, read_manifest
+from moero.data.sampler import BalancedSampler, balance_weights
+from moero.data.synthetic import ensure_synthetic
+from moero.physics.fft import ifft2c
+from moero.physics.sense import rss
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from engine_helpers import TinySlices, ddp_config, ddp_worker, make_net
 
-from moero import distributed as mdist
-from moero.train import Trainer
+from moero.train import distributed as mdist
+from moero.train.trainer import Trainer
 
 
 def _free_port() -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from moero import efficiency
-from moero import experiments as E
-from moero.profiles import notebook_params
+from moero.book import experiments as E
+from moero.book.profiles import notebook_params
+from moero.train import efficiency
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def shrunk_paper_params(notebook: str = "08_model_ablation") -> dict:
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory) -> Path:
-    from moero.data import ensure_synthetic
+    from moero.data.synthetic import ensure_synthetic
 
     return ensure_synthetic(tmp_path_factory.mktemp("data") / "CMRxRecon2025", "smoke", 0, progress=False)
 
@@ -45,12 +45,14 @@ def build(tmp_path, monkeypatch) -> Path:
 def test_catalogue_names_and_ratio_runs():
     p = notebook_params("07_augmentation_ablation", "cpu")
     cat = E.catalogue(p)
-    for name in ("baseline", "vq-prompt", "moero-2", "moero-4", "kspace-aug", "image-aug"):
+    for name in ("promptmr", "vq-prompt", "moero-2x2", "moero-2x4", "kspace-aug", "image-aug"):
         assert name in cat
-    assert cat["moero-4"].model == "moero" and cat["moero-4"].num_experts == 4
-    assert cat["vq-prompt"].config == {"vq_prompt": True}
+    assert cat["moero-2x4"].model == "moero-2x4" and cat["moero-2x4"].num_experts == 4
+    assert cat["vq-prompt"].model == "vq-prompt" and cat["promptmr"].model == "promptmr"
+    assert E.model_names(p) == ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"]
+    assert [E.paper_model(n) for n in E.model_names(p)] == ["promptmr", "vq-prompt", "moero-12x2", "moero-12x4"]
     # the sweep reuses the baseline (ratio 0) and kspace-aug (the default ratio) on the full set
-    assert E.ratio_experiment(p, 0.0, small=False) == "baseline"
+    assert E.ratio_experiment(p, 0.0, small=False) == "promptmr"
     assert E.ratio_experiment(p, p["augment_probability"], small=False) == "kspace-aug"
     for small in (True, False):
         for r in p["ratios"]:
@@ -63,7 +65,7 @@ def test_catalogue_names_and_ratio_runs():
 
 
 def test_subset_root_keeps_only_some_training_subjects(smoke_data, tmp_path):
-    from moero.data import read_manifest
+    from moero.data.readers import read_manifest
 
     full = read_manifest(smoke_data)
     sub = read_manifest(E.subset_root(smoke_data, 1, tmp_path / "small"))
@@ -81,48 +83,48 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     p = shrunk_paper_params()
     cat = E.catalogue(p)
     dirs = {n: E.ensure_run(cat[n], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=lambda _: None)
-            for n in ("baseline", "moero-2")}
+            for n in ("promptmr", "moero-2x2")}
     for rd in dirs.values():
         assert [E.snapshot_path(rd, b).is_file() for b in (1, 2)] == [True, True]
         assert rd.parent == build / "runs" / "paper"
     # the snapshots differ (training happened between them) and the schedule is the paper's
-    s1 = torch.load(E.snapshot_path(dirs["baseline"], 1), weights_only=True)
-    s2 = torch.load(E.snapshot_path(dirs["baseline"], 2), weights_only=True)
+    s1 = torch.load(E.snapshot_path(dirs["promptmr"], 1), weights_only=True)
+    s2 = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert (s1["step"], s2["step"]) == (1, 2)
     assert s2["config"]["schedule"] == "step" and s2["config"]["lr_step_epoch"] == 11
     assert any(not torch.equal(a, s2["model"][k]) for k, a in s1["model"].items() if a.is_floating_point())
     # a second call resumes: nothing is retrained
-    stamp = E.snapshot_path(dirs["baseline"], 2).stat().st_mtime_ns
-    E.ensure_run(cat["baseline"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=lambda _: None)
-    assert E.snapshot_path(dirs["baseline"], 2).stat().st_mtime_ns == stamp
+    stamp = E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns
+    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=lambda _: None)
+    assert E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns == stamp
     # an interrupted run (checkpoint at step 1, last snapshot missing) continues from its checkpoint
-    E.snapshot_path(dirs["baseline"], 2).unlink()
-    (dirs["baseline"] / "checkpoint.pt").write_bytes(E.snapshot_path(dirs["baseline"], 1).read_bytes())
+    E.snapshot_path(dirs["promptmr"], 2).unlink()
+    (dirs["promptmr"] / "checkpoint.pt").write_bytes(E.snapshot_path(dirs["promptmr"], 1).read_bytes())
     logs = []
-    E.ensure_run(cat["baseline"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=logs.append)
-    assert logs == ["baseline: training to steps 2 (from 1)"]
-    resumed = torch.load(E.snapshot_path(dirs["baseline"], 2), weights_only=True)
+    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=logs.append)
+    assert logs == ["promptmr: training to steps 2 (from 1)"]
+    resumed = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert all(torch.equal(a, resumed["model"][k]) for k, a in s2["model"].items())  # exact resume
     # evaluation: the three Tab. 2 splits, Moero routes one expert per cascade for every scored image
-    res = E.evaluate_checkpoint(dirs["moero-2"], 2, p, smoke_data)
+    res = E.evaluate_checkpoint(dirs["moero-2x2"], 2, p, smoke_data)
     assert set(res["splits"]) == {"total", "rare", "fresh"}
     assert res["splits"]["fresh"]["files"] >= 1 and 0 < res["splits"]["total"]["ssim"] <= 1
     assert len(res["routes"]) == len(res["labels"]) > 0 and all(len(r) == 2 for r in res["routes"])
-    spec = E.specialisation_over_training(dirs["moero-2"], p, smoke_data)
+    spec = E.specialisation_over_training(dirs["moero-2x2"], p, smoke_data)
     assert {r["label"] for r in spec} == {"modality", "vendor"} and {r["budget"] for r in spec} == set(p["budgets"])
     refs = E.reference_rows(p, smoke_data, "gpu")
     assert set(refs) == {"zero-filled", "CG-SENSE"}
     assert refs["zero-filled"]["splits"]["total"]["files"] == res["splits"]["total"]["files"]
-    curves = E.learning_curves(dirs["moero-2"])
+    curves = E.learning_curves(dirs["moero-2x2"])
     assert [s for s, _ in curves["loss"]] == [1, 2] and curves["val_ssim"]  # the paper profile validates
-    assert [h["step"] for h in E.route_history(dirs["moero-2"])] == [1, 2]
-    assert E.segment_speed(dirs["baseline"]) > 0
+    assert [h["step"] for h in E.route_history(dirs["moero-2x2"])] == [1, 2]
+    assert E.segment_speed(dirs["promptmr"]) > 0
     # other settings under the same name start afresh; the paper profile's multi-process path (torchrun, gloo)
     changed = {**p, "train": {**p["train"], "lr": 1e-3}, "budgets": [1], "curve_budgets": [1]}
     logs = []
-    rd = E.ensure_run(cat["moero-2"], changed, "paper", data_root=smoke_data, dataset_profile="gpu", nproc=2,
+    rd = E.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_profile="gpu", nproc=2,
                       log=logs.append)
-    assert logs[0] == "moero-2: settings changed, starting the run afresh"
+    assert logs[0] == "moero-2x2: settings changed, starting the run afresh"
     assert not E.snapshot_path(rd, 2).exists() and E.snapshot_path(rd, 1).is_file()
     segment = [json.loads(line) for line in (rd / "segments.jsonl").read_text().splitlines()]
     assert [s["world_size"] for s in segment] == [2]
@@ -132,8 +134,8 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
 def test_model_ablation_notebook_paper_profile_table_and_provenance(smoke_data, build):
     """One papermill execution of chapter 8 under the paper profile (shrunk): Tab. 2 has its promised rows and
     columns, and the provenance names the commit."""
-    from moero.book import run_notebook
-    from moero.results import git_commit
+    from moero.book.run import git_commit
+    from moero.book.runner import run_notebook
 
     p = shrunk_paper_params()
     out = build / "results" / "paper" / "08_model_ablation"
@@ -145,7 +147,7 @@ def test_model_ablation_notebook_paper_profile_table_and_provenance(smoke_data, 
                 "train_iterations_per_s", "paper_ssim_total", "paper_ssim_rare", "paper_ssim_fresh", "paper_memory_gb"):
         assert col in rows[0], col
     runs = [r["run"] for r in rows]
-    assert runs == ["baseline"] * 2 + ["vq-prompt"] * 2 + ["moero-2"] * 2 + ["reference"] * 2
+    assert runs == ["promptmr"] * 2 + ["vq-prompt"] * 2 + ["moero-2x2"] * 2 + ["reference"] * 2
     assert [r["method"] for r in rows[-2:]] == ["zero-filled", "CG-SENSE"]
     assert rows[0]["paper_ssim_total"] == "0.836" and rows[0]["paper_epochs"] == "12"
     prov = json.loads((out / "provenance.json").read_text())
@@ -154,26 +156,26 @@ def test_model_ablation_notebook_paper_profile_table_and_provenance(smoke_data, 
 
 
 def test_efficiency_rows_and_stages(smoke_data):
-    rows = efficiency.throughput(["promptmr", "moero-2"], "tiny", (32, 24), cascades=2, rounds=1, warmup=1)
-    assert [r["model"] for r in rows] == ["promptmr", "moero-2"]
+    rows = efficiency.throughput(["promptmr", "moero-2x2"], "tiny", (32, 24), cascades=2, rounds=1, warmup=1)
+    assert [r["model"] for r in rows] == ["promptmr", "moero-2x2"]
     assert rows[0]["speed_vs_baseline"] == 1.0 and rows[0]["memory_vs_baseline"] == 1.0
     assert rows[1]["parameters"] > rows[0]["parameters"] and rows[1]["peak_mib"] > 0
-    from moero.dataset import SliceDataset
-    from moero.masks import MaskSampler
+    from moero.data.dataset import SliceDataset
+    from moero.physics.masks import MaskSampler
 
-    model = efficiency.build_model("moero-2", "tiny", 2)
+    model = efficiency.build_model("moero-2x2", "tiny", 2)
     ds = SliceDataset(smoke_data, split="train", frames=3, mask_sampler=MaskSampler(acs=8), shape=(32, 24))
     steps = efficiency.stage_times(model, ds, None, steps=2)
     assert len(steps) == 2 and set(efficiency.STAGES) < set(steps[0])
     assert all(abs(r["total"] - sum(r[s] for s in efficiency.STAGES)) < 1e-9 for r in steps)
-    with pytest.raises(ValueError, match="model name"):
+    with pytest.raises(ValueError, match="unknown model"):
         efficiency.build_model("transformer")
     with pytest.raises(ValueError, match="world"):
         efficiency.ddp_throughput(["promptmr"], world=1)
 
 
 def test_results_source_prefers_complete_gpu_results(tmp_path):
-    from moero.results import start_run
+    from moero.book.run import start_run
 
     run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path / "own")
     src = E.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
@@ -188,7 +190,7 @@ def test_results_source_prefers_complete_gpu_results(tmp_path):
 
 
 def test_referring_to_a_result_no_run_produced_fails(tmp_path):
-    from moero.results import start_run
+    from moero.book.run import start_run
 
     run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path)
     run.table([{"a": 1}], "made")
@@ -203,11 +205,11 @@ def test_referring_to_a_result_no_run_produced_fails(tmp_path):
 
 def test_book_chapter_referring_to_a_missing_result_fails_the_run(tmp_path):
     """A chapter that shows a result file no run produced stops papermill, hence ``make book``."""
-    from moero.book import NotebookFailed, run_notebook
+    from moero.book.runner import NotebookFailed, run_notebook
 
     src = tmp_path / "notebooks" / "99_missing.py"
     src.parent.mkdir()
-    src.write_text("# %%\nfrom moero import experiments as E\nE.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
+    src.write_text("# %%\nfrom moero.book import experiments as E\nE.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
     with pytest.raises(NotebookFailed, match="MissingResultError"):
         run_notebook(src, "smoke", tmp_path / "executed", {}, force=True, progress_bar=False)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from moero.fft import fft2c, ifft2c
-from moero.masks import make_mask
-from moero.phantom import coil_maps, shepp_logan
-from moero.physics import (
+from moero.physics.fft import fft2c, ifft2c
+from moero.physics.masks import make_mask
+from moero.physics.phantom import coil_maps, shepp_logan
+from moero.physics.sense import (
     apply_mask,
     calibration_region,
     cg_sense,

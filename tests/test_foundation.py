@@ -14,8 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-from moero.profiles import PROFILES, get_profile, notebook_params
-from moero.results import Table, start_run
+from moero.book.profiles import PROFILES, get_profile, notebook_params
+from moero.book.run import start_run
+from moero.eval.tables import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 

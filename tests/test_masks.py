@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from moero.masks import ACCELERATIONS, GOLDEN_ANGLE_DEG, KINDS, MaskSampler, effective_acs, make_mask, point_spread
+from moero.physics.masks import (
+    ACCELERATIONS,
+    GOLDEN_ANGLE_DEG,
+    KINDS,
+    MaskSampler,
+    effective_acs,
+    make_mask,
+    point_spread,
+)
 
 SHAPE = (4, 64, 246)  # frames, readout, phase encode (246: a CMRxRecon cine matrix)
 

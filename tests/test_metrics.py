@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from moero.metrics import (
+from moero.eval.metrics import (
     SSIMLoss,
     center_crop,
     central_slices,
@@ -25,7 +25,7 @@ from moero.metrics import (
     split_aggregates,
     ssim,
 )
-from moero.phantom import shepp_logan
+from moero.physics.phantom import shepp_logan
 
 
 def _pairs():

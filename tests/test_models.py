@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moero.blocks import VQPromptBlock
-from moero.fft import fft2c
-from moero.models import (
+from moero.models.blocks import VQPromptBlock
+from moero.models.promptmr import (
     PRESETS,
     Cascade,
     PromptMR,
@@ -19,9 +18,10 @@ from moero.models import (
     parameter_counts,
     preset,
 )
-from moero.phantom import coil_maps, shepp_logan
-from moero.physics import sense_adjoint, sense_forward
-from moero.vq import set_auto_update
+from moero.models.vq import set_auto_update
+from moero.physics.fft import fft2c
+from moero.physics.phantom import coil_maps, shepp_logan
+from moero.physics.sense import sense_adjoint, sense_forward
 
 # Total trainable parameters of PromptMR(preset("paper", vq_prompt=True)), derived once from this code
 # (moero 0.1.0) and frozen here: a change means the architecture changed, which must be deliberate.

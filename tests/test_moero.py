@@ -12,11 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from moero.fft import fft2c
-from moero.models import preset
-from moero.moero_model import MOERO_PRESETS, Moero, moero_preset
-from moero.phantom import coil_maps, shepp_logan
-from moero.vq import VectorQuantizer
+from moero.models.moero import Moero
+from moero.models.promptmr import preset
+from moero.models.registry import build_model, model_config, parse_model_name
+from moero.models.vq import VectorQuantizer
+from moero.physics.fft import fft2c
+from moero.physics.phantom import coil_maps, shepp_logan
 
 STEPS = 3
 LR = 1e-3
@@ -39,7 +40,7 @@ def scans(batch: int, h: int = 16, w: int = 16, coils: int = 2, frames: int = 3)
 
 def tiny_moero(experts: int = 3, **nav_kwargs) -> Moero:
     torch.manual_seed(0)
-    config, _ = moero_preset("tiny-2x2", checkpoint=False)
+    config = model_config("moero-2x2", "tiny", checkpoint=False)
     nav = {"warmup": 0, "buffer_size": 1000, "imbalance_ratio": 1e30, **nav_kwargs}
     return Moero(config, experts, nav_kwargs=nav)
 
@@ -122,11 +123,15 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_presets_and_grid_structure() -> None:
-    assert {"paper-12x2", "paper-12x4", "tiny-2x2", "small-4x2", "small-4x4"} <= set(MOERO_PRESETS)
-    config, experts = moero_preset("paper-12x4")
-    assert (config.num_cascades, experts, config.vq_prompt) == (12, 4, True)
-    with pytest.raises(ValueError, match="unknown Moero preset"):
-        moero_preset("paper-12x3")
+    spec = parse_model_name("moero-12x4")
+    config = model_config("moero-12x4", "paper")
+    assert (config.num_cascades, spec.num_experts, config.vq_prompt) == (12, 4, True)
+    for bad in ("moero-12", "moero-0x2", "moero-12x0", "promptmr+vq", "baseline"):
+        with pytest.raises(ValueError, match="unknown model|must be >= 1"):
+            parse_model_name(bad)
+    built = build_model("moero-3x2", "tiny")
+    assert isinstance(built, Moero) and len(built.experts) == 3 and len(built.experts[0]) == 2
+    assert not build_model("promptmr", "tiny").config.vq_prompt and build_model("vq-prompt", "tiny").config.vq_prompt
     model = tiny_moero(experts=2)
     assert len(model.experts) == 2 and all(len(row) == 2 for row in model.experts)
     for k, row in enumerate(model.experts):

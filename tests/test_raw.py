@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from moero import raw
-from moero.fft import ifft2c
-from moero.physics import espirit_maps, rss, sense_adjoint
+from moero.data import twix as raw
+from moero.physics.fft import ifft2c
+from moero.physics.sense import espirit_maps, rss, sense_adjoint
 
 try:
     import twixtools  # noqa: F401

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from moero.routing import BranchNav, cosine_assign, dispatch, spherical_kmeans
-from moero.specialisation import contingency, expert_usage, specialisation, trace_routing, usage_over_training
+from moero.eval.specialisation import contingency, expert_usage, specialisation, trace_routing, usage_over_training
+from moero.models.routing import BranchNav, cosine_assign, dispatch, spherical_kmeans
 
 CODES = 32
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from moero import book
-from moero.book import NotebookFailed, read_notebook, run_notebook, split_params
+from moero.book import runner as book
+from moero.book.runner import NotebookFailed, read_notebook, run_notebook, split_params
 
 HEADER = """# ---
 # jupyter:
@@ -27,7 +27,7 @@ params = {}
 results_dir = None
 
 # %%
-from moero.results import start_run
+from moero.book.run import start_run
 run = start_run("00_profiles", profile=profile, params=params, results_dir=results_dir)
 print("profile is", profile)
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from moero import synthetic as syn
 from moero.cli import main as cli_main
-from moero.data import STAMP_NAME, ensure_synthetic, load_cmrxrecon, read_manifest
-from moero.fft import fft2c, ifft2c
-from moero.matfile import read_mat73_header
+from moero.data import synthetic as syn
+from moero.data.matfile import read_mat73_header
+from moero.data.readers import load_cmrxrecon, read_manifest
+from moero.data.synthetic import STAMP_NAME, ensure_synthetic
+from moero.physics.fft import fft2c, ifft2c
 
 TINY = {"subjects_per_vendor": 1}
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 from engine_helpers import TinyNet, TinySlices
 
-from moero import distributed as mdist
-from moero.train import TrainConfig, Trainer, collate_examples, example_meta, set_gradient_checkpointing
+from moero.models.io import collate_examples, example_meta, set_gradient_checkpointing
+from moero.train import distributed as mdist
+from moero.train.config import TrainConfig
+from moero.train.trainer import Trainer
 
 
 def _augment(example, generator):
@@ -131,7 +133,7 @@ def test_learning_rate_schedules(tmp_path):
 
 
 def test_gradient_checkpointing_switch_reaches_the_model():
-    from moero.models import PromptMR, preset
+    from moero.models.promptmr import PromptMR, preset
 
     model = PromptMR(preset("tiny", checkpoint=False))
     set_gradient_checkpointing(model, True)
@@ -179,8 +181,7 @@ def test_malformed_config_values_name_the_field(tmp_path):
 
 
 def test_cli_builds_the_config_from_yaml_flags_and_set(tmp_path):
-    from moero.cli import build_parser
-    from moero.train_cli import config_from_args
+    from moero.cli import build_parser, config_from_args
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 4\npreset: small\n")
@@ -201,21 +202,21 @@ def test_cli_builds_the_config_from_yaml_flags_and_set(tmp_path):
 def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, capsys):
     """Integration: the real PromptMR tiny preset (VQ-Prompt) and SliceDataset on the smoke synthetic set."""
     from moero.cli import main
-    from moero.data import ensure_synthetic
+    from moero.data.synthetic import ensure_synthetic
 
     root = ensure_synthetic(tmp_path / "data", profile="smoke", seed=0, progress=False)
     run_dir = tmp_path / "run"
     common = ["--data-root", str(root), "--run-dir", str(run_dir), "--device", "cpu", "--progress", "false",
               "--accelerations", "[4,8]"]
     # kt-radial masks lack a full centre line: the trainer passes the ACS width the model cannot measure
-    assert main(["train", *common, "--set", "mask_kinds=[kt_radial]", "--preset", "tiny", "--vq-prompt",
+    assert main(["train", *common, "--set", "mask_kinds=[kt_radial]", "--preset", "tiny", "--model", "vq-prompt",
                  "--max-steps", "2", "--max-val-examples", "2",
                  "--checkpoint-every", "1"]) == 0
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["train", "train", "val", "summary"]
     assert all(math.isfinite(r["loss"]) and r["vq_loss"] > 0 for r in records[:2])
     assert 0 < records[2]["ssim"] < 1 and records[2]["images"] == 2
-    from moero.checkpoint import load_checkpoint
+    from moero.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["step"] == 2 and any("codebook" in k for k in state["buffers"])
@@ -236,3 +237,33 @@ def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, 
     assert "zero-filled" in (zf / "eval_groups.csv").read_text()
     with pytest.raises(ValueError, match="exactly one"):
         main(["eval", "--zero-filled", "--checkpoint", "x.pt"])
+
+
+def test_cli_trains_moero_and_eval_loads_its_checkpoint(tmp_path, capsys):
+    """`train --model moero-CxK` builds Moero from the registry; `eval` restores it (weights, codebooks,
+    routing centres and counts) from the checkpoint alone."""
+    from moero.cli import build_parser, main
+    from moero.data.synthetic import ensure_synthetic
+    from moero.models.moero import Moero
+    from moero.train.runs import load_trained
+
+    assert "moero-<C>x<K>" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    root = ensure_synthetic(tmp_path / "data", profile="smoke", seed=0, progress=False)
+    run_dir = tmp_path / "moero"
+    assert main(["train", "--model", "moero-2x2", "--preset", "tiny", "--data-root", str(root), "--run-dir",
+                 str(run_dir), "--device", "cpu", "--progress", "false", "--max-steps", "2", "--val-every", "0",
+                 "--set", "nav={warmup: 0, buffer_size: 2, restarts: 1}", "--image-shape", "[32,24]"]) == 0
+    routes = [json.loads(x) for x in (run_dir / "routing.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in routes] == [1, 2] and len(routes[-1]["counts"]) == 2
+    model, config, state = load_trained(run_dir / "checkpoint.pt")
+    assert isinstance(model, Moero) and (config.model, len(model.experts), model.num_experts) == ("moero-2x2", 2, 2)
+    assert model.navs[0].buffer_size == 2 and state["step"] == 2
+    trained = {k: v for k, v in state["model"].items() if "experts" in k}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out), "--device", "cpu",
+                 "--modalities", "BlackBlood,T1w,T2w", "--max-files", "1"]) == 0
+    assert "| moero | total | 1 |" in (out / "eval_splits.md").read_text()
+    with pytest.raises(ValueError, match="config field 'model'"):
+        main(["train", "--model", "moero-2", "--data-root", str(root), "--run-dir", str(tmp_path / "bad")])

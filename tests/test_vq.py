@@ -11,8 +11,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from moero.blocks import VQPromptBlock
-from moero.vq import (
+from moero.models.blocks import VQPromptBlock
+from moero.models.vq import (
     VectorQuantizer,
     code_perplexity,
     frozen_statistics,

@@ -1,0 +1,614 @@
+"""The experiments of the results chapters: Tab. 1, Tab. 2 and the learning curves (reference sections 3, 4, 7).
+
+One place defines what the chapters train and evaluate, so that ``python -m moero book`` reproduces
+every table from one command and the tests reach all of it:
+
+* :func:`catalogue`: the experiments of a profile (baseline, VQ-Prompt, Moero with 2 and 4 experts,
+  k-space and image augmentation, the augmentation-ratio sweep on a small and the full dataset);
+* :func:`ensure_run`: run or resume an experiment in ``_build/runs/<profile>/<name>``. Training goes
+  from snapshot to snapshot (budgets in steps or epochs); after each, ``checkpoint.pt`` is copied to
+  ``snapshot-<budget>.pt``, so intermediate budgets (the paper's 12/18/24 epochs) are evaluated from
+  the checkpoints of one run, never retrained. An interrupted run restarts at its last checkpoint
+  (the trainer's exact resume). With ``nproc > 1`` each segment runs under ``torchrun``;
+* :func:`evaluate_checkpoint` / :func:`reference_rows`: the official CMRxRecon2025 protocol
+  (``moero.eval_cli.evaluate``) on the test splits, for models, zero-filled and CG-SENSE;
+* :func:`learning_curves`, :func:`route_history`: what the metrics logs recorded;
+* :func:`results_source`, :func:`require_result`: which results the book shows, and a hard failure
+  when a chapter refers to a result file that no run produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from moero.models.promptmr import preset
+from moero.models.registry import parse_model_name
+from moero.train.trainer import ROUTES_NAME
+
+__all__ = [
+    "publish_figure",
+    "Experiment",
+    "MissingResultError",
+    "ResultsSource",
+    "catalogue",
+    "runs_dir",
+    "experiment_config",
+    "subset_root",
+    "snapshot_budgets",
+    "ensure_run",
+    "ratio_experiment",
+    "resolve_nproc",
+    "model_names",
+    "paper_model",
+    "segment_speed",
+    "segment_peak_memory",
+    "read_table",
+    "show_result",
+    "load_model",
+    "evaluate_checkpoint",
+    "reference_rows",
+    "CGSense",
+    "learning_curves",
+    "validation_curve",
+    "specialisation_over_training",
+    "route_history",
+    "results_source",
+    "require_result",
+    "compare_sentence",
+    "TEST_SPLITS",
+]
+
+SPEC_NAME = "experiment.json"
+SEGMENTS_NAME = "segments.jsonl"
+TEST_SPLITS = ("test-total", "rare", "fresh")
+
+
+class MissingResultError(FileNotFoundError):
+    """A chapter refers to a result file that no run produced (the book build must fail)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One training run: a registry model (``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), TrainConfig
+    overrides (``augment``, ``augment_probability``...) and an optional subset of training subjects."""
+
+    name: str
+    label: str
+    model: str = "promptmr"
+    config: dict[str, Any] = field(default_factory=dict)
+    subjects: int = 0  # train on this many subjects only (0: all): the "small dataset"
+
+    def __post_init__(self) -> None:
+        try:
+            parse_model_name(self.model)
+        except ValueError as err:
+            raise ValueError(f"Experiment {self.name!r}: {err}") from None
+        if self.subjects < 0:
+            raise ValueError(f"Experiment {self.name!r}: subjects must be >= 0, got {self.subjects}")
+
+    @property
+    def num_experts(self) -> int:
+        return parse_model_name(self.model).num_experts
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def model_names(params: dict[str, Any]) -> list[str]:
+    """Registry names of the Tab. 2 models of a profile: ``promptmr``, ``vq-prompt``, ``moero-<C>x<K>`` for
+    each ``K`` in ``params["experts"]`` (``C``: the cascades of the profile's preset)."""
+    cascades = preset(str(params.get("train", {}).get("preset", "tiny"))).num_cascades
+    return ["promptmr", "vq-prompt", *(f"moero-{cascades}x{int(k)}" for k in params.get("experts", (2, 4)))]
+
+
+def _ratio_name(ratio: float, small: bool) -> str:
+    return f"ratio-{ratio:g}-{'small' if small else 'full'}"
+
+
+def paper_model(name: str) -> str:
+    """The paper's model for one of ours: the same name, except that ``moero-CxK`` stands for the paper's
+    ``moero-12xK`` (the expert count is what the comparison is about)."""
+    spec = parse_model_name(name)
+    return f"moero-12x{spec.num_experts}" if spec.family == "moero" else name
+
+
+def catalogue(params: dict[str, Any]) -> dict[str, Experiment]:
+    """The experiments of a profile, by name. ``params``: the notebook parameters (``experts``,
+    ``augment_probability``, ``ratios``, ``small_subjects``). Names: the registry names of
+    :func:`model_names` (``promptmr`` is the baseline), ``kspace-aug``, ``image-aug``,
+    ``ratio-<r>-small``/``ratio-<r>-full`` (ratio 0 of the full set is the baseline itself)."""
+    prob = float(params.get("augment_probability", 0.5))
+    base, vq, *moeros = model_names(params)
+    exps = [
+        Experiment(base, "PromptMR+ (baseline)"),
+        Experiment(vq, "+ VQ-Prompt", model=vq),
+        *(Experiment(name, f"Moero {name.removeprefix('moero-')} (cascades x experts)", model=name) for name in moeros),
+        Experiment("kspace-aug", "+ k-space aug (noise + motion)", config={"augment": "kspace",
+                                                                           "augment_probability": prob}),
+        Experiment("image-aug", "+ image aug", config={"augment": "image", "augment_probability": prob}),
+    ]
+    small = int(params.get("small_subjects", 0))
+    for ratio in params.get("ratios", ()):
+        for is_small in ((True, False) if small else (False,)):
+            if not is_small and float(ratio) in (0.0, prob):
+                continue  # the baseline, or kspace-aug itself
+            cfg = {"augment": "kspace", "augment_probability": float(ratio)} if ratio else {}
+            exps.append(Experiment(_ratio_name(float(ratio), is_small),
+                                   f"k-space aug ratio {ratio:g} ({'small' if is_small else 'full'} set)",
+                                   config=cfg, subjects=small if is_small else 0))
+    return {e.name: e for e in exps}
+
+
+def ratio_experiment(params: dict[str, Any], ratio: float, small: bool) -> str:
+    """Name of the sweep experiment of ``ratio`` on the small or full set (``promptmr`` for 0 on the full set)."""
+    if not small and float(ratio) == 0.0:
+        return "promptmr"
+    if not small and float(ratio) == float(params.get("augment_probability", 0.5)):
+        return "kspace-aug"
+    return _ratio_name(float(ratio), small)
+
+
+def resolve_nproc(value: int | str) -> int:
+    """Training processes per run: an int, or ``"all"`` (every visible GPU, at least 1)."""
+    if value == "all":
+        return max(1, torch.cuda.device_count())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"parameter 'nproc' must be a positive int or 'all', got {value!r}")
+    return value
+
+
+def runs_dir(profile: str) -> Path:
+    """``<build dir>/runs/<profile>``: every training run of the chapters."""
+    from moero.paths import build_dir
+
+    return build_dir() / "runs" / profile
+
+
+def subset_root(root: str | Path, subjects: int, out: str | Path) -> Path:
+    """A dataset root at ``out`` whose ``manifest.csv`` keeps the first ``subjects`` training subjects of
+    ``root`` (spread over centres: sorted, every k-th) and every non-training file; paths stay absolute."""
+    import csv
+
+    from moero.data.readers import MANIFEST_NAME, read_manifest
+
+    root, out = Path(root).resolve(), Path(out)
+    rows = read_manifest(root)
+    train_subjects = sorted({r["subject"] for r in rows if r["split"] == "train"})
+    if subjects < 1 or not train_subjects:
+        raise ValueError(f"subjects must be >= 1 and {root} must hold training subjects, got {subjects}")
+    step = max(1, len(train_subjects) // subjects)
+    keep = set(train_subjects[::step][:subjects])
+    kept = [dict(r, file=str(root / r["file"])) for r in rows if r["split"] != "train" or r["subject"] in keep]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (MANIFEST_NAME + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+    os.replace(tmp, out / MANIFEST_NAME)
+    return out
+
+
+def _base_root(params: dict[str, Any], data_root: str | Path | None, dataset_profile: str) -> Path:
+    if data_root:
+        return Path(data_root)
+    from moero.data.synthetic import ensure_synthetic
+    from moero.paths import default_data_root
+
+    return ensure_synthetic(default_data_root(dataset_profile), profile=dataset_profile, seed=0, progress=False)
+
+
+def experiment_config(exp: Experiment, params: dict[str, Any], run_dir: str | Path,
+                      data_root: str | Path | None = None, dataset_profile: str = "smoke"):
+    """The ``TrainConfig`` of ``exp``: the profile's ``train`` settings, then the experiment's overrides."""
+    from moero.train.config import TrainConfig
+
+    nav = dict(params.get("nav", {})) if parse_model_name(exp.model).family == "moero" else {}
+    values = {**dict(params.get("train", {})), **exp.config, "model": exp.model, "nav": nav,
+              "run_dir": str(run_dir), "dataset_profile": dataset_profile, "progress": False, "resume": True}
+    root = _base_root(params, data_root, dataset_profile)
+    if exp.subjects:
+        root = subset_root(root, exp.subjects, Path(run_dir).parent / f"data-{exp.subjects}-subjects")
+    values["data_root"] = str(root)
+    return TrainConfig.from_dict(values)
+
+
+def snapshot_budgets(params: dict[str, Any]) -> list[int]:
+    """Sorted budgets (steps, or epochs when ``budget_unit == "epochs"``) at which checkpoints are kept."""
+    budgets = sorted({int(b) for b in params.get("budgets", ())} | {int(b) for b in params.get("curve_budgets", ())})
+    if not budgets or budgets[0] < 1:
+        raise ValueError(f"parameters 'budgets'/'curve_budgets' must hold positive budgets, got {budgets}")
+    return budgets
+
+
+def snapshot_path(run_dir: str | Path, budget: int) -> Path:
+    return Path(run_dir) / f"snapshot-{int(budget):06d}.pt"
+
+
+def _spec(exp: Experiment, config: Any, params: dict[str, Any]) -> dict[str, Any]:
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("resume", "max_steps", "epochs", "progress")}
+    return {"experiment": exp.to_dict(), "config": cfg, "nav": params.get("nav", {}),
+            "budget_unit": params.get("budget_unit", "steps")}
+
+
+def _budget_fields(unit: str, budget: int) -> dict[str, int]:
+    if unit == "steps":
+        return {"max_steps": int(budget), "epochs": 1}
+    if unit == "epochs":
+        return {"max_steps": 0, "epochs": int(budget)}
+    raise ValueError(f"parameter 'budget_unit' must be 'steps' or 'epochs', got {unit!r}")
+
+
+def _checkpoint_position(run_dir: Path) -> tuple[int, int]:
+    """``(step, epoch)`` of ``run_dir/checkpoint.pt`` (``(0, 0)`` without one)."""
+    from moero.train.checkpoint import load_checkpoint
+    from moero.train.trainer import CHECKPOINT_NAME
+
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        return 0, 0
+    state = load_checkpoint(path)
+    return int(state["step"]), int(state["epoch"])
+
+
+def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root: str | Path | None = None,
+               dataset_profile: str = "smoke", nproc: int = 1, log: Any = print) -> Path:
+    """Run (or resume) ``exp`` to every snapshot budget of ``params``; return its run folder.
+
+    A folder whose ``experiment.json`` names other settings is started afresh (its files belong to
+    another configuration); otherwise finished snapshots are kept and training resumes from
+    ``checkpoint.pt``."""
+    run_dir = runs_dir(profile) / exp.name
+    config = experiment_config(exp, params, run_dir, data_root, dataset_profile)
+    spec = _spec(exp, config, params)
+    spec_path = run_dir / SPEC_NAME
+    if spec_path.is_file() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+        log(f"{exp.name}: settings changed, starting the run afresh")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+    unit = spec["budget_unit"]
+    for budget in snapshot_budgets(params):
+        snap = snapshot_path(run_dir, budget)
+        if snap.is_file():
+            continue
+        step, epoch = _checkpoint_position(run_dir)
+        done = step if unit == "steps" else epoch
+        if done > budget:
+            raise ValueError(f"run {run_dir}: checkpoint is at {unit} {done}, past the missing snapshot {budget}")
+        if done < budget:
+            log(f"{exp.name}: training to {unit} {budget} (from {done})")
+            _train_segment(exp, config.replace(**_budget_fields(unit, budget)), nproc)
+        from moero.train.trainer import CHECKPOINT_NAME
+
+        tmp = snap.with_suffix(".tmp")
+        shutil.copyfile(run_dir / CHECKPOINT_NAME, tmp)
+        os.replace(tmp, snap)
+    return run_dir
+
+
+def _train_segment(exp: Experiment, config: Any, nproc: int) -> None:
+    """Train ``config`` to its budget through the package's one training entry point
+    (``moero.train.trainer.train`` in this process, ``python -m moero train`` under torchrun)."""
+    run_dir = Path(config.run_dir)
+    if nproc <= 1:
+        from moero.train.trainer import train
+
+        _append_json(run_dir / SEGMENTS_NAME, train(config))
+        return
+    seg = run_dir / "segment.yaml"
+    seg.write_text(config.to_yaml())
+    # torchrun through this interpreter (a kernel's PATH may lack the virtual environment's bin folder)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "moero", "train", "--config", str(seg)]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun training of {exp.name} failed with exit code {proc.returncode}: {' '.join(cmd)}")
+    from moero.train.trainer import LOG_NAME
+
+    summaries = [r for r in _read_jsonl(run_dir / LOG_NAME) if r.get("kind") == "summary"]
+    if summaries:
+        _append_json(run_dir / SEGMENTS_NAME, summaries[-1])
+
+
+def _append_json(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+
+
+def load_model(run_dir: str | Path, budget: int | None = None) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """``(model, TrainConfig, checkpoint state)`` of a run's snapshot ``budget`` (None: ``checkpoint.pt``)."""
+    from moero.train.runs import load_trained
+    from moero.train.trainer import CHECKPOINT_NAME
+
+    run_dir = Path(run_dir)
+    path = snapshot_path(run_dir, budget) if budget is not None else run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise MissingResultError(f"checkpoint {path} does not exist: run the training chapter (06) first")
+    return load_trained(path)
+
+
+class _RouteRecorder(nn.Module):
+    """Runs a model and keeps the routes of every call (Moero), for specialisation at evaluation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = getattr(model, "config", None)
+        self.routes: list[list[int]] = []
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: Any = None) -> Any:
+        import inspect
+
+        takes_acs = "num_low_frequencies" in inspect.signature(self.model.forward).parameters
+        out = self.model(masked_kspace, mask, num_low_frequencies) if takes_acs else self.model(masked_kspace, mask)
+        routes = getattr(out, "routes", None)
+        if routes is not None:
+            self.routes.append([int(r) for r in routes[:, 0]])
+        return out
+
+
+class CGSense(nn.Module):
+    """The CG-SENSE reference (eq. (1)): low-resolution ACS maps, ``iters`` CG iterations with Tikhonov ``lam``
+    on the centre frame; returns the magnitude ``(B, H, W)``."""
+
+    def __init__(self, iters: int = 10, lam: float = 1e-2) -> None:
+        super().__init__()
+        self.iters, self.lam = int(iters), float(lam)
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from moero.physics.sense import cg_sense, estimate_maps_lowres
+
+        centre = masked_kspace.shape[1] // 2
+        kspace, m = masked_kspace[:, centre], mask[:, centre]
+        maps = torch.stack([estimate_maps_lowres(kspace[b], m[b]) for b in range(kspace.shape[0])])
+        return cg_sense(kspace, maps, m.unsqueeze(1), self.iters, self.lam).abs()
+
+
+def _test_datasets(config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
+                   shape: Sequence[int] | None) -> list[Any]:
+    from moero.data.dataset import SliceDataset
+    from moero.data.readers import MANIFEST_NAME
+    from moero.physics.masks import MaskSampler
+
+    root = Path(data_root) if data_root else Path(config.data_root)
+    if not (root / MANIFEST_NAME).is_file() and tuple(splits) == TEST_SPLITS:
+        # a real CMRxRecon2025 tree has no manifest: its TestSet is the test split, and "rare" / "fresh"
+        # come from per-file metadata in split_aggregates (NaN where the tree does not say)
+        splits = ("test",)
+    masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
+    out = []
+    for split in splits:
+        ds = SliceDataset(root, split=split, frames=frames, mask_sampler=masks, seed=config.seed + 2,
+                          shape=tuple(shape) if shape else None)
+        if len(ds):
+            out.append(ds)
+    if not out:
+        raise ValueError(f"no examples of splits {list(splits)} under {root}")
+    return out
+
+
+def _evaluate(model: nn.Module, config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
+              files_per_split: int, shape: Sequence[int] | None, device: str | torch.device) -> dict[str, Any]:
+    from moero.eval.evaluate import evaluate, protocol_indices
+    from moero.eval.metrics import split_aggregates
+
+    recorder = _RouteRecorder(model)
+    files, labels = [], []
+    for ds in _test_datasets(config, frames, data_root, splits, shape):
+        res = evaluate(recorder, ds, device, progress=False, max_files=files_per_split)
+        files += res["files"]
+        for i in protocol_indices(ds):
+            f = ds.locate(i)[0]
+            if not files_per_split or f < files_per_split:
+                labels.append({k: ds.records[f].get(k, "") for k in ("modality", "vendor", "centre", "split")})
+    aggregates = split_aggregates(files)
+    return {"files": files, "splits": aggregates, "routes": recorder.routes, "labels": labels}
+
+
+def evaluate_checkpoint(run_dir: str | Path, budget: int | None, params: dict[str, Any],
+                        data_root: str | Path | None = None, splits: Sequence[str] = TEST_SPLITS,
+                        device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Official-protocol metrics of a run's snapshot on ``splits`` (at most ``eval_files`` files per split,
+    images at ``eval_shape`` or native size), cached in ``eval-<budget>-<splits>.json`` next to it.
+
+    Returns ``{"files", "splits": {"total"|"rare"|"fresh": {"files", "ssim", "psnr", "nmse"}}, "routes",
+    "labels"}`` (routes: the first sample's expert per cascade, per scored image; Moero only)."""
+    run_dir = Path(run_dir)
+    tag = "final" if budget is None else f"{int(budget):06d}"
+    shape = "x".join(str(int(n)) for n in params.get("eval_shape") or ()) or "native"
+    cache = run_dir / f"eval-{tag}-{'+'.join(splits)}-{int(params.get('eval_files', 0))}-{shape}.json"
+    snap = snapshot_path(run_dir, budget) if budget is not None else run_dir / "checkpoint.pt"
+    if cache.is_file() and snap.is_file() and cache.stat().st_mtime >= snap.stat().st_mtime:
+        return json.loads(cache.read_text())
+    model, config, _ = load_model(run_dir, budget)
+    base = data_root or _base_root(params, None, config.dataset_profile)
+    res = _evaluate(model, config, int(model.config.frames), base, splits, int(params.get("eval_files", 0)),
+                    params.get("eval_shape") or None, device)
+    cache.write_text(json.dumps(res, default=float))
+    return res
+
+
+def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset_profile: str,
+                   splits: Sequence[str] = TEST_SPLITS,
+                   device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
+    """Official-protocol metrics of the zero-filled and CG-SENSE reconstructions on the same test files and masks."""
+    from moero.eval.evaluate import ZeroFilled
+    from moero.train.config import TrainConfig
+
+    config = TrainConfig.from_dict({**dict(params.get("train", {})), "dataset_profile": dataset_profile})
+    root = data_root or _base_root(params, None, dataset_profile)
+    cg = params.get("cg", {})
+    out = {}
+    for name, model in (("zero-filled", ZeroFilled()), ("CG-SENSE", CGSense(cg.get("iters", 10), cg.get("lam", 1e-2)))):
+        out[name] = _evaluate(model, config, 1, root, splits, int(params.get("eval_files", 0)),
+                              params.get("eval_shape") or None, device)
+    return out
+
+
+def validation_curve(run_dir: str | Path, params: dict[str, Any], data_root: str | Path | None = None,
+                     device: str | torch.device = "cpu") -> list[tuple[int, float]]:
+    """``[(budget, SSIM)]`` on the ``val`` split (official protocol) at every snapshot of ``curve_budgets``."""
+    out = []
+    for budget in sorted(int(b) for b in params.get("curve_budgets", params.get("budgets", ()))):
+        res = evaluate_checkpoint(run_dir, budget, params, data_root, splits=("val",), device=device)
+        out.append((budget, float(res["splits"]["total"]["ssim"])))
+    return out
+
+
+def specialisation_over_training(run_dir: str | Path, params: dict[str, Any], data_root: str | Path | None = None,
+                                 labels: Sequence[str] = ("modality", "vendor"),
+                                 device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+    """ARI / NMI between Moero's routes (per cascade) on the test images and their labels, at every Tab. 2 budget."""
+    from moero.eval.specialisation import specialisation
+
+    rows = []
+    for budget in sorted(int(b) for b in params["budgets"]):  # the Tab. 2 budgets: evaluations shared with it
+        res = evaluate_checkpoint(run_dir, budget, params, data_root, device=device)
+        if not res["routes"]:
+            continue
+        for k in range(len(res["routes"][0])):
+            routes = [r[k] for r in res["routes"]]
+            for row in specialisation(routes, {name: [lab[name] for lab in res["labels"]] for name in labels}):
+                rows.append({"budget": budget, "cascade": k, **row})
+    return rows
+
+
+# ---------------------------------------------------------------------------- logs
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def learning_curves(run_dir: str | Path, smooth: int = 1) -> dict[str, list[tuple[int, float]]]:
+    """``{"loss": [(step, loss)], "val_ssim": [(step, ssim)]}`` from a run's ``metrics.jsonl`` (training loss
+    as a running mean over ``smooth`` steps; validation as the trainer logged it)."""
+    from moero.train.trainer import LOG_NAME
+
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        raise MissingResultError(f"metrics log {path} does not exist: the run has not been trained")
+    records = _read_jsonl(path)
+    train = sorted({r["step"]: r["loss"] for r in records if r.get("kind") == "train"}.items())
+    losses = [v for _, v in train]
+    smooth = max(1, int(smooth))
+    smoothed = [sum(losses[max(0, i - smooth + 1) : i + 1]) / len(losses[max(0, i - smooth + 1) : i + 1])
+                for i in range(len(losses))]
+    val = sorted({r["step"]: r["ssim"] for r in records if r.get("kind") == "val"}.items())
+    return {"loss": [(s, v) for (s, _), v in zip(train, smoothed, strict=True)], "val_ssim": val}
+
+
+def route_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Moero's route counts per cascade after each logged step (``routing.jsonl``; the last record of a step
+    wins, so a resumed run's replayed steps count once)."""
+    by_step = {r["step"]: r for r in _read_jsonl(Path(run_dir) / ROUTES_NAME)}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def segment_speed(run_dir: str | Path) -> float:
+    """Iterations/s of a run's training, weighted over its segments (NaN without a record)."""
+    segs = [s for s in _read_jsonl(Path(run_dir) / SEGMENTS_NAME) if s.get("steps_this_run")]
+    steps = sum(s["steps_this_run"] for s in segs)
+    time_s = sum(s["steps_this_run"] / s["iterations_per_s"] for s in segs if s["iterations_per_s"] > 0)
+    return steps / time_s if time_s > 0 else math.nan
+
+
+def segment_peak_memory(run_dir: str | Path) -> float:
+    """Largest peak memory (bytes) any training segment of the run reported (NaN without a record)."""
+    peaks = [s["peak_memory_bytes"] for s in _read_jsonl(Path(run_dir) / SEGMENTS_NAME) if "peak_memory_bytes" in s]
+    return float(max(peaks)) if peaks else math.nan
+
+
+# ---------------------------------------------------------------------------- what the book shows
+@dataclass(frozen=True)
+class ResultsSource:
+    """Where a chapter's displayed results come from: ``folder``, ``kind`` (``gpu`` or the run's profile) and a
+    sentence saying so."""
+
+    folder: Path
+    kind: str
+    note: str
+
+
+def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None) -> ResultsSource:
+    """The committed GPU results of ``notebook`` (``book/results/gpu/<notebook>``, complete provenance) when
+    they exist, else this run's own results folder."""
+    from moero.paths import repo_root
+
+    gpu = Path(gpu_root) if gpu_root else repo_root() / "book" / "results" / "gpu"
+    prov = gpu / notebook / "provenance.json"
+    if run.profile.name != "gpu" and prov.is_file():
+        meta = json.loads(prov.read_text())
+        if meta.get("complete"):
+            card = meta.get("environment", {}).get("gpu", "GPU")
+            return ResultsSource(gpu / notebook, "gpu",
+                                 f"Shown: the gpu-profile results committed under book/results/gpu/{notebook} "
+                                 f"(commit {meta.get('commit', '?')}, {card}); "
+                                 f"this run's {run.profile.name}-profile results are in {run.results_dir}.")
+    return ResultsSource(run.results_dir, run.profile.name,
+                         f"Shown: this run's {run.profile.name}-profile results ({run.results_dir}); no gpu-profile "
+                         f"results are committed under book/results/gpu/{notebook}.")
+
+
+def require_result(folder: str | Path, name: str) -> Path:
+    """The result file ``folder/name``; a :class:`MissingResultError` naming it when no run produced it (and,
+    when the folder has a provenance, when that provenance does not list it)."""
+    folder = Path(folder)
+    path = folder / name
+    if not path.is_file() or path.stat().st_size == 0:
+        raise MissingResultError(f"result file {path} was referred to but no run produced it")
+    prov = folder / "provenance.json"
+    if prov.is_file() and name not in json.loads(prov.read_text()).get("files", {}):
+        raise MissingResultError(f"result file {path} is not recorded in {prov}: no run of this notebook produced it")
+    return path
+
+
+def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
+    """Rows of ``<stem>.csv`` (a produced result, see :func:`require_result`)."""
+    import csv
+
+    with open(require_result(folder, f"{stem}.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def show_result(folder: str | Path, stem: str) -> Any:
+    """Display a produced table (``<stem>.md``) or figure (``<stem>.png``) from disk, failing if it is missing."""
+    from IPython.display import Image, Markdown
+
+    folder = Path(folder)
+    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.md").exists():
+        return Image(filename=str(require_result(folder, f"{stem}.png")))
+    return Markdown(require_result(folder, f"{stem}.md").read_text())
+
+
+def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
+    """Save ``fig`` through ``run`` (PNG + provenance), close it, and display the file written to disk,
+    so the chapter shows exactly the produced result (a missing file fails the notebook)."""
+    import matplotlib.pyplot as plt
+
+    run.figure(fig, stem, caption=caption)
+    plt.close(fig)
+    return show_result(run.results_dir, stem)
+
+
+def compare_sentence(name: str, ours: float, theirs: float, higher_is_better: bool = True) -> str:
+    """A plain sentence on whether our difference to the reference points the way the paper's does."""
+    if any(math.isnan(v) for v in (ours, theirs)):
+        return f"{name}: not measured."
+    agree = (ours > 0) == (theirs > 0) if theirs != 0 else abs(ours) < 1e-3
+    word = "holds" if agree else "does not hold"
+    return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend {word} here."

@@ -1,0 +1,178 @@
+"""Results of a notebook run: figures (PNG) and tables (CSV + Markdown) with provenance.
+
+Every figure and table of the book is written through a :class:`Run`, which records what produced
+it (git commit, profile, parameters, device, library versions, wall time) in ``provenance.json``
+next to the files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moero.book.profiles import Profile, get_profile, notebook_params
+from moero.eval.tables import Table
+from moero.paths import build_dir, repo_root
+from moero.train.distributed import resolve_device
+
+__all__ = ["Run", "start_run", "git_commit", "environment"]
+
+
+
+
+
+
+def git_commit(root: Path | None = None) -> str:
+    """``HEAD``'s hash with ``+dirty`` when tracked files changed; ``unknown`` outside git."""
+    root = root or repo_root()
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions and hardware that a result depends on."""
+    import numpy
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else "cpu",
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+
+
+class Run:
+    """One execution of a notebook: its parameters, device and results folder."""
+
+    def __init__(
+        self,
+        notebook: str,
+        profile: Profile,
+        params: dict[str, Any],
+        results_dir: Path,
+        device: torch.device,
+        data_root: Path | None = None,
+        seed: int = 0,
+    ):
+        self.notebook = notebook
+        self.profile = profile
+        self.params = params
+        self.results_dir = results_dir
+        self.device = device
+        self.data_root = data_root
+        self.seed = seed
+        self.files: dict[str, dict[str, str]] = {}
+        self._t0 = time.perf_counter()
+        self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.write_provenance(complete=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def path(self, name: str) -> Path:
+        """A file in this run's results folder."""
+        return self.results_dir / name
+
+    def figure(self, fig: Any, stem: str, caption: str = "", dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``<stem>.png`` and record it."""
+        out = self.path(f"{stem}.png")
+        fig.savefig(out, dpi=dpi, bbox_inches="tight")
+        self.files[out.name] = {"kind": "figure", "caption": caption}
+        self.write_provenance(complete=False)
+        return out
+
+    def table(
+        self, rows: Sequence[dict[str, Any]], stem: str, caption: str = "", columns: Sequence[str] | None = None
+    ) -> Table:
+        """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table."""
+        tab = Table(rows, columns, caption)
+        self.path(f"{stem}.csv").write_text(tab.to_csv())
+        self.path(f"{stem}.md").write_text(tab.to_markdown())
+        self.files[f"{stem}.csv"] = {"kind": "table", "caption": caption}
+        self.files[f"{stem}.md"] = {"kind": "table", "caption": caption}
+        self.write_provenance(complete=False)
+        return tab
+
+    def provenance(self, complete: bool) -> dict[str, Any]:
+        return {
+            "notebook": self.notebook,
+            "profile": self.profile.name,
+            "commit": git_commit(),
+            "parameters": self.params,
+            "seed": self.seed,
+            "data_root": str(self.data_root) if self.data_root else None,
+            "environment": environment(self.device),
+            "started": self._started,
+            "wall_time_s": round(time.perf_counter() - self._t0, 3),
+            "complete": complete,
+            "files": self.files,
+        }
+
+    def write_provenance(self, complete: bool) -> dict[str, Any]:
+        """Write ``provenance.json`` atomically (a crash never leaves half a file); return its content."""
+        prov = self.provenance(complete)
+        out = self.path("provenance.json")
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(prov, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, out)
+        return json.loads(out.read_text())
+
+    def finish(self) -> dict[str, Any]:
+        """Mark the run complete; call in the notebook's last cell."""
+        return self.write_provenance(complete=True)
+
+    def dataset_root(self) -> Path:
+        """The CMRxRecon-layout tree to read: ``data_root`` if given, else the profile's synthetic set."""
+        if self.data_root is not None:
+            return self.data_root
+        from moero.data.synthetic import ensure_synthetic
+
+        return ensure_synthetic(build_dir() / "data" / self.profile.dataset, profile=self.profile.dataset, seed=0)
+
+
+def start_run(
+    notebook: str,
+    profile: str = "cpu",
+    params: dict[str, Any] | None = None,
+    results_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> Run:
+    """Set up a notebook run: resolve the profile's parameters, the device and the results folder."""
+    prof = get_profile(profile)
+    resolved = notebook_params(notebook, profile, params)
+    out = Path(results_dir) if results_dir else build_dir() / "results" / profile / notebook
+    dev = resolve_device(device or prof.device)
+    torch.manual_seed(seed)
+    return Run(notebook, prof, resolved, out, dev, Path(data_root) if data_root else None, seed)

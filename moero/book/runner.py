@@ -1,0 +1,311 @@
+"""Run the book's notebooks headless with papermill, then build the HTML with Jupyter Book 1.
+
+``python -m moero book --profile NAME`` converts each Jupytext ``py:percent`` source listed in
+``_toc.yml`` in memory, executes it with the papermill API into
+``_build/executed/<profile>/<stem>.ipynb`` and builds ``_build/html``. The book renders those
+executed notebooks (see :func:`read_notebook`) without running them again; notebooks marked
+``light`` in their Jupytext header are executed by Jupyter Book at build time instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moero.book.profiles import get_profile
+from moero.paths import build_dir, repo_root
+
+__all__ = [
+    "NotebookFailed",
+    "NotebookResult",
+    "toc_files",
+    "toc_notebooks",
+    "run_notebook",
+    "run_notebooks",
+    "build_html",
+    "read_notebook",
+]
+
+NOTEBOOK_FMT = "py:percent"
+KERNEL = "python3"
+# Per-cell limit by profile, so a stalled cell fails the run instead of blocking it forever; the gpu and
+# paper profiles train inside a cell for hours (paper: days), so they have none. $MOERO_CELL_TIMEOUT overrides.
+CELL_TIMEOUT_S: dict[str, int | None] = {"smoke": 600, "cpu": 3600, "gpu": None, "paper": None}
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised: names the notebook, the failing cell and where the partial output is."""
+
+    def __init__(self, notebook: str, exec_count: int | None, source: str, ename: str, evalue: str, partial: Path):
+        self.notebook, self.exec_count, self.source, self.ename, self.evalue, self.partial = (
+            notebook, exec_count, source, ename, evalue, partial,
+        )
+        first = source.strip().splitlines()[0] if source.strip() else ""
+        super().__init__(
+            f"notebook {notebook} failed in cell In [{exec_count}] ({first!r}) with {ename}: {evalue}\n"
+            f"partial executed notebook kept at {partial}"
+        )
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    executed: Path
+    skipped: bool
+    wall_time_s: float
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def package_hash() -> str:
+    """Hash of the package sources: a change in ``moero`` re-runs the notebooks."""
+    pkg = Path(__file__).resolve().parents[1]  # the whole package, not only moero/book
+    h = hashlib.sha256()
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(path.relative_to(pkg).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def toc_files(root: Path | None = None) -> list[str]:
+    """Every ``file:`` entry of ``_toc.yml``, in order (without suffix)."""
+    import yaml
+
+    root = root or repo_root()
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    out.append(str(node[key]))
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return out
+
+
+def toc_notebooks(root: Path | None = None) -> list[Path]:
+    """Jupytext notebooks of ``_toc.yml`` (``notebooks/*.py``), in book order."""
+    root = root or repo_root()
+    paths = []
+    for entry in toc_files(root):
+        path = root / (entry if entry.endswith(".py") else entry + ".py")
+        if path.parent.name == "notebooks" and path.exists():
+            paths.append(path)
+    return paths
+
+
+def _read_source(path: Path):
+    import jupytext
+
+    text = path.read_text()
+    nb = jupytext.reads(text, fmt=NOTEBOOK_FMT)
+    return text, nb
+
+
+def is_light(nb: Any) -> bool:
+    """Light notebooks are executed by Jupyter Book at build time, not by the runner."""
+    return bool(nb.metadata.get("moero", {}).get("light", False))
+
+
+def cell_timeout(profile: str) -> int | None:
+    """Seconds a cell of ``profile`` may run (``$MOERO_CELL_TIMEOUT``, else :data:`CELL_TIMEOUT_S`)."""
+    env = os.environ.get("MOERO_CELL_TIMEOUT")
+    if env:
+        return int(env) if int(env) > 0 else None
+    return CELL_TIMEOUT_S.get(profile)
+
+
+def run_notebook(
+    path: Path,
+    profile: str,
+    out_dir: Path,
+    parameters: dict[str, Any] | None = None,
+    force: bool = False,
+    progress_bar: bool = True,
+) -> NotebookResult:
+    """Execute one Jupytext notebook with papermill; skip when its source, parameters and package are unchanged."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
+
+    text, nb = _read_source(path)
+    stem = path.stem
+    parameters = dict(parameters or {})
+    parameters.setdefault("profile", profile)
+    key = _sha256(json.dumps([_sha256(text.encode()), parameters, package_hash()], sort_keys=True).encode())
+    final = out_dir / f"{stem}.ipynb"
+    if final.exists() and not force:
+        try:
+            old = json.loads(final.read_text()).get("metadata", {}).get("moero", {})
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key:
+            return NotebookResult(stem, final, True, 0.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nb.metadata["moero"] = {
+        **nb.metadata.get("moero", {}),
+        "source_sha256": _sha256(text.encode()),
+        "profile": profile,
+        "parameters": parameters,
+        "key": key,
+    }
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    partial = out_dir / f"{stem}.partial.ipynb"
+    t0 = time.perf_counter()
+    env_backup = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        papermill.execute_notebook(
+            nb,
+            str(partial),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            progress_bar=progress_bar,
+            cwd=str(path.parent.parent),
+            log_output=False,
+            execution_timeout=cell_timeout(profile),
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailed(stem, err.exec_count, err.source, err.ename, err.evalue, partial) from None
+    except CellTimeoutError as err:
+        # nbclient quotes the cell between dashed lines; keep that as the failing source
+        parts = str(err).split("-------------------\n")
+        source = parts[1] if len(parts) > 2 else ""
+        raise NotebookFailed(stem, None, source, "CellTimeoutError", str(err).splitlines()[0], partial) from None
+    finally:
+        if env_backup is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_backup
+    os.replace(partial, final)
+    return NotebookResult(stem, final, False, time.perf_counter() - t0)
+
+
+def coerce_param(value: str) -> Any:
+    """``-p key value`` values: JSON when they parse (numbers, lists, booleans), else strings."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def split_params(profile: str, stems: list[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Route ``-p`` overrides: ``key`` goes to every notebook that has it, ``stem.key`` to one notebook."""
+    entries = get_profile(profile).notebooks
+    out: dict[str, dict[str, Any]] = {stem: {} for stem in stems}
+    for key, value in params.items():
+        stem, _, name = key.rpartition(".")
+        targets = [stem] if stem else [s for s in stems if key in entries.get(s, {})]
+        targets = [t for t in targets if t in out and name in entries.get(t, {})]
+        if not targets:
+            raise ValueError(f"parameter {key!r} is not a parameter of any notebook run for profile {profile!r}")
+        for target in targets:
+            out[target][name] = value
+    return out
+
+
+def run_notebooks(
+    profile: str = "cpu",
+    data: str | Path | None = None,
+    params: dict[str, Any] | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    root: Path | None = None,
+) -> list[NotebookResult]:
+    """Execute the book's (non-light) notebooks for ``profile``, in ``_toc.yml`` order."""
+    from tqdm.auto import tqdm
+
+    prof = get_profile(profile)
+    root = root or repo_root()
+    out_dir = build_dir() / "executed" / profile
+    if data is None:
+        # the embedded synthetic data of the profile, generated once (a stamp makes reruns instant)
+        from moero.data.synthetic import ensure_synthetic
+
+        ensure_synthetic(build_dir() / "data" / prof.dataset, profile=prof.dataset, seed=0)
+    notebooks = []
+    for path in toc_notebooks(root):
+        if only and path.stem not in only:
+            continue
+        _, nb = _read_source(path)
+        if not is_light(nb):
+            notebooks.append(path)
+    if only:
+        missing = set(only) - {p.stem for p in notebooks}
+        if missing:
+            raise ValueError(f"--only names notebooks that are not (non-light) book chapters: {sorted(missing)}")
+    per_notebook = split_params(profile, [p.stem for p in notebooks], params or {})
+    results = []
+    bar = tqdm(notebooks, desc=f"notebooks [{profile}]", unit="nb", dynamic_ncols=True)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        parameters: dict[str, Any] = {"profile": profile, "params": per_notebook[path.stem]}
+        if data is not None:
+            parameters["data_root"] = str(data)
+        results.append(run_notebook(path, profile, out_dir, parameters, force=force, progress_bar=False))
+    return results
+
+
+def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None = None, strict: bool = True) -> Path:
+    """Build the HTML book (Jupyter Book 1, warnings as errors) from the executed notebooks of ``profile``."""
+    root = root or repo_root()
+    out = out or build_dir().parent
+    env = dict(os.environ)
+    env["MOERO_PROFILE"] = profile
+    env["MOERO_BUILD_DIR"] = str(build_dir())
+    jb = "from jupyter_book.cli.main import main; main()"
+    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, env=env, cwd=root)
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); see the warnings above")
+    return out / "_build" / "html"
+
+
+def read_notebook(text: str, **kwargs: Any):
+    """myst-nb reader for ``notebooks/*.py``: the executed notebook of this source, else the source.
+
+    The executed notebook is looked up in ``$MOERO_BUILD_DIR/executed/$MOERO_PROFILE`` by the hash of
+    the source text, so a stale execution is never shown. A light notebook without an execution is
+    returned as is (Jupyter Book executes it); a heavy one without an execution is an error.
+    """
+    import jupytext
+    import nbformat
+
+    nb = jupytext.reads(text, fmt=NOTEBOOK_FMT)
+    if is_light(nb):
+        return nb
+    profile = os.environ.get("MOERO_PROFILE", "cpu")
+    executed = build_dir() / "executed" / profile
+    sha = _sha256(text.encode())
+    for path in sorted(executed.glob("*.ipynb")):
+        if path.name.endswith(".partial.ipynb"):
+            continue
+        meta = json.loads(path.read_text()).get("metadata", {}).get("moero", {})
+        if meta.get("source_sha256") == sha:
+            done = nbformat.read(path, as_version=4)
+            done.metadata.setdefault("mystnb", {})["execution_mode"] = "off"
+            return done
+    title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "?")
+    raise RuntimeError(
+        f"notebook {title!r} has no up-to-date execution for profile {profile!r} in {executed}; "
+        f"run: python -m moero book --profile {profile}"
+    )

@@ -1,0 +1,110 @@
+"""Training layer: configuration, the trainer, atomic checkpoints, distributed helpers, loading trained runs,
+efficiency measurements.
+
+Each name below lives in the module named in its import; import from there inside the package.
+"""
+from __future__ import annotations
+
+from moero.train.checkpoint import (
+    CheckpointError,
+    check_primitive,
+    load_checkpoint,
+    load_module_buffers,
+    module_buffers,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from moero.train.config import (
+    TrainConfig,
+    parse_override,
+    parse_value,
+)
+from moero.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    rank,
+    rank_seed,
+    resolve_device,
+    seed_everything,
+    world_size,
+)
+from moero.train.efficiency import (
+    STAGES,
+    ddp_throughput,
+    peak_memory,
+    phantom_batch,
+    stage_times,
+    throughput,
+    training_step,
+)
+from moero.train.runs import (
+    evaluate_checkpoint,
+    load_trained,
+)
+from moero.train.trainer import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    Trainer,
+    build_datasets,
+    build_model,
+    build_sampler,
+    make_augment,
+    peak_memory_bytes,
+    train,
+)
+
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup_distributed",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main_process",
+    "barrier",
+    "all_reduce_sum",
+    "all_reduce_mean",
+    "all_gather_objects",
+    "broadcast_object",
+    "seed_everything",
+    "rank_seed",
+    "resolve_device",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "module_buffers",
+    "load_module_buffers",
+    "check_primitive",
+    "TrainConfig",
+    "parse_override",
+    "parse_value",
+    "Trainer",
+    "peak_memory_bytes",
+    "build_model",
+    "build_datasets",
+    "build_sampler",
+    "make_augment",
+    "train",
+    "CHECKPOINT_NAME",
+    "LOG_NAME",
+    "load_trained",
+    "evaluate_checkpoint",
+    "phantom_batch",
+    "training_step",
+    "peak_memory",
+    "throughput",
+    "ddp_throughput",
+    "stage_times",
+    "STAGES",
+]

@@ -1,0 +1,261 @@
+"""Training configuration: the :class:`TrainConfig` dataclass, YAML loading and ``field=value`` overrides.
+
+Every field is validated where it enters (type, choices, ranges); an error names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moero.models.registry import PRESET_NAMES, parse_model_name
+
+__all__ = ["TrainConfig", "parse_override", "parse_value"]
+
+
+# ---------------------------------------------------------------------------- configuration
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; load from YAML (:meth:`from_yaml`), override any field.
+
+    Paths and run: ``run_dir`` (checkpoint, ``metrics.jsonl``, ``config.yaml``), ``seed``, ``device``
+    (``auto``/``cpu``/``cuda``). Data: ``data_root`` (a CMRxRecon2025 tree; ``None``: the synthetic
+    set of ``dataset_profile``), splits, ``batch_size`` (per rank), ``num_workers``, ``balanced``
+    (``BalancedSampler`` of eq. (10)), mask kinds/accelerations/ACS, ``image_shape`` (``[H, W]``:
+    centre crop / pad every image so that batches stack; empty: native sizes), ``augment`` (``none``,
+    ``kspace``, ``image``, ``dual``) with ``augment_probability``. Model: ``model`` (a registry name:
+    ``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), ``preset`` (size), ``nav`` (BranchNav settings of
+    Moero), ``gradient_checkpointing``. Optimisation: ``epochs``, ``max_steps`` (0: epochs decide),
+    ``max_steps_this_run`` (0: no limit; else stop after that many steps of this run, with a
+    checkpoint, for time-sliced jobs), ``lr``, ``weight_decay``, ``schedule`` (``step``, ``cosine``,
+    ``constant``), ``lr_step_epoch`` (-1: the last epoch, as PromptMR+), ``lr_gamma``,
+    ``warmup_steps``, ``grad_clip`` (0: off), ``amp`` (``auto``: bf16 on GPU, off on CPU; ``bf16``,
+    ``fp16``, ``off``), ``vq_weight``, ``ssim_window``. Bookkeeping: ``checkpoint_every`` (steps, 0:
+    end of epoch and run only), ``val_every`` (epochs, 0: never), ``max_val_examples`` (0: all),
+    ``val_crop`` (official centre crop in validation), ``log_every``, ``resume``, ``progress``,
+    ``ddp_broadcast_buffers``.
+    """
+
+    run_dir: str = "_build/runs/train"
+    seed: int = 0
+    device: str = "auto"
+    # data
+    data_root: str | None = None
+    dataset_profile: str = "smoke"
+    train_split: str = "train"
+    val_split: str = "val"
+    batch_size: int = 1
+    num_workers: int = 0
+    balanced: bool = True
+    mask_kinds: list[str] = field(default_factory=lambda: ["uniform", "kt_gaussian", "kt_radial"])
+    accelerations: list[float] = field(default_factory=lambda: [4, 8, 10, 12, 16, 20, 24])
+    acs: int = 20
+    image_shape: list[int] = field(default_factory=list)
+    augment: str = "none"
+    augment_probability: float = 0.5
+    # model (moero.models.registry): promptmr | vq-prompt | moero-<C>x<K>, at a preset size
+    model: str = "promptmr"
+    preset: str = "tiny"
+    nav: dict = field(default_factory=dict)  # BranchNav settings of a Moero model (warmup, buffer_size, ...)
+    gradient_checkpointing: bool = False
+    # optimisation
+    epochs: int = 1
+    max_steps: int = 0
+    max_steps_this_run: int = 0
+    lr: float = 2e-4
+    weight_decay: float = 1e-2
+    schedule: str = "step"
+    lr_step_epoch: int = -1
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    amp: str = "auto"
+    vq_weight: float = 1.0
+    ssim_window: str = "uniform"
+    # bookkeeping
+    checkpoint_every: int = 100
+    val_every: int = 1
+    max_val_examples: int = 0
+    val_crop: bool = True
+    log_every: int = 1
+    resume: bool = False
+    progress: bool = True
+    ddp_broadcast_buffers: bool = False
+
+    _CHOICES: typing.ClassVar[dict[str, tuple[str, ...]]] = {
+        "schedule": ("step", "cosine", "constant"),
+        "amp": ("auto", "bf16", "fp16", "off"),
+        "augment": ("none", "kspace", "image", "dual"),
+        "ssim_window": ("uniform", "gaussian"),
+    }
+    _POSITIVE: typing.ClassVar[tuple[str, ...]] = ("batch_size", "epochs", "lr", "log_every")
+    _NON_NEGATIVE: typing.ClassVar[tuple[str, ...]] = (
+        "num_workers", "max_steps", "max_steps_this_run", "weight_decay", "warmup_steps", "grad_clip",
+        "vq_weight", "checkpoint_every", "val_every", "max_val_examples", "acs",
+    )
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        for name, choices in self._CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"config field {name!r}: {getattr(self, name)!r} is not one of {choices}")
+        for name in self._POSITIVE:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"config field {name!r} must be > 0, got {getattr(self, name)!r}")
+        for name in self._NON_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.augment_probability <= 1.0:
+            raise ValueError(f"config field 'augment_probability' must lie in [0, 1], got {self.augment_probability}")
+        if self.image_shape and (len(self.image_shape) != 2 or min(self.image_shape) < 8):
+            raise ValueError(f"config field 'image_shape' must be [] or [H, W] with H, W >= 8, got {self.image_shape}")
+        try:
+            parse_model_name(self.model)
+        except ValueError as err:
+            raise ValueError(f"config field 'model': {err}") from None
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"config field 'preset': {self.preset!r} is not one of {PRESET_NAMES}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"config field 'lr_gamma' must lie in (0, 1], got {self.lr_gamma}")
+
+    # -- loading and overriding
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; an unknown key is a ``ValueError`` naming it."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}; known: {cls.field_names()}")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """Read a YAML mapping of fields from ``path``, then apply ``overrides``."""
+        import yaml
+
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
+        try:
+            return cls.from_dict({**data, **dict(overrides or {})})
+        except ValueError as err:
+            raise ValueError(f"config file {path}: {err}") from err
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with fields replaced (values validated like the constructor's)."""
+        return type(self).from_dict({**self.to_dict(), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``field=value`` (value parsed as YAML) -> ``(field, value)``; used by ``--set``."""
+
+    if "=" not in text:
+        raise ValueError(f"--set expects field=value, got {text!r}")
+    name, raw = text.split("=", 1)
+    name = name.strip().replace("-", "_")
+    if name not in TrainConfig.field_names():
+        raise ValueError(f"--set: unknown config field {name!r}; known: {TrainConfig.field_names()}")
+    return name, parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as YAML (``1e-3``, ``true``, ``[4, 8]``, ``null``); plain text otherwise."""
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the field type ``hint``; a ``ValueError`` names the field otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        hint = inner[0]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = ValueError(f"config field {name!r}: expected {_hint_name(hint)}, got {value!r}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("[]()").split(",")) if v]
+        if not isinstance(value, list | tuple):
+            raise bad
+        return [_coerce(name, v, args[0] if args else str) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise bad
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if not math.isfinite(out):
+            raise bad
+        return out
+    if hint is dict:
+        if isinstance(value, str):
+            import yaml
+
+            value = yaml.safe_load(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise bad
+        return dict(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    return value
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))

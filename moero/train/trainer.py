@@ -1,0 +1,589 @@
+"""Training engine: a :class:`TrainConfig` dataclass and the :class:`Trainer` (reference section 7).
+
+The loss is ``1 - SSIM`` (7x7 window, each target's maximum as data range) plus the sum of the VQ
+commitment losses the model returns; AdamW (lr 2e-4, weight decay 1e-2), a step (PromptMR+: x0.1
+at the last epoch) or cosine schedule, gradient clipping, bfloat16 autocast on GPU only.
+
+Exact resume. The order of examples is a pure function of ``(seed, epoch)`` (the sampler's
+``set_epoch``), masks are drawn by the dataset from ``(seed, epoch, index)``, and the checkpoint
+stores the model, every module buffer, the optimiser, scheduler, scaler, the random generators of
+every rank and the position ``(epoch, batch)``; a resumed run therefore replays exactly what an
+uninterrupted run does (bitwise on CPU with ``num_workers=0``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+import moero.models.registry as registry
+import moero.train.distributed as mdist
+from moero.eval.metrics import SSIMLoss, score_images
+from moero.models.io import (
+    batch_to_device,
+    collate_examples,
+    example_meta,
+    model_inputs,
+    output_parts,
+    set_gradient_checkpointing,
+)
+from moero.train.checkpoint import (
+    load_checkpoint,
+    load_module_buffers,
+    module_buffers,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from moero.train.config import TrainConfig
+
+__all__ = [
+    "Trainer",
+    "peak_memory_bytes",
+    "build_model",
+    "build_datasets",
+    "build_sampler",
+    "make_augment",
+    "train",
+    "CHECKPOINT_NAME",
+    "LOG_NAME",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "metrics.jsonl"
+ROUTES_NAME = "routing.jsonl"  # models with routing_state() (Moero): one record per logged step
+FORMAT = "moero-train/1"
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process: CUDA allocator peak on GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB, macOS bytes
+
+
+
+
+def _has_vq(model: nn.Module) -> bool:
+    try:
+        from moero.models.vq import VectorQuantizer
+    except ImportError:  # pragma: no cover - moero.vq ships with the package
+        return False
+    return any(isinstance(m, VectorQuantizer) for m in model.modules())
+
+
+# ---------------------------------------------------------------------------- trainer
+class Trainer:
+    """Runs training and validation for one :class:`TrainConfig` (single process or torchrun DDP).
+
+    Args:
+        config: the run's settings.
+        model: any ``nn.Module`` called as ``model(batch["masked_kspace"], batch["mask"])`` that returns a
+            tensor image ``(B, H, W)`` or an object/dict with ``image`` and optionally ``vq_loss``.
+        train_dataset: examples are dicts with ``masked_kspace``, ``mask``, ``target`` ``(H, W)`` and
+            metadata (``file`` groups validation per volume). ``set_epoch(epoch)`` is called when present
+            (mask draws and augmentation seeded by ``(seed, epoch, index)``).
+        val_dataset: validated every ``val_every`` epochs and at the end (optional).
+        train_sampler: a sampler with ``set_epoch`` (e.g. ``moero.sampler.BalancedSampler``) already
+            split for this rank; default: ``DistributedSampler`` (shuffled by ``seed``; one replica when single).
+        callbacks: called with every record (``kind`` = ``train``, ``val`` or ``summary``); an exception
+            raised there stops the run (the last checkpoint stays valid).
+        dist_info: from :func:`moero.distributed.init_distributed` (default: read the environment).
+
+    Hooks a model may define (the Moero experts use them):
+        ``ddp_ignored_parameters() -> list[str]``: names of parameters (and buffers) DDP must leave alone;
+        passed to ``DDP._set_params_and_buffers_to_ignore_for_model`` before wrapping. The model then
+        synchronises their gradients itself in ``after_backward``.
+        ``after_backward(step: int)``: called on every rank once per step after ``backward`` and before
+        clipping and the optimiser step (all-reduce expert gradients in a fixed order, sync routing
+        statistics).
+        ``handles_vq_sync = True``: the model's ``after_backward`` also syncs its VQ statistics; otherwise
+        the trainer calls :func:`moero.vq.sync_vq_modules` once per step after ``after_backward``
+        (quantisers are switched to ``auto_update=False`` at start).
+
+    Records: ``self.history`` (list of dicts) and ``run_dir/metrics.jsonl`` (rank 0) hold every record;
+    ``fit()`` returns the summary (steps, it/s, peak memory, last validation).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        train_dataset: Dataset,
+        val_dataset: Dataset | None = None,
+        *,
+        train_sampler: Any = None,
+        collate_fn: Callable[[list[Any]], dict[str, Any]] = collate_examples,
+        callbacks: Iterable[Callable[[dict[str, Any]], None]] = (),
+        dist_info: mdist.DistInfo | None = None,
+    ) -> None:
+        self.config = config
+        self.dist = dist_info or mdist.init_distributed(config.device)
+        self.device = self.dist.device
+        self.is_main = self.dist.rank == 0
+        self.run_dir = Path(config.run_dir)
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.collate_fn = collate_fn
+        self.callbacks = list(callbacks)
+        self.history: list[dict[str, Any]] = []
+
+        self.model = model.to(self.device)
+        set_gradient_checkpointing(self.model, config.gradient_checkpointing)
+        self.has_vq = _has_vq(self.model)
+        if self.has_vq:
+            from moero.models.vq import set_auto_update
+
+            set_auto_update(self.model, False)
+        self.wrapped: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ignored = list(self.model.ddp_ignored_parameters()) if hasattr(self.model, "ddp_ignored_parameters") else []
+            if ignored:
+                DDP._set_params_and_buffers_to_ignore_for_model(self.model, ignored)
+            # buffers: synced once at wrapping (rank 0's), then by the model's own once-per-step sync
+            buffer_sync = {"broadcast_buffers": config.ddp_broadcast_buffers}
+            if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+                buffer_sync = {"forward_sync_buffers": config.ddp_broadcast_buffers}
+            self.wrapped = DDP(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None, **buffer_sync
+            )
+
+        self.sampler = train_sampler if train_sampler is not None else DistributedSampler(
+            train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed
+        )
+        self.steps_per_epoch = max(1, math.ceil(len(self.sampler) / config.batch_size))
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        amp = config.amp
+        if amp == "auto":
+            amp = "bf16" if self.device.type == "cuda" else "off"
+        if amp in ("bf16", "fp16") and self.device.type != "cuda":
+            raise ValueError(f"config field 'amp': {amp} autocast is for GPU runs only (device {self.device})")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.ssim_loss = SSIMLoss(window=config.ssim_window)
+
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.validated_step = -1
+        self._log_path = self.run_dir / LOG_NAME
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(config.to_yaml())
+
+    # -- schedule
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate after ``step`` optimiser steps (LambdaLR)."""
+        cfg = self.config
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "constant":
+            return warm
+        if cfg.schedule == "cosine":
+            span = max(1, self.total_steps - cfg.warmup_steps)
+            progress = min(1.0, max(0, step - cfg.warmup_steps) / span)
+            return warm * 0.5 * (1 + math.cos(math.pi * progress))
+        at = cfg.lr_step_epoch if cfg.lr_step_epoch >= 0 else self.epochs - 1
+        if at <= 0:  # a one-epoch run keeps its learning rate
+            return warm
+        return warm * (cfg.lr_gamma if step >= at * self.steps_per_epoch else 1.0)
+
+    # -- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors and primitives only); collective on all ranks."""
+        rngs = mdist.all_gather_objects(rng_state())
+        state = {
+            "format": FORMAT,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "validated_step": self.validated_step,
+            "world_size": self.dist.world_size,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "buffers": module_buffers(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else {},
+            "config": self.config.to_dict(),
+        }
+        return state
+
+    def save(self) -> Path | None:
+        """Write the checkpoint (rank 0; every rank must call: RNG states are gathered)."""
+        state = self.state_dict()
+        if self.is_main:
+            save_checkpoint(self.checkpoint_path, state)
+        mdist.barrier()
+        return self.checkpoint_path if self.is_main else None
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` (all ranks read the same file)."""
+        path = Path(path)
+        state = load_checkpoint(path, map_location="cpu")
+        if state.get("format") != FORMAT:
+            raise ValueError(f"checkpoint {path}: format {state.get('format')!r}, expected {FORMAT!r}")
+        self.model.load_state_dict(state["model"])
+        load_module_buffers(self.model, state["buffers"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if hasattr(self.sampler, "load_state_dict") and state.get("sampler"):
+            self.sampler.load_state_dict(state["sampler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch, self.validated_step = int(state["batch_in_epoch"]), int(state["validated_step"])
+        rngs = state["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:  # another world size: the data order is still exact, only per-rank RNG streams restart
+            mdist.seed_everything(self.config.seed + self.step)
+        self._trim_log()
+
+    def _trim_log(self) -> None:
+        """Keep the records up to the restored step (a crash may have logged steps after the checkpoint)."""
+        if not self._log_path.is_file():
+            return
+        kept = []
+        for line in self._log_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("step", 0) <= self.step and rec.get("kind") != "summary":
+                kept.append(rec)
+        self.history = kept
+        mdist.barrier()
+        if self.is_main:
+            self._log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        mdist.barrier()
+
+    # -- records
+    def _record(self, rec: dict[str, Any]) -> None:
+        self.history.append(rec)
+        if self.is_main:
+            with open(self._log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            routing_state = getattr(self.model, "routing_state", None)
+            if rec.get("kind") == "train" and callable(routing_state):  # Moero: route counts per logged step
+                with open(Path(self.config.run_dir) / ROUTES_NAME, "a") as fh:
+                    fh.write(json.dumps({"step": rec["step"], **routing_state()}, default=str) + "\n")
+        for cb in self.callbacks:
+            cb(rec)
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 (or float16) autocast on GPU when configured; a disabled context otherwise."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
+
+    def model_inputs(self, batch: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+        """The model's inputs for a collated batch (see :func:`model_inputs`)."""
+        return model_inputs(self.model, batch, self.config.acs)
+
+    # -- one step
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Forward, loss, backward, hooks, clipping, optimiser and scheduler step."""
+        cfg = self.config
+        batch = batch_to_device(batch, self.device)
+        target = batch["target"].float()
+        args, kwargs = self.model_inputs(batch)
+        with self._autocast():
+            out = self.wrapped(*args, **kwargs)
+        image, vq_loss = output_parts(out)
+        data_range = target.detach().amax(dim=(-2, -1))
+        ssim_loss = self.ssim_loss(image.float(), target, data_range)
+        loss = ssim_loss + (cfg.vq_weight * vq_loss.float() if vq_loss is not None else 0.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.scale(loss).backward()
+        if hasattr(self.model, "after_backward"):
+            self.model.after_backward(self.step)
+        if self.has_vq and not getattr(self.model, "handles_vq_sync", False):
+            from moero.models.vq import sync_vq_modules
+
+            sync_vq_modules(self.model)
+        grad_norm = math.nan
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        stats = torch.stack([loss.detach().float(), ssim_loss.detach().float(),
+                             (vq_loss.detach().float() if vq_loss is not None else loss.new_zeros(()))])
+        stats = mdist.all_reduce_mean(stats).tolist()
+        return {"loss": stats[0], "ssim_loss": stats[1], "vq_loss": stats[2], "grad_norm": grad_norm, "lr": lr}
+
+    # -- epochs
+    def _batches(self, epoch: int) -> list[list[int]]:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        indices = [int(i) for i in self.sampler]
+        bs = self.config.batch_size
+        return [indices[i : i + bs] for i in range(0, len(indices), bs)]
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]], seed: int) -> DataLoader:
+        # a dedicated generator: building the loader never draws from the global RNG (exact resume)
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=self.config.num_workers,
+            collate_fn=self.collate_fn,
+            generator=torch.Generator().manual_seed(seed),
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _progress(self, total: int, initial: int, desc: str) -> Any:
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        # one line that updates rarely when not a terminal (papermill captures every refresh)
+        return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=tty, ncols=None if tty else 100,
+                    mininterval=0.1 if tty else 10.0, disable=not (self.config.progress and self.is_main),
+                    leave=True, file=sys.stderr)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or ``max_steps_this_run``), validating and checkpointing on the way."""
+        cfg = self.config
+        if cfg.resume and self.checkpoint_path.is_file():
+            self.load(self.checkpoint_path)
+        elif self.is_main and self._log_path.exists():
+            self._log_path.unlink()  # a fresh run starts a fresh log
+        mdist.barrier()
+        steps_this_run, train_time = 0, 0.0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        bar = self._progress(self.total_steps, self.step, "train")
+        stopped = False
+        while self.epoch < self.epochs and self.step < self.total_steps and not stopped:
+            if hasattr(self.train_dataset, "set_epoch"):
+                self.train_dataset.set_epoch(self.epoch)
+            # models with epoch-dependent state (Moero's BranchNav warm-up) see the same epoch
+            if hasattr(self.model, "set_epoch"):
+                self.model.set_epoch(self.epoch)
+            batches = self._batches(self.epoch)
+            loader = self._loader(self.train_dataset, batches[self.batch_in_epoch :], cfg.seed * 100_003 + self.epoch)
+            self.model.train()
+            for batch in loader:
+                t0 = time.perf_counter()
+                stats = self.train_step(batch)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                dt = time.perf_counter() - t0
+                train_time += dt
+                self.step += 1
+                self.batch_in_epoch += 1
+                steps_this_run += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
+                if self.step % cfg.log_every == 0:
+                    self._record({"kind": "train", "step": self.step, "epoch": self.epoch, **stats, "step_time_s": dt})
+                last = self.step >= self.total_steps
+                stopped = bool(cfg.max_steps_this_run) and steps_this_run >= cfg.max_steps_this_run and not last
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopped:
+                    self.save()
+                if last or stopped:
+                    break
+            if stopped:
+                break
+            # the epoch is over (or the step budget spent): validate once, then move on
+            if self._should_validate(self.epoch):
+                self.validate()
+                self.validated_step = self.step
+            if self.step >= self.total_steps:
+                break
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if not cfg.checkpoint_every:
+                self.save()
+        bar.close()
+        if not stopped:
+            self.save()
+        summary = {
+            "kind": "summary",
+            "step": self.step,
+            "epoch": self.epoch,
+            "complete": self.step >= self.total_steps,
+            "steps_this_run": steps_this_run,
+            "iterations_per_s": steps_this_run / train_time if train_time > 0 else math.nan,
+            "peak_memory_bytes": peak_memory_bytes(self.device),
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+        }
+        vals = [r for r in self.history if r["kind"] == "val"]
+        if vals:
+            summary.update({k: vals[-1][k] for k in ("ssim", "psnr", "nmse")})
+        self._record(summary)
+        return summary
+
+    def _should_validate(self, epoch: int) -> bool:
+        cfg = self.config
+        if self.val_dataset is None or cfg.val_every == 0 or self.validated_step == self.step:
+            return False
+        return (epoch + 1) % cfg.val_every == 0 or self.step >= self.total_steps
+
+    # -- validation
+    @torch.no_grad()
+    def predict(self, dataset: Dataset, indices: Sequence[int]) -> Iterable[tuple[dict[str, Any], torch.Tensor]]:
+        """Yield ``(batch, image)`` for the examples ``indices`` (eval mode, batch size 1, this rank only)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            loader = self._loader(dataset, [[int(i)] for i in indices], self.config.seed)
+            for batch in loader:
+                batch = batch_to_device(batch, self.device)
+                args, kwargs = self.model_inputs(batch)
+                with self._autocast():
+                    out = self.model(*args, **kwargs)
+                image, _ = output_parts(out)
+                yield batch, image.float()
+        finally:
+            self.model.train(was_training)
+
+    def validate(self) -> dict[str, Any]:
+        """Per-image official metrics (crop, 99.5th-percentile normalisation), mean per file, then over files.
+
+        Examples are split across ranks (``rank::world``) and the per-image rows gathered.
+        """
+        assert self.val_dataset is not None
+        n = len(self.val_dataset)
+        if self.config.max_val_examples:
+            n = min(n, self.config.max_val_examples)
+        mine = range(self.dist.rank, n, self.dist.world_size)
+        rows = []
+        for batch, image in self.predict(self.val_dataset, mine):
+            scores = score_images(batch["target"].float(), image, crop=self.config.val_crop)
+            file = example_meta(batch, "file", 0, default=None)
+            if file is None:
+                file = example_meta(batch, "path", 0, default="?")
+            rows.append({"file": str(file), **{k: float(v[0]) for k, v in scores.items()}})
+        rows = [r for part in mdist.all_gather_objects(rows) for r in part]
+        per_file: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            per_file.setdefault(r["file"], []).append(r)
+        file_means = [{m: sum(r[m] for r in rs) / len(rs) for m in ("ssim", "psnr", "nmse")}
+                      for rs in per_file.values()]
+        rec = {"kind": "val", "step": self.step, "epoch": self.epoch, "files": len(file_means), "images": len(rows)}
+        for m in ("ssim", "psnr", "nmse"):
+            rec[m] = sum(f[m] for f in file_means) / len(file_means) if file_means else math.nan
+        self._record(rec)
+        return rec
+
+
+# ---------------------------------------------------------------------------- building a run from a config
+def build_model(config: TrainConfig) -> nn.Module:
+    """The registry model ``config.model`` at preset ``config.preset`` (``moero.models.registry``)."""
+    return registry.build_model(config.model, config.preset, nav_kwargs=config.nav or None,
+                                checkpoint=config.gradient_checkpointing)
+
+
+def dataset_root(config: TrainConfig) -> Path:
+    """``config.data_root``; the trainer never generates data (the command line fills in the default)."""
+    if not config.data_root:
+        raise ValueError("config field 'data_root': no dataset given (python -m moero train fills in the "
+                         "synthetic set of dataset_profile)")
+    return Path(config.data_root)
+
+
+def make_augment(kind: str, probability: float) -> Any:
+    """The augmentation callable for ``TrainConfig.augment``: ``kspace`` (noise + motion), ``image``
+    (geometry only), ``dual`` (both), ``none`` (None); ``probability`` is the augmentation ratio."""
+    if kind == "none":
+        return None
+    from moero.augment.pipeline import DualSpaceAugment
+
+    if kind == "kspace":
+        return DualSpaceAugment(geometric={}, schedule=probability)
+    if kind == "image":
+        return DualSpaceAugment.without_artefacts(schedule=probability)
+    if kind == "dual":
+        return DualSpaceAugment(schedule=probability)
+    raise ValueError(f"config field 'augment': unknown kind {kind!r}")
+
+
+def build_datasets(config: TrainConfig, frames: int) -> tuple[Dataset, Dataset | None]:
+    """Training and validation ``moero.dataset.SliceDataset`` of the configured tree, masks and augmentation."""
+    from moero.data.dataset import SliceDataset
+    from moero.physics.masks import MaskSampler
+
+    root = dataset_root(config)
+    masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
+    shape = tuple(config.image_shape) if config.image_shape else None
+    train_ds = SliceDataset(root, split=config.train_split, frames=frames, mask_sampler=masks, seed=config.seed,
+                            augment=make_augment(config.augment, config.augment_probability), shape=shape)
+    if len(train_ds) == 0:
+        raise ValueError(f"config field 'train_split': no examples of split {config.train_split!r} under {root}")
+    val_ds = None
+    if config.val_split and config.val_every:
+        val_ds = SliceDataset(root, split=config.val_split, frames=frames, mask_sampler=masks,
+                              seed=config.seed + 1, shape=shape)
+        if len(val_ds) == 0:
+            val_ds = None
+    return train_ds, val_ds
+
+
+def build_sampler(config: TrainConfig, dataset: Dataset, info: mdist.DistInfo) -> Any:
+    """``BalancedSampler`` (eq. (10)) when ``config.balanced``, else ``None`` (the trainer's shuffling sampler)."""
+    if not config.balanced:
+        return None
+    from moero.data.sampler import BalancedSampler
+
+    return BalancedSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=config.seed)
+
+
+def train(config: TrainConfig, callbacks: Iterable[Callable[[dict[str, Any]], None]] = ()) -> dict[str, Any]:
+    """Build model, datasets and sampler from ``config`` and run :meth:`Trainer.fit` (torchrun-aware)."""
+    info = mdist.init_distributed(config.device)
+    try:
+        torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's anyway)
+        model = build_model(config)
+        frames = int(getattr(getattr(model, "config", None), "frames", 1))
+        train_ds, val_ds = build_datasets(config, frames)
+        sampler = build_sampler(config, train_ds, info)
+        mdist.seed_everything(config.seed)
+        trainer = Trainer(config, model, train_ds, val_ds, train_sampler=sampler, callbacks=callbacks, dist_info=info)
+        return trainer.fit()
+    finally:
+        mdist.cleanup_distributed()
