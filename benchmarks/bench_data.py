@@ -70,7 +70,7 @@ def run() -> list[dict]:
     if True:  # one training step of the small preset, for the load/step ratio
         step = _step_fn(ds[batch[0]])
         step_s = median_time(step, repeat=3, warmup=1)
-        rows.append({"what": f"PromptMR small forward+backward (1 example)", "s/example": step_s,
+        rows.append({"what": "PromptMR small forward+backward (1 example)", "s/example": step_s,
                      "slices/s": 1.0 / step_s})
         rows.append({"what": "ratio load / train step (lower is better, < 1 keeps up)",
                      "s/example": per_example / step_s})

@@ -209,7 +209,8 @@ def test_book_chapter_referring_to_a_missing_result_fails_the_run(tmp_path):
 
     src = tmp_path / "notebooks" / "99_missing.py"
     src.parent.mkdir()
-    src.write_text("# %%\nfrom moero.book import experiments as E\nE.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
+    src.write_text("# %%\nfrom moero.book import experiments as E\n"
+                   "E.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
     with pytest.raises(NotebookFailed, match="MissingResultError"):
         run_notebook(src, "smoke", tmp_path / "executed", {}, force=True, progress_bar=False)
 
