@@ -9,7 +9,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.moero-installed
 
-.PHONY: setup test book lint bench clean
+.PHONY: setup test book notebooks lint bench mutate clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,25 @@ test: setup
 book: setup
 	$(PY) -m moero book --profile $(PROFILE)
 
+# every chapter as an .ipynb in the ignored _build/notebooks, for papermill (which cannot read the .py sources):
+#   .venv/bin/papermill _build/notebooks/06_training.ipynb out.ipynb -p profile gpu
+notebooks: setup
+	@mkdir -p _build/notebooks
+	@for f in notebooks/*.py; do \
+		$(VENV)/bin/jupytext --quiet --to ipynb -o _build/notebooks/$$(basename $$f .py).ipynb $$f || exit 1; \
+	done
+	@echo "wrote _build/notebooks/*.ipynb; run one with: $(VENV)/bin/papermill _build/notebooks/<name>.ipynb out.ipynb -p profile $(PROFILE)"
+
 lint: setup
 	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) -m benchmarks
+
+# hand-made bugs (tools/mutations.txt) applied one at a time to a copy of the package; lists survivors.
+# Not part of `make test` or CI: slow by nature, a habit for whoever touches a paper constant.
+mutate: setup
+	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf _build

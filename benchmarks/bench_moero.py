@@ -21,7 +21,6 @@ Run: ``python -m benchmarks bench_moero`` (``MOERO_BENCH_SIZE=HxW``, ``MOERO_BEN
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from benchmarks.common import peak_memory, sync
+from moero.train.distributed import free_port
 from moero.train.efficiency import FIND_UNUSED, build_model, phantom_batch, training_step
 
 TITLE = "Moero 4 cascades x K experts vs the 4-cascade baseline: training iterations/s and memory"
@@ -120,11 +120,6 @@ def single_process(device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -161,7 +156,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> N
 def ddp(world: int = 2) -> list[dict[str, Any]]:
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_ddp_worker, args=(world, _free_port(), tmp, use_cuda), nprocs=world, join=True)
+        mp.spawn(_ddp_worker, args=(world, free_port(), tmp, use_cuda), nprocs=world, join=True)
         times = torch.load(Path(tmp) / "ddp.pt", weights_only=True)
     backend = "nccl" if use_cuda else "gloo"
     rows = []

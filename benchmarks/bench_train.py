@@ -13,7 +13,6 @@ Run: ``.venv/bin/python -m benchmarks bench_train`` (env ``BENCH_TRAIN_STEPS``, 
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import tempfile
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+
+from moero.train.distributed import free_port
 
 TITLE = "Training step of PromptMR on CPU: single process vs 2-process DDP (gloo)"
 WARMUP = 2
@@ -75,9 +76,7 @@ def _worker(rank: int, world: int, port: int, threads: int, run_dir: str, data_r
 
 
 def _launch(world: int, threads: int, tmp: str, data_root: str) -> list[dict[str, Any]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = Path(tmp) / f"result_{world}_{threads}.pt"
     mp.spawn(_worker, args=(world, port, threads, f"{tmp}/run_{world}_{threads}", data_root, str(out)),
              nprocs=world, join=True)

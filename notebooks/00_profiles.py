@@ -16,31 +16,41 @@
 # %% [markdown]
 # # The run profiles
 #
-# This light chapter runs when the book is built. It lists every profile and the parameters each
-# notebook receives under it, straight from `moero.profiles`, so the table cannot drift from the
-# code.
+# This light chapter runs when the book is built. It lists every profile and, for each, the
+# parameters every notebook receives under it, straight from `moero.book.profiles`, so the tables
+# cannot drift from the code. Nested settings (the training configuration shared by chapters 6-8)
+# appear as dotted names, e.g. `train.preset`. Override any of them with `-p name value` (see
+# {doc}`../book/reproduction`).
 
-# %%
+# %% tags=["hide-input"]
+import json
+
+from IPython.display import display
+
 from moero.book.profiles import PROFILES
 from moero.eval.tables import Table
 
-rows = [
-    {
-        "profile": p.name,
-        "description": p.description,
-        "dataset": p.dataset,
-        "device": p.device,
-    }
-    for p in PROFILES.values()
-]
-Table(rows, caption="Profiles")
+
+def flat(params: dict, prefix: str = "") -> dict:
+    """Nested parameter dicts as dotted names (``train.preset``)."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+# %% tags=["hide-input"]
+display(Table([{"profile": p.name, "description": p.description, "dataset": p.dataset, "device": p.device}
+               for p in PROFILES.values()], caption="The profiles"))
 
 # %% [markdown]
-# Parameters per notebook, for each profile:
+# ## Parameters of every notebook, one table per profile
 
-# %%
-rows = [
-    {"notebook": nb, **{name: str(p.notebooks[nb]) for name, p in PROFILES.items()}}
-    for nb in PROFILES["cpu"].notebooks
-]
-Table(rows, caption="Notebook parameters by profile")
+# %% tags=["hide-input"]
+for p in PROFILES.values():
+    rows = [{"notebook": nb, "parameter": name, "value": value}
+            for nb, params in p.notebooks.items() for name, value in flat(params).items()]
+    display(Table(rows, caption=f"Profile {p.name!r}: {p.description}"))

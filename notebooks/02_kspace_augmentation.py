@@ -14,12 +14,12 @@
 # %% [markdown]
 # # k-space augmentation: thermal noise and rigid motion
 #
-# DualSpace-CMR corrupts the *acquired* data the way a scanner does (reference section 4). Both
+# DualSpace-CMR {cite}`li2025branch` corrupts the *acquired* data the way a scanner does. Both
 # artefacts live in `moero.augment`; this chapter shows them on a synthetic cine slice (the
 # profile's embedded CMRxRecon-layout data, `moero.data`) and on a real Siemens scan (`gre.dat`,
 # two channels, from the twixtools source distribution).
 #
-# **Thermal noise.** Complex circular white Gaussian noise is added to every k-space sample,
+# **Thermal noise** ({eq}`eq-thermal-noise`). Complex circular white Gaussian noise is added to every k-space sample,
 # $$\tilde y = y + \sigma\, L(y)\, u(y)\, z,\qquad z \sim \mathcal{CN}(0, 1),\qquad L(y) = \sqrt{\tfrac{1}{N}\textstyle\sum |y|^2},$$
 # so the added noise alone has a k-space SNR of $-20\log_{10}\sigma$ dB whatever the scan's
 # intensity scale ($u(y)$, the unit phase of the largest sample, leaves the law of the noise
@@ -31,6 +31,7 @@
 # **Rigid motion.** Phase-encode lines are acquired in shots (interleaved: line $w$ in shot
 # $w \bmod S$; segmented: contiguous blocks). Shot $j$ sees the object moved by
 # $(\Delta x_j, \Delta y_j)$, two uniform draws within the motion range, which multiplies its lines by
+# ({eq}`eq-motion-phase`, {eq}`eq-motion-kspace`)
 # $$e^{-i 2\pi (k_x \Delta x_j / N_x + k_y \Delta y_j / N_y)}.$$
 # Magnitudes are unchanged; a zero range is the identity; the shot holding the k-space centre is
 # kept still (the reference position).
@@ -41,13 +42,13 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
+import io
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import display
+from IPython.display import Image, Pretty, display
 
-from moero.augment.kspace import kspace_snr_db
 from moero.augment.pipeline import preview_artefacts
 from moero.book.run import start_run
 from moero.data.readers import load_cmrxrecon, read_manifest
@@ -77,33 +78,110 @@ if P["gre"]:
 # %% [markdown]
 # ## Interactive: sigma, motion range and shots
 #
-# In Jupyter the sliders redraw the k-space (log magnitude, coil RSS), the image (RSS) and the
-# difference to the clean image at once; the static book shows the first position. All the work is
+# One figure: the k-space (log magnitude, coil RSS), the image (RSS), and the change each artefact
+# makes to the clean image, motion and noise in separate panels with their own colour scales
+# (motion ghosts are far stronger than the noise and would hide it on a shared scale). Below it, the
+# readouts: the k-space SNR of the added noise alone ($-20\log_{10}\sigma$), the SNR before and after
+# with the drop in dB, and the RMS displacement of the shots,
+# $\sqrt{\tfrac{1}{S}\sum_j (\Delta x_j^2 + \Delta y_j^2)}$. In a live Jupyter kernel the sliders redraw
+# this figure and these numbers in place; the static book shows the initial values. All the work is
 # `moero.augment.preview_artefacts`; the widget only plots.
+#
+# ```{note}
+# The sliders need a live Python kernel; this page shows them at their initial position. To move
+# them, launch the chapter on Binder (the rocket button at the top of this page), or run it
+# locally: `make setup`, `.venv/bin/python -m pip install jupyterlab`, `.venv/bin/jupyter lab
+# notebooks/`, then right-click `02_kspace_augmentation.py` and choose *Open With > Jupytext Notebook*.
+# ```
 
 # %%
-def show(preview, axes, title=""):
-    """k-space, image and difference of one preview on three axes."""
-    axes[0].imshow(preview["log_kspace"].numpy(), cmap="gray")
-    axes[0].set_title(f"{title}\nlog10 |k| (coil RSS)", fontsize=8)
-    axes[1].imshow(preview["image"].numpy(), cmap="gray")
-    axes[1].set_title("image (RSS)", fontsize=8)
-    diff = preview["difference"].numpy()
-    vmax = float(np.abs(diff).max()) or 1.0
-    im = axes[2].imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-    axes[2].set_title("difference to clean", fontsize=8)
-    plt.colorbar(im, ax=axes[2], fraction=0.046)
-    for ax in axes:
+PANELS = {
+    "log_kspace": ("log10 |k| (coil RSS)", "gray"),
+    "image": ("image (RSS)", "gray"),
+    "difference_motion": ("motion: moved - clean (% of peak)", "RdBu_r"),
+    "difference_noise": ("noise: noisy - moved (% of peak)", "RdBu_r"),
+}
+
+
+def panel(preview, key):
+    """A panel's image: differences in percent of the clean image's peak, so their scales read directly."""
+    data = preview[key]
+    if PANELS[key][1] != "gray":
+        data = data * (100 / float(preview["image_clean"].max() or 1.0))
+    return data.numpy()
+
+
+def show(preview, axes, title="", panels=tuple(PANELS)):
+    """The ``panels`` of one preview on ``axes``; each difference panel has its own symmetric scale.
+
+    Returns the image artists by panel, so that a live figure can swap their data in place."""
+    artists = {}
+    for ax, key in zip(axes, panels, strict=True):
+        label, cmap = PANELS[key]
+        artists[key] = ax.imshow(panel(preview, key), cmap=cmap)
+        if cmap != "gray":
+            plt.colorbar(artists[key], ax=ax, fraction=0.046).ax.tick_params(labelsize=6)
+        ax.set_title(label, fontsize=8)
         ax.set_xlabel("W (phase encode)", fontsize=7)
         ax.set_ylabel("H (readout)", fontsize=7)
         ax.tick_params(labelsize=6)
+    set_scales(preview, artists)
+    if title:
+        axes[0].set_title(f"{title}\n{axes[0].get_title()}", fontsize=8)
+    return artists
 
 
-def redraw(scan, sigma, max_shift, shots):
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    show(preview_artefacts(scans[scan], sigma, max_shift, shots), axes,
-         f"{scan}: sigma={sigma:g}, range={max_shift:g} px, {shots} shots")
-    plt.show()
+def set_scales(preview, artists):
+    """Grey panels span their data; difference panels are symmetric about 0, each on its own scale."""
+    for key, artist in artists.items():
+        data = panel(preview, key)
+        if PANELS[key][1] == "gray":
+            artist.set_clim(float(data.min()), float(data.max()))
+        else:
+            vmax = float(abs(data).max()) or 1.0
+            artist.set_clim(-vmax, vmax)
+
+
+def readout(preview, shots):
+    """The numbers a researcher reads off the sliders (see ``preview_artefacts``)."""
+    return (f"added-noise SNR: {preview['snr_added_db']:.1f} dB | "
+            f"k-space SNR: {preview['snr_clean_db']:.1f} -> {preview['snr_db']:.1f} dB "
+            f"(drop {preview['snr_drop_db']:.2f} dB) | "
+            f"motion RMS displacement: {preview['rms_shift_px']:.2f} px over {shots} shots")
+
+
+class LiveFigure:
+    """One figure for the sliders: built once per scan, then only its image data, scales and title change
+    (rebuilding subplots, colour bars and the layout at every move would cost more than the preview)."""
+
+    def __init__(self):
+        self.scan, self.fig, self.artists = None, None, {}
+
+    def png(self, scan, preview, title):
+        if scan != self.scan:
+            self.fig, axes = plt.subplots(1, len(PANELS), figsize=(13, 3.4))
+            self.artists = show(preview, axes, title)
+            self.fig.tight_layout()
+            plt.close(self.fig)  # shown through the display handle below, never by the inline backend
+            self.scan = scan
+        for key, artist in self.artists.items():
+            artist.set_data(panel(preview, key))
+        set_scales(preview, self.artists)
+        ax = self.fig.axes[0]
+        ax.set_title(f"{title}\n{PANELS['log_kspace'][0]}", fontsize=8)
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=80)
+        return buf.getvalue()
+
+
+live_figure = LiveFigure()
+
+
+def draw(scan, sigma, max_shift, shots):
+    """The figure (as a PNG) and the readout of one slider position."""
+    preview = preview_artefacts(scans[scan], sigma, max_shift, shots)
+    png = live_figure.png(scan, preview, f"{scan}: sigma={sigma:g}, range={max_shift:g} px, {shots} shots")
+    return Image(data=png, format="png"), Pretty(readout(preview, shots))
 
 
 controls = {
@@ -112,22 +190,23 @@ controls = {
     "max_shift": widgets.FloatSlider(value=2.0, min=0.0, max=8.0, step=0.25, description="range (px)"),
     "shots": widgets.IntSlider(value=8, min=1, max=32, description="shots"),
 }
-# The figure of the current slider values is drawn as ordinary cell output; moving a slider in a
-# live kernel redraws into `live` below the controls. Headless runs (papermill) never route output
-# through an Output widget, which can stall the notebook client.
-live = widgets.Output()
+# The figure and the readout are ordinary display outputs with a display id (what the static book
+# shows); a slider move replaces them in place with an `update_display_data` message. No Output
+# widget: nbclient stalled on one once in a headless (papermill) run.
+display(widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:])]))
+figure, numbers = draw(**{name: w.value for name, w in controls.items()})
+figure_handle = display(figure, display_id=True)
+readout_handle = display(numbers, display_id=True)
 
 
 def on_change(_change=None):
-    with live:
-        live.clear_output(wait=True)
-        redraw(**{name: w.value for name, w in controls.items()})
+    figure, numbers = draw(**{name: w.value for name, w in controls.items()})
+    figure_handle.update(figure)
+    readout_handle.update(numbers)
 
 
 for w in controls.values():
     w.observe(on_change, names="value")
-display(widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]), live]))
-redraw(**{name: w.value for name, w in controls.items()})
 
 # %% [markdown]
 # ## Thermal noise over the sigma grid
@@ -140,7 +219,8 @@ for name, scan in scans.items():
     sigmas = P["sigmas"]
     fig, axes = plt.subplots(3, len(sigmas), figsize=(2.6 * len(sigmas), 7.5), squeeze=False)
     for j, sigma in enumerate(sigmas):
-        show(preview_artefacts(scan, sigma=sigma, seed=j), axes[:, j], f"sigma = {sigma:g}")
+        show(preview_artefacts(scan, sigma=sigma, seed=j), axes[:, j], f"sigma = {sigma:g}",
+             panels=("log_kspace", "image", "difference_noise"))
     fig.suptitle(f"{name}: thermal noise", fontsize=10)
     fig.tight_layout()
     run.figure(fig, f"noise_{name.split()[-1].replace('.', '_')}", caption=f"Thermal noise on the {name} scan")
@@ -154,19 +234,19 @@ for name, scan in scans.items():
 # %%
 rows = []
 for name, scan in scans.items():
-    before = kspace_snr_db(scan)
     for sigma in P["sigmas"]:
-        after = kspace_snr_db(preview_artefacts(scan, sigma=sigma)["kspace"])
-        rows.append({"scan": name, "sigma": sigma, "added noise SNR (dB)": round(-20 * np.log10(sigma), 2),
-                     "SNR before (dB)": round(before, 2), "SNR after (dB)": round(after, 2),
-                     "SNR drop (dB)": round(before - after, 2)})
+        p = preview_artefacts(scan, sigma=sigma)
+        rows.append({"scan": name, "sigma": sigma, "added noise SNR (dB)": round(p["snr_added_db"], 2),
+                     "SNR before (dB)": round(p["snr_clean_db"], 2), "SNR after (dB)": round(p["snr_db"], 2),
+                     "SNR drop (dB)": round(p["snr_drop_db"], 2)})
 run.table(rows, "snr_drop", caption="k-space SNR drop per noise level sigma")
 
 # %% [markdown]
 # ## Rigid motion over range and shots
 #
-# Columns: motion range; rows: shot count (interleaved ordering). One shot moves the whole
-# acquisition at once: a pure translation, no artefact but a displaced image. Several shots give
+# Columns: motion range; rows: shot count (interleaved ordering). With one shot the whole
+# acquisition is the shot that holds the k-space centre, which is kept still (the reference
+# position): nothing moves, the readout shows an RMS displacement of 0. Several shots give
 # the coherent ghosts along the phase-encode direction that motion produces in multi-shot CMR.
 
 # %%
@@ -184,5 +264,5 @@ for name, scan in scans.items():
     run.figure(fig, f"motion_{name.split()[-1].replace('.', '_')}", caption=f"Rigid motion on the {name} scan")
     plt.show()
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

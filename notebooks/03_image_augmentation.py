@@ -14,13 +14,17 @@
 # %% [markdown]
 # # Image-domain augmentation: image and coil maps move together
 #
-# The image half of DualSpace-CMR (reference section 4) transforms the anatomy *and* the coil
-# sensitivities, then goes back to k-space so that the network sees multi-coil data that a scanner
-# could have acquired:
-# $$x = A^H y = \sum_c \bar S_c\, F^{-1} y_c,\qquad (x', S') = T(x, S),\qquad
-#   S'_c \leftarrow \frac{S'_c}{\sqrt{\sum_{c'} |S'_{c'}|^2 + \epsilon}},\qquad y' = F S' x',$$
+# The image half of DualSpace-CMR {cite}`li2025branch` transforms the anatomy *and* the coil
+# sensitivities, then goes back to k-space through the forward model {eq}`eq-forward-model` so that the
+# network sees multi-coil data that a scanner could have acquired:
+#
+# $$\begin{aligned}
+# x &= A^H y = \sum_c \bar S_c\, F^{-1} y_c, & (x', S') &= T(x, S), \\
+# S'_c &\leftarrow \frac{S'_c}{\sqrt{\sum_{c'} |S'_{c'}|^2 + \epsilon}}, & y' &= F S' x',
+# \end{aligned}$$
+#
 # then $y'$ is undersampled by the example's mask and the k-space artefacts of the previous chapter
-# follow. The transforms $T$ (`moero.geometry`) are flips, integer shifts, 90-degree rotations
+# follow ({doc}`02_kspace_augmentation`). The transforms $T$ (`moero.augment.geometry`) are flips, integer shifts, 90-degree rotations
 # (only 180 degrees on non-square matrices, where a quarter turn would swap readout and phase
 # encode), arbitrary rotations, isotropic and anisotropic scaling, and elastic deformation (a white
 # displacement field smoothed by a Gaussian of width `sigma`, scaled to a peak of `alpha` pixels).
@@ -33,7 +37,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import torch
 
@@ -93,7 +97,7 @@ for j, (name, ts) in enumerate(transforms.items()):
         x2, s2 = t.apply(x2, s2)
     s2 = normalize_maps(s2)
     axes[0, j].imshow(x2[x2.shape[0] // 2].abs().numpy(), cmap="gray")
-    axes[0, j].set_title(name, fontsize=8)
+    axes[0, j].set_title(name, fontsize=9)
     axes[1, j].imshow(s2[coil].abs().numpy(), cmap="viridis", vmin=0, vmax=1)
     axes[2, j].imshow(s2[coil].angle().numpy(), cmap="twilight", vmin=-torch.pi, vmax=torch.pi)
     for ax in axes[:, j]:
@@ -124,7 +128,8 @@ out = augment(example, torch.Generator().manual_seed(0))
 reexpanded = sense_forward(sense_adjoint(out["kspace"], out["maps"]), out["maps"])
 err = ((reexpanded - out["kspace"]).abs().max() / out["kspace"].abs().max()).item()
 print(f"max |F S' x' - y'| / max |y'| = {err:.2e}")
-print("drawn:", {k: v for k, v in out["augment_params"].items() if k.startswith(("rotation.angle", "scaling", "elastic.alpha"))})
+print("drawn: " + ", ".join(f"{k} = {float(v):.3g}" for k, v in out["augment_params"].items()
+                            if k.startswith(("rotation.angle", "scaling", "elastic.alpha"))))
 
 # %% [markdown]
 # ## Augmented training examples at several ratios
@@ -146,15 +151,15 @@ for i, ratio in enumerate(ratios):
         ex = dataset[j]
         applied = ex["augment_params"]["applied"]
         axes[2 * i, j].imshow(ex["target"].numpy(), cmap="gray")
-        axes[2 * i, j].set_title(f"ratio {ratio:g}: {'augmented' if applied else 'as is'}", fontsize=7)
+        axes[2 * i, j].set_title(f"ratio {ratio:g}: {'augmented' if applied else 'as is'}", fontsize=9)
         axes[2 * i + 1, j].imshow(zero_filled(ex["masked_kspace"][ex["masked_kspace"].shape[0] // 2]).numpy(),
                                   cmap="gray")
-        axes[2 * i + 1, j].set_title(f"{ex['meta']['mask_kind']} R={ex['meta']['acceleration']}", fontsize=7)
+        axes[2 * i + 1, j].set_title(f"{ex['meta']['mask_kind']} R={ex['meta']['acceleration']}", fontsize=9)
 for ax in axes.flat:
     ax.axis("off")
 fig.tight_layout()
 run.figure(fig, "examples_by_ratio", caption="Training examples (target, zero-filled input) at several ratios")
 plt.show()
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

@@ -14,33 +14,35 @@
 # %% [markdown]
 # # VQ codebooks: tokens that describe an image
 #
-# VQ-Prompt (reference section 2) places a **vector quantiser** at the bottleneck of every
-# cascade's U-Net. Each feature vector $z_p$ at bottleneck pixel $p$ is replaced by its nearest
-# codebook row,
+# VQ-Prompt {cite}`li2025branch` places a **vector quantiser** {cite}`oord2017vqvae` at the bottleneck of
+# every cascade's U-Net of PromptMR+ {cite}`xin2024rethinking`. Each feature vector $z_p$ at bottleneck pixel $p$ is replaced by its nearest
+# codebook row, {eq}`eq-quantisation`:
 #
 # $$ k^*(p) = \arg\min_k \lVert z_p - e_k \rVert_2^2, \qquad z_q = z + \mathrm{sg}(e_{k^*} - z), $$
 #
 # where $\mathrm{sg}$ stops gradients, so the backward pass sees the identity (straight-through).
-# The encoder is pulled toward its codes by the commitment loss
+# The encoder is pulled toward its codes by the commitment loss {eq}`eq-vq-objective`,
 # $\beta\,\mathrm{mean}\,(\mathrm{sg}(e) - z)^2$ with $\beta = 1$, and the codebook follows the
 # inputs by exponential moving averages (decay $\gamma = 0.99$) of cluster sizes $N_k$ and sums $m_k$:
 #
-# $$ N_k \leftarrow \gamma N_k + (1-\gamma)\, n_k, \quad m_k \leftarrow \gamma m_k + (1-\gamma) \sum_{p: k^*(p)=k} z_p,
-#    \quad e_k = m_k / \tilde N_k, \quad \tilde N_k = \frac{N_k + \epsilon}{N + K\epsilon} N . $$
+# $$\begin{aligned}
+# N_k &\leftarrow \gamma N_k + (1-\gamma)\, n_k, & m_k &\leftarrow \gamma m_k + (1-\gamma) \sum_{p: k^*(p)=k} z_p, \\
+# e_k &= m_k / \tilde N_k, & \tilde N_k &= \frac{N_k + \epsilon}{N + K\epsilon}\, N .
+# \end{aligned}$$
 #
 # The tokens matter twice in the paper: the decoded codes are fused back into the U-Net as a prompt,
-# and the **token histogram** of eq. (8),
+# and the **token histogram** of {eq}`eq-token-histogram`,
 #
 # $$ h[k] = \frac{1}{H' W'} \#\{p : k^*(p) = k\}, $$
 #
 # averaged over adjacent frames (and coils for the coil-map network), is the feature on which Moero
-# routes each sample to an expert (chapter 5). A routing feature is only useful if it separates the
+# routes each sample to an expert ({doc}`05_histogram_routing`). A routing feature is only useful if it separates the
 # kinds of images the experts should specialise on, such as contrasts and vendors.
 #
 # Training a reconstruction network takes longer than this chapter may, so here the quantiser sees
 # **image patches** instead of bottleneck features: $4\times4$ magnitude patches of fully sampled
 # images of the synthetic CMRxRecon-layout dataset, each patch a 16-dimensional vector. The same
-# `moero.vq.VectorQuantizer` class serves both.
+# `moero.models.vq.VectorQuantizer` class serves both.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | gpu | paper
@@ -48,7 +50,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -73,7 +75,7 @@ run = start_run("04_vq_codebooks", profile=profile, params=params, results_dir=r
 P = run.params
 root = run.dataset_root()
 rows = read_manifest(root)
-print(root, len(rows), "files;", P)
+print(f"{len(rows)} files under {root}")
 
 # %% [markdown]
 # ## Images
@@ -100,12 +102,14 @@ for i in pick:
 images = torch.cat(images)
 contrasts = np.array([lab["contrast"] for lab in labels])
 vendors = np.array([lab["vendor"] for lab in labels])
-print(images.shape, dict(zip(*np.unique(contrasts, return_counts=True), strict=True)))
+names, counts = np.unique(contrasts, return_counts=True)
+print(f"{len(images)} images of {tuple(images.shape[1:])} pixels; contrasts: "
+      + ", ".join(f"{n} {c}" for n, c in zip(names.tolist(), counts.tolist(), strict=True)))
 
 fig, axes = plt.subplots(1, min(6, len(images)), figsize=(2.2 * min(6, len(images)), 2.6))
 for ax, j in zip(np.atleast_1d(axes), np.linspace(0, len(images) - 1, min(6, len(images))).astype(int), strict=True):
     ax.imshow(images[j], cmap="gray", vmin=0, vmax=1.2)
-    ax.set_title(f"{contrasts[j]}\n{vendors[j].split('_')[0]}", fontsize=8)
+    ax.set_title(f"{contrasts[j]}\n{vendors[j].split('_')[0]}", fontsize=9)
     ax.axis("off")
 fig.suptitle("Input images (magnitude, normalised)")
 run.figure(fig, "images", caption="Examples of the fully sampled synthetic images the codebook is trained on.")
@@ -142,7 +146,7 @@ axes[0].set(xlabel="update step", ylabel="distinct codes in batch", title="Codeb
 axes[1].set(xlabel="update step", ylabel="fraction", title="Dead codes", ylim=(-0.02, 1.02))
 axes[2].set(xlabel="update step", ylabel="perplexity", title=f"Perplexity (K = {P['num_codes']})")
 for ax in axes:
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
 fig.tight_layout()
 run.figure(fig, "usage", caption="Codebook usage, dead-code fraction and perplexity over training, "
            "with and without dead-code restart.")
@@ -207,7 +211,7 @@ plt.show()
 # %% [markdown]
 # ## Token histograms per contrast and vendor
 #
-# Each image becomes its token histogram $h \in \Delta^{K-1}$ (eq. (8)). A 2-D PCA of the histograms,
+# Each image becomes its token histogram $h \in \Delta^{K-1}$ ({eq}`eq-token-histogram`). A 2-D PCA of the histograms,
 # coloured by contrast and by vendor, shows whether the tokens carry the information Moero routes
 # on. The silhouette score (cosine distance, the metric BranchNav's k-means uses) summarises how well
 # each labelling separates: $+1$ perfectly separated clusters, $0$ overlapping.
@@ -222,7 +226,7 @@ for ax, values, title in ((axes[0], contrasts, "contrast"), (axes[1], vendors, "
         sel = values == value
         ax.scatter(coords[sel, 0], coords[sel, 1], s=18, color=plt.cm.tab10(k % 10), label=value, alpha=0.8)
     ax.set(xlabel="PC 1", ylabel="PC 2", title=f"Token histograms coloured by {title}")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=9, loc="best")
 fig.tight_layout()
 run.figure(fig, "histogram_pca", caption="PCA of per-image token histograms, coloured by contrast and by vendor.")
 plt.show()
@@ -274,5 +278,5 @@ run.table(
 # sits at each cascade's bottleneck (`PromptMR(preset(..., vq_prompt=True))`) and its histograms are
 # returned as `out.histograms`; chapter 5 tests how well those route.
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

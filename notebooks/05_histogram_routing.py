@@ -14,23 +14,25 @@
 # %% [markdown]
 # # Histogram routing: BranchNav step by step
 #
-# Moero (reference section 3) turns every cascade of PromptMR+ into $K$ **experts**, full cascades
-# that share one VQ-PromptBlock. Per sample exactly one expert per cascade runs. The choice is made
-# by a router, BranchNav, from the **token histogram** of eq. (8),
+# Moero {cite}`li2025branch` turns every cascade of PromptMR+ {cite}`xin2024rethinking` into $K$
+# **experts**, full cascades that share one VQ-PromptBlock. Per sample exactly one expert per cascade
+# runs, as in sparse mixtures of experts {cite}`shazeer2017moe,fedus2022switch`. The choice is made
+# by a router, BranchNav, from the **token histogram** {eq}`eq-token-histogram`
+# ({doc}`04_vq_codebooks`),
 #
 # $$ h[k] = \frac{1}{H'W'}\,\#\{p : k^*(p) = k\}, \qquad \textstyle\sum_k h[k] = 1, $$
 #
 # of the previous stage: the coil-map network's for cascade 0, cascade $k-1$'s for cascade $k$.
-# BranchNav keeps route counts $n_j$ and decides, eq. (9):
+# BranchNav keeps route counts $n_j$ and decides, {eq}`eq-branchnav`:
 #
-# $$ r(h) = \begin{cases} \arg\min_j n_j & \text{if no centres yet, or } \dfrac{\max_j n_j}{\min_j n_j + 10^{-13}} > 3,\\[4pt]
+# $$ r(h) = \begin{cases} \arg\min_j n_j & \text{if no centres yet, or } \max_j n_j / (\min_j n_j + 10^{-13}) > 3,\\[4pt]
 #    \arg\max_j \dfrac{\langle h, c_j\rangle}{\lVert h\rVert\,\lVert c_j\rVert} & \text{otherwise,} \end{cases} $$
 #
 # where the centres $c_j$ come from **k-means with cosine similarity** (spherical k-means), fitted
 # once on a buffer of histograms collected after a warm-up. This chapter follows that story on the
 # synthetic CMRxRecon-layout data with the routing feature of cascade 0: the coil-map network's
 # histogram. The network is untrained, so its codebook is fitted to the data by k-means first (a
-# random codebook maps every feature to one code); everything else is the `moero.routing` code that
+# random codebook maps every feature to one code); everything else is the `moero.models.routing` code that
 # training uses.
 
 # %% tags=["parameters"]
@@ -39,7 +41,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import copy
 
 import matplotlib.pyplot as plt
@@ -62,7 +64,6 @@ from moero.physics.masks import MaskSampler
 
 run = start_run("05_histogram_routing", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
-print(P)
 
 # %% [markdown]
 # ## Data and token histograms
@@ -100,12 +101,12 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for ax, what in zip(axes, ("contrast", "vendor"), strict=True):
     keys, arr = mean_histograms(labels[what])
     im = ax.imshow(arr, aspect="auto", cmap="magma")
-    ax.set_yticks(range(len(keys)), keys, fontsize=8)
+    ax.set_yticks(range(len(keys)), keys, fontsize=9)
     ax.set_xlabel("code k")
     ax.set_title(f"mean token histogram per {what}")
     fig.colorbar(im, ax=ax, label="h[k]")
 fig.tight_layout()
-run.figure(fig, "histograms", caption="Mean token histogram (eq. 8) of the coil-map network per contrast and per "
+run.figure(fig, "histograms", caption="Mean token histogram of the coil-map network per contrast and per "
            "vendor. Rows that differ are what a router can separate.")
 plt.show()
 
@@ -134,7 +135,7 @@ run.table(rows, "kmeans_vs_labels", caption="Spherical k-means clusters of the h
 # sample per step (the paper trains with batch size 1). Its settings are scaled to this data:
 # the buffer holds `buffer_size` histograms and fills only after a warm-up of `warmup` samples (the
 # paper: 2048 histograms after about 8000 samples per rank, "no buffering in the first epoch").
-# Every step records which rule of eq. (9) decided.
+# Every step records which rule of {eq}`eq-branchnav` decided.
 
 # %%
 order = torch.cat([torch.randperm(len(examples), generator=torch.Generator().manual_seed(p))
@@ -156,14 +157,14 @@ ax.scatter(over, counts[over, [trace[i]["route"] for i in over]], s=12, color="r
 ax.set_xlabel("training sample")
 ax.set_ylabel("route count $n_j$")
 ax.set_title("BranchNav route counts over training")
-ax.legend(fontsize=8)
+ax.legend(fontsize=9)
 run.figure(fig, "route_counts", caption="Route counts over training: round robin before the centres exist, "
            "nearest centre after the fit, and the least-used expert whenever max/min exceeds 3 (red).")
 plt.show()
 run.table([{"rule": rule, "samples": int((rules == rule).sum()),
             "overrode the nearest centre": int(sum(r["overridden"] for r in trace if r["rule"] == rule))}
            for rule in ("least-used: no centres", "nearest centre", "least-used: imbalance")],
-          "rules", caption="Which rule of eq. (9) routed how many training samples.")
+          "rules", caption="Which BranchNav rule routed how many training samples.")
 
 # %% [markdown]
 # ## Where each contrast and vendor ends up
@@ -179,9 +180,9 @@ for ax, what in zip(axes, ("contrast", "vendor"), strict=True):
     table, names = contingency(routes, labels[what], K)
     im = ax.imshow(table, cmap="Blues")
     ax.set_xticks(range(K), [f"expert {j}" for j in range(K)])
-    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=9)
     for (a, b), v in np.ndenumerate(table):
-        ax.text(b, a, str(v), ha="center", va="center", fontsize=8)
+        ax.text(b, a, str(v), ha="center", va="center", fontsize=9)
     ax.set_title(f"{what} x expert")
     fig.colorbar(im, ax=ax, label="samples")
 fig.tight_layout()
@@ -215,7 +216,7 @@ ax.scatter(over, skewed_counts[over, [skewed[i]["route"] for i in over]], s=12, 
 ax.set_xlabel(f"sample of the skewed stream (all nearest to expert {top})")
 ax.set_ylabel("route count $n_j$")
 ax.set_title("A skewed stream: the balance rule takes over")
-ax.legend(fontsize=8)
+ax.legend(fontsize=9)
 run.figure(fig, "skewed_stream", caption="Route counts when only samples of one expert arrive: after the ratio "
            "passes 3, the least-used experts receive them (red: overridden routes).")
 plt.show()
@@ -253,5 +254,5 @@ for label, mode, reset in (("nearest", "nearest", False), ("paper, counts from t
 run.table(rows, "eval_modes", caption="Evaluation routing in two orders: `nearest` is deterministic and "
           "history-free; `paper` lets the balance rule and the running counts decide.")
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

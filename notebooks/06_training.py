@@ -15,14 +15,14 @@
 # # Training the models of the ablations
 #
 # This chapter trains every network whose checkpoints the next two chapters evaluate: the PromptMR+
-# **baseline**, the baseline with **VQ-Prompt**, **Moero** with 2 and 4 experts per cascade, and the
+# **baseline** {cite}`xin2024rethinking`, the baseline with **VQ-Prompt**, **Moero** with 2 and 4 experts per cascade, and the
 # baseline with **k-space augmentation** (thermal noise and rigid motion) and with **image
-# augmentation** (DualSpace-CMR geometry). All minimise the same loss (reference section 7),
+# augmentation** (DualSpace-CMR geometry). All minimise the same loss ({doc}`../book/conventions`),
 #
 # $$ \mathcal{L} = 1 - \mathrm{SSIM}_{7\times 7}(\hat x, x) + \sum_{k} \mathcal{L}^{(k)}_{\mathrm{VQ}}, $$
 #
 # with AdamW, one undersampling mask per example drawn from {uniform, kt-Gaussian, kt-radial} and
-# the profile's accelerations, and the sample-balancing sampler of eq. (10).
+# the profile's accelerations, and the sample-balancing sampler of {eq}`eq-sample-balancing`.
 #
 # Each run lives in `_build/runs/<profile>/<name>` and goes from snapshot to snapshot (the paper's
 # 12, 18 and 24 epochs under the `paper` profile; a few hundred steps under `cpu`, printed below). After each
@@ -36,7 +36,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ catalogue = E.catalogue(P)
 nproc = E.resolve_nproc(P["nproc"])
 MODELS = [*E.model_names(P), "kspace-aug", "image-aug"]
 unit = P["budget_unit"]
-print(f"data: {root}; model preset {P['train']['preset']}; budgets ({unit}) {P['budgets']}; {nproc} process(es)")
+display(E.admonition(f"data: {root}; model preset {P['train']['preset']}; budgets ({unit}) {P['budgets']}; "
+                     f"{nproc} process(es)", title="Setting"))
 
 # %% [markdown]
 # ## Training (or resuming)
@@ -93,14 +94,14 @@ for name, rd in runs.items():
     ax_val.plot(b, v, marker="o", label=catalogue[name].label)
 ax_loss.set(xlabel="step", ylabel="training loss (1 - SSIM + VQ)", title="Training loss")
 ax_val.set(xlabel=unit, ylabel="validation SSIM", title="Validation SSIM (official protocol)")
-ax_loss.legend(fontsize=8)
+ax_loss.legend(fontsize=9)
 fig.tight_layout()
 display(E.publish_figure(run, fig, "learning_curves", caption="Training loss and validation SSIM per model"))
 
 # %% [markdown]
 # ## Moero: routes over training
 #
-# BranchNav (eq. (9)) sends each sample to the least-used expert while the route counts $n_j$ are
+# BranchNav ({eq}`eq-branchnav`) sends each sample to the least-used expert while the route counts $n_j$ are
 # unbalanced ($\max_j n_j / \min_j n_j > 3$) or before its k-means centres exist, and to the nearest
 # centre (cosine similarity of token histograms) afterwards. The figure shows the counts $n_j$ of
 # each expert of the first and last cascade after each training step.
@@ -119,7 +120,7 @@ for ax, name in zip(axes[0], moero_runs, strict=True):
     if fitted_at is not None:
         ax.axvline(fitted_at, color="k", lw=0.8, ls=":", label="centres fitted")
     ax.set(xlabel="step", ylabel="route count $n_j$", title=catalogue[name].label)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
 fig.tight_layout()
 display(E.publish_figure(run, fig, "route_counts", caption="Moero route counts per expert over training (first and last cascade)"))
 
@@ -146,7 +147,7 @@ for name in moero_runs:
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=f"{catalogue[name].label}: {label}")
 ax.set(xlabel=unit, ylabel="NMI (cascade 0)", title="Specialisation of the first cascade's experts")
-ax.legend(fontsize=8)
+ax.legend(fontsize=9)
 fig.tight_layout()
 display(E.publish_figure(run, fig, "specialisation", caption="NMI between routes of cascade 0 and modality / vendor over training"))
 
@@ -169,19 +170,21 @@ gains = {name: late_gain(name) for name in runs}
 others = max(gains["promptmr"], gains["vq-prompt"])
 best_moero = max(gains[n] for n in moero_runs)
 holds = best_moero > others
-print(f"Setting here: profile {run.profile.name!r}, preset {P['train']['preset']!r}, crops "
-      f"{P['train'].get('image_shape') or 'native'}, {max(E.snapshot_budgets(P))} {unit}, synthetic data"
-      f"{'' if run.data_root is None else ' replaced by ' + str(run.data_root)}; paper: 12 cascades, 12-24 epochs, "
-      "CMRxRecon2025, 8x A100.")
-print("Validation SSIM gained in the second half of training: "
-      + ", ".join(f"{catalogue[n].label} {g:+.4f}" for n, g in gains.items()) + ".")
-print(f"The paper's observation (Moero keeps improving after the others plateau) {'holds' if holds else 'does not hold'}"
-      f" here: the best Moero gain is {best_moero:+.4f} against {others:+.4f} for the best of baseline and VQ-Prompt.")
+display(E.admonition(
+    f"Setting here: profile {run.profile.name!r}, preset {P['train']['preset']!r}, crops "
+    f"{P['train'].get('image_shape') or 'native'}, {max(E.snapshot_budgets(P))} {unit}, synthetic data"
+    f"{'' if run.data_root is None else ' replaced by ' + str(run.data_root)}; paper: 12 cascades, 12-24 epochs, "
+    "CMRxRecon2025, 8x A100.", title="Setting"))
+display(run.table([{"model": catalogue[n].label, "run": n, "val_ssim_late_gain": g} for n, g in gains.items()],
+                  "late_gain", caption="Validation SSIM gained in the second half of training"))
+display(E.admonition(
+    f"The paper's observation (Moero keeps improving after the others plateau) {'holds' if holds else 'does not hold'}"
+    f" here: the best Moero gain is {best_moero:+.4f} against {others:+.4f} for the best of baseline and VQ-Prompt.",
+    title="Verdict", kind="tip" if holds else "warning"))
 
 # %%
 src = E.results_source("06_training", run)
-print(src.note)
-display(E.show_result(src.folder, "runs"))
+display(E.show_source(src, run, "runs"))
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

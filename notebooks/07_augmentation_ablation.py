@@ -14,14 +14,15 @@
 # %% [markdown]
 # # Data augmentation ablation (the paper's Tab. 1)
 #
-# DualSpace-CMR (reference section 4) augments in two spaces. **k-space**: complex white Gaussian
-# noise relative to the scan's own signal level, and multi-shot rigid motion, which multiplies the
-# lines of shot $j$ by $e^{-2\pi i (k_x \Delta x_j / N_x + k_y \Delta y_j / N_y)}$. **Image space**:
+# DualSpace-CMR ({doc}`02_kspace_augmentation`, {doc}`03_image_augmentation`) augments in two spaces. **k-space**: complex white Gaussian
+# noise relative to the scan's own signal level ({eq}`eq-thermal-noise`), and multi-shot rigid motion, which
+# multiplies the lines of shot $j$ by $e^{-2\pi i (k_x \Delta x_j / N_x + k_y \Delta y_j / N_y)}$
+# ({eq}`eq-motion-phase`, {eq}`eq-motion-kspace`). **Image space**:
 # the SENSE-combined image and its coil maps are transformed jointly and re-expanded,
 # $y' = F S' x'$, before undersampling. Each example is augmented with probability $p$, the
 # *augmentation ratio*.
 #
-# The paper found that on the large benchmark both augmentations *lower* SSIM, PSNR and NMSE after
+# The paper {cite}`li2025branch` found that on the large benchmark both augmentations *lower* SSIM, PSNR and NMSE after
 # 12 epochs (Tab. 1), while on a small dataset k-space motion + noise helped; and that the ratio
 # decides: too low gives no gain, too high distorts training. This chapter evaluates the models of
 # chapter 6 (trained there, or here if that chapter has not run) at the first snapshot (the paper's
@@ -34,7 +35,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import math
 
 import matplotlib.pyplot as plt
@@ -82,15 +83,18 @@ display(E.show_result(run.results_dir, "table1"))
 
 # %%
 base = ours["promptmr"]
-print(f"Here: {P['train']['preset']!r} preset, {budget} {unit}, crops {P['train'].get('image_shape') or 'native'}, "
-      f"{rows[0]['files']} test files of the {'given' if run.data_root else 'synthetic'} data, augmentation ratio "
-      f"{P['augment_probability']}; paper: 12-cascade PromptMR+, 12 epochs, CMRxRecon2025.")
+display(E.admonition(
+    f"Here: {P['train']['preset']!r} preset, {budget} {unit}, crops {P['train'].get('image_shape') or 'native'}, "
+    f"{rows[0]['files']} test files of the {'given' if run.data_root else 'synthetic'} data, augmentation ratio "
+    f"{P['augment_probability']}; paper: 12-cascade PromptMR+, 12 epochs, CMRxRecon2025.", title="Setting"))
+verdicts = []
 for (_name, method), row in zip(TAB1[1:], rows[1:], strict=True):
     ref = paper_rows[method]
-    print(E.compare_sentence(f"{method}, SSIM vs baseline", row["ssim"] - base["ssim"],
-                             ref["ssim"] - paper_rows["baseline"]["ssim"]))
-    print(E.compare_sentence(f"{method}, PSNR vs baseline", row["psnr"] - base["psnr"],
-                             ref["psnr"] - paper_rows["baseline"]["psnr"]))
+    verdicts.append(E.compare_row(f"{method}, SSIM vs baseline", row["ssim"] - base["ssim"],
+                                  ref["ssim"] - paper_rows["baseline"]["ssim"]))
+    verdicts.append(E.compare_row(f"{method}, PSNR (dB) vs baseline", row["psnr"] - base["psnr"],
+                                  ref["psnr"] - paper_rows["baseline"]["psnr"]))
+display(run.table(verdicts, "verdicts", caption="Does the sign of each of the paper's differences hold here?"))
 
 # %% [markdown]
 # ## The augmentation ratio, on a small and on the full training set
@@ -118,24 +122,27 @@ fig.tight_layout()
 display(E.publish_figure(run, fig, "ratio_sweep", caption="Test SSIM against the k-space augmentation ratio, small and full set"))
 
 # %%
+best_rows = []
 for ds in ("small", "full"):
     pts = sorted((r["ratio"], r["ssim"]) for r in sweep if r["dataset"] == ds)
     best = max(pts, key=lambda t: t[1])
-    gain = best[1] - pts[0][1]
-    print(f"{ds} set: best ratio {best[0]:g} (SSIM {best[1]:.4f}, {gain:+.4f} over no augmentation); "
-          f"highest ratio {pts[-1][0]:g}: {pts[-1][1] - pts[0][1]:+.4f}.")
+    best_rows.append({"dataset": ds, "best_ratio": best[0], "ssim_at_best": best[1],
+                      "ssim_gain_at_best": best[1] - pts[0][1], "highest_ratio": pts[-1][0],
+                      "ssim_gain_at_highest": pts[-1][1] - pts[0][1]})
+display(run.table(best_rows, "best_ratio", caption="Best augmentation ratio per training set (gains over ratio 0)"))
 small_gain = max(r["ssim"] for r in sweep if r["dataset"] == "small") - next(
     r["ssim"] for r in sweep if r["dataset"] == "small" and r["ratio"] == 0.0)
 full_gain = max(r["ssim"] for r in sweep if r["dataset"] == "full") - next(
     r["ssim"] for r in sweep if r["dataset"] == "full" and r["ratio"] == 0.0)
 trend = small_gain > full_gain and not math.isnan(small_gain)
-print(f"The paper's finding (k-space augmentation helps the small set more than the large one) "
-      f"{'holds' if trend else 'does not hold'} here: best gain {small_gain:+.4f} (small) vs {full_gain:+.4f} (full).")
+display(E.admonition(
+    f"The paper's finding (k-space augmentation helps the small set more than the large one) "
+    f"{'holds' if trend else 'does not hold'} here: best gain {small_gain:+.4f} (small) vs {full_gain:+.4f} (full).",
+    title="Verdict", kind="tip" if trend else "warning"))
 
 # %%
 src = E.results_source("07_augmentation_ablation", run)
-print(src.note)
-display(E.show_result(src.folder, "table1"))
+display(E.show_source(src, run, "table1"))
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

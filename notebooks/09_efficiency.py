@@ -14,11 +14,12 @@
 # %% [markdown]
 # # Training efficiency: experts, DDP and the stages of a step
 #
-# The paper's limit for Moero is wall-clock time, not memory: with 2 and 4 experts it trained at
+# The paper's {cite}`li2025branch` limit for Moero is wall-clock time, not memory: with 2 and 4 experts it trained at
 # 0.98 and 0.86 iterations/s against the baseline's 1.27 (8x A100), while GPU memory grew only from
 # 35.6 GB to 36.8 and 39.9 GB. The authors attribute the slowdown to DDP's
 # `find_unused_parameters=True`, which walks the autograd graph every step to find the experts that
-# did not run, and to gradient synchronisation of experts no sample used.
+# did not run, and to gradient synchronisation of experts no sample used (the classic cost of sparse
+# mixtures of experts {cite}`shazeer2017moe,fedus2022switch`).
 #
 # Our Moero keeps expert parameters out of DDP's reducer and synchronises them, the usage flags, the
 # routing statistics and the VQ statistics in **one** all-reduce per step (`Moero.after_backward`).
@@ -36,7 +37,7 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ from moero.train import efficiency
 run = start_run("09_efficiency", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
 torch.set_num_threads(P["threads"])
-print(f"device {run.device}; preset {P['preset']!r} with {P['cascades']} cascades; phantom {P['shape']}")
+display(E.admonition(f"device {run.device}; preset {P['preset']!r} with {P['cascades']} cascades; "
+                     f"phantom {P['shape']}", title="Setting"))
 
 # %% [markdown]
 # ## Iterations/s and peak memory against the number of experts (one process)
@@ -76,7 +78,7 @@ for ax, title in ((ax_s, "iterations/s relative to the baseline"), (ax_m, "peak 
     ax.set_xticks(x, [r["model"] for r in single])
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set(title=title, ylabel="ratio")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
 fig.tight_layout()
 display(E.publish_figure(run, fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
 
@@ -93,14 +95,19 @@ ddp = efficiency.ddp_throughput(P["ddp_names"], world=P["ddp_world"], preset=P["
 run.table(ddp, "ddp", caption=f"DDP x{P['ddp_world']}: iterations/s, ours vs find_unused_parameters=True")
 display(E.show_result(run.results_dir, "ddp"))
 by_name = {r["model"]: r for r in ddp}
+ddp_compare = []
 for name in [n for n in P["ddp_names"] if n.startswith("moero-") and not n.endswith(efficiency.FIND_UNUSED)]:
     ours, theirs = by_name.get(name), by_name.get(name + efficiency.FIND_UNUSED)
     k = E.paper_model(name).split("x")[1]
     if ours and theirs:
-        print(f"{name} under DDP: ours {ours['it_per_s']:.3f} it/s, find_unused_parameters "
-              f"{theirs['it_per_s']:.3f} it/s ({ours['it_per_s'] / theirs['it_per_s']:.2f}x); relative to VQ-Prompt "
-              f"{ours['speed_vs_baseline']:.2f} (ours) and {theirs['speed_vs_baseline']:.2f} (find_unused); "
-              f"paper: {paper.SPEED[f'moero-12x{k}'] / paper.SPEED['vq-prompt']:.2f}.")
+        ddp_compare.append({"model": name, "ours_it_per_s": ours["it_per_s"], "find_unused_it_per_s": theirs["it_per_s"],
+                            "ours_vs_find_unused": ours["it_per_s"] / theirs["it_per_s"],
+                            "ours_vs_vq_prompt": ours["speed_vs_baseline"],
+                            "find_unused_vs_vq_prompt": theirs["speed_vs_baseline"],
+                            "paper_vs_vq_prompt": paper.SPEED[f"moero-12x{k}"] / paper.SPEED["vq-prompt"]})
+if ddp_compare:
+    display(run.table(ddp_compare, "ddp_compare", caption="Moero under DDP: our synchronisation against "
+                      "find_unused_parameters=True, and speed relative to VQ-Prompt"))
 
 # %% [markdown]
 # ## Where the time of one training step goes
@@ -123,7 +130,8 @@ for name in P["names"][:3]:  # promptmr, vq-prompt and the first Moero
     steps = efficiency.stage_times(model, ds, make_augment("dual", 1.0), steps=P["stage_steps"], device=run.device)
     mean = {s: float(np.mean([r[s] for r in steps])) for s in (*efficiency.STAGES, "total")}
     stage_rows.append({"model": name, **mean})
-run.table(stage_rows, "stages", caption="Mean seconds per stage of one training step")
+run.table(stage_rows, "stages", caption="Mean seconds per stage of one training step",
+          units={s: "s" for s in (*efficiency.STAGES, "total")})
 fig, ax = plt.subplots(figsize=(7, 3.8))
 left = np.zeros(len(stage_rows))
 for stage in efficiency.STAGES:
@@ -131,24 +139,24 @@ for stage in efficiency.STAGES:
     ax.barh([r["model"] for r in stage_rows], vals, left=left, label=stage)
     left += vals
 ax.set(xlabel="seconds per step", title="Time per stage of one training step")
-ax.legend(fontsize=8, ncols=3)
+ax.legend(fontsize=9, ncols=3)
 fig.tight_layout()
 display(E.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
 
 # %%
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
-print("Largest stage per model: " + ", ".join(f"{m}: {s}" for m, s in biggest.items()) + ".")
 m2 = next(r for r in single if r["model"].startswith("moero-"))
-print(f"Single process, {m2['model']} runs at {m2['speed_vs_baseline']:.2f}x the baseline's iterations/s "
+display(E.admonition("Largest stage per model: " + ", ".join(f"{m}: {s}" for m, s in biggest.items()) + ".",
+                     title="Where the time goes"))
+display(E.admonition(f"Single process, {m2['model']} runs at {m2['speed_vs_baseline']:.2f}x the baseline's iterations/s "
       f"(paper, 8x A100 under DDP: {m2['paper_speed_vs_baseline']:.2f}x) with {m2['memory_vs_baseline']:.2f}x its "
       f"peak step memory (paper: {m2['paper_memory_vs_baseline']:.2f}x). The paper's trend (memory nearly flat, "
       f"speed lower) {'holds' if m2['memory_vs_baseline'] < 1.5 else 'does not hold'} for memory here; sizes, "
-      f"device ({run.device}) and process count differ from the paper's.")
+      f"device ({run.device}) and process count differ from the paper's.", title="Verdict"))
 
 # %%
 src = E.results_source("09_efficiency", run)
-print(src.note)
-display(E.show_result(src.folder, "single_process"))
+display(E.show_source(src, run, "single_process"))
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

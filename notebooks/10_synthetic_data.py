@@ -14,23 +14,32 @@
 # %% [markdown]
 # # The embedded synthetic CMR dataset
 #
-# The paper trains on CMRxRecon2025: 1,384 multi-coil k-space volumes from Siemens, GE and UIH
+# The paper trains on CMRxRecon2025 {cite}`cmrxrecon2025`: 1,384 multi-coil k-space volumes from Siemens, GE and UIH
 # scanners at several centres, in cine, mapping, LGE, T1w/T2w and black-blood contrasts. Those data
 # cannot be downloaded on a fresh machine, so `moero.synthetic` writes a dataset with **the same
 # layout, keys, file format and axis order**, and one reader (`moero.data.load_cmrxrecon`) serves
 # both. Pass `data_root=` to any chapter to use the real tree instead.
 #
-# Each file is simulated with the multi-coil forward model (reference eq. (1), mask all ones):
+# Each file is simulated with the multi-coil forward model {eq}`eq-forward-model` (mask all ones):
 #
 # $$ y_c = \mathcal{F}\,(S_c\, x) + n_c, \qquad n \sim \mathcal{CN}(0, \Psi), $$
 #
-# where $x$ is a complex image rendered from an analytic anatomy (torso, fat, lungs, liver, spine,
-# aorta, beating left and right ventricles, papillary muscles, atria in long-axis views), with
-# tissue signals computed from $(\mathrm{PD}, T_1, T_2)$ at 1.5 T or 3 T for each sequence; $S_c$
-# are loop-coil sensitivities of a 12-30 element array (never normalised, so the image carries the
-# array's shading); $\Psi$ correlates the coils' noise. The array is then compressed to 10 virtual
-# coils by an SVD, as the real data were. To avoid the *inverse crime*, $x$ and $S_c x$ are rendered
-# at twice the matrix resolution with sharp tissue edges and only the central k-space is kept.
+# where $x$ is a complex image rendered from an analytic chest (smoothly deformed per subject): torso
+# with subcutaneous fat and, in some subjects, breast tissue; ribs, sternum and a vertebral body with
+# marrow; lungs with pulmonary vessels; liver with hepatic veins, stomach with an air-fluid level,
+# spleen; descending aorta and IVC; the heart in pericardial fat and pericardium, with epicardial fat,
+# a thin-walled RV crescent, the septum and an LV with trabeculae and two papillary muscles; in long
+# axis (2, 3 and 4 chambers) the atria, valve leaflets, aortic root and outflow tract. The heart
+# beats through a real cycle (ejection fraction 50-70 %, wall thickening, base-to-apex motion of the
+# valve planes); some subjects breathe. Tissue signals come from $(\mathrm{PD}, T_1, T_2)$ at 1.5, 3
+# or 5 T for each sequence (bSSFP cine, MOLLI-like $T_1$ and $T_2$-prep mapping series, LGE, T1w,
+# T2w, black blood). $S_c$ are loop-coil sensitivities of a 12-48 element array (never normalised,
+# so the image carries the array's shading); $\Psi$ correlates the coils' noise. The array is then
+# compressed to 10 virtual coils by an SVD, as the real data were. To avoid the *inverse crime*,
+# every edge is drawn with its partial-volume coverage at twice the matrix resolution and only the
+# central k-space is kept. The `gpu` size uses CMRxRecon2025-like matrices (e.g. 512 x 246, readout
+# 2x oversampled); `cpu` and `smoke` generate smaller matrices of the **same field of view** (never
+# a crop of the image).
 #
 # Axis order: MATLAB stores `kspace` as $(n_x, n_y, n_c, n_z, n_t)$ (readout, phase encode, coils,
 # slices, frames); h5py reads the reversed $(n_t, n_z, n_c, n_y, n_x)$; the package uses
@@ -43,7 +52,8 @@ data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synt
 results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
-# %%
+# %% tags=["hide-input"]
+import dataclasses
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -51,7 +61,8 @@ import numpy as np
 import torch
 
 from moero.book.run import start_run
-from moero.data.dataset import SliceDataset
+from moero.data import synthetic
+from moero.data.dataset import SliceDataset, r_eff_summary
 from moero.data.readers import load_cmrxrecon, read_manifest
 from moero.data.sampler import BalancedSampler
 from moero.data.synthetic import array_coil_maps
@@ -68,8 +79,11 @@ print(root, len(rows), "files")
 # ## Composition
 #
 # Subjects are split by subject (never by file): `train`, `val` and `test-total` from the known
-# centres; the pathology cases (scar, hypertrophy, dilated ventricle) are shared between training
-# and the held-out `rare` test; every subject of the held-out centre is `fresh` (unseen hardware).
+# centres (a minority of their subjects have a pathology and are trained on); the `rare` test
+# holds pathology cases (scar, hypertrophy, dilated ventricle) from a centre never seen in training,
+# as in the paper; every subject of the held-out `fresh` centre is unseen hardware and protocol (a
+# 5 T system with a 48-loop ring array, another matrix, FOV and SNR, free breathing and partly
+# saturated fat).
 
 # %%
 counts = Counter((r["centre"], r["vendor"], r["modality"], r["split"]) for r in rows)
@@ -136,13 +150,15 @@ plt.show()
 # %% [markdown]
 # ## The beating heart
 #
-# Cine frames cover one cardiac cycle: the endocardial contour contracts while the epicardium
-# follows so that the myocardial area is conserved (the wall thickens in systole).
+# Cine frames cover one cardiac cycle: systole to end-systole at 35 % of the RR interval, rapid
+# filling, diastasis and the atrial kick. The endocardial contour contracts while the epicardium
+# follows so that the myocardial area is conserved (the wall thickens in systole). Here at the
+# dataset's own matrix; the gallery below repeats it at the `gpu` matrix.
 
 # %%
 cine = next(r for r in rows if r["name"] == "cine_sax")
 vol = load_cmrxrecon(root / cine["file"])
-frames = [0, vol.shape[0] // 4, vol.shape[0] // 2]
+frames = [0, round(0.35 * vol.shape[0]), vol.shape[0] // 2]
 fig, axes = plt.subplots(1, len(frames), figsize=(3.2 * len(frames), 3))
 for ax, t in zip(axes, frames, strict=True):
     ax.imshow(rss_image(cine, frame=t), cmap="gray")
@@ -150,6 +166,148 @@ for ax, t in zip(axes, frames, strict=True):
     ax.axis("off")
 fig.suptitle(f"{cine['vendor']} {cine['subject'].split('/')[-1]}: diastole to systole")
 run.figure(fig, "cine_frames", caption="Cine frames from end-diastole to end-systole")
+plt.show()
+
+# %% [markdown]
+# ## Gallery at the `gpu` matrix
+#
+# The same generator at the `gpu` size's CMRxRecon2025-like matrices (the `smoke` profile draws it at
+# its own size to stay fast). Each panel is one simulated file (middle slice; readout oversampling
+# removed; readout horizontal, anterior up), so this is also what the networks see at test time on
+# the larger sizes. Rows: vendors (the last two are the fresh centre's unseen 5 T system and the
+# rare-pathology centre); columns: contrasts.
+
+# %%
+gallery_size = P["gallery_size"]
+gallery_specs = synthetic.plan_dataset(gallery_size, 0)
+render_factor = synthetic.SIZES[gallery_size].render_factor
+CONTRASTS = [("Cine", "cine_sax", "cine", "sax"), ("Cine", "cine_lax_4ch", "cine", "lax_4ch"),
+             ("Mapping", "T1map", "T1map", "sax"), ("Mapping", "T2map", "T2map", "sax"),
+             ("LGE", "lge_sax", "lge", "sax"), ("T1w", "T1w", "T1w", "sax"), ("T2w", "T2w", "T2w", "sax"),
+             ("BlackBlood", "blackblood", "blackblood", "sax")]
+
+
+def simulate_rss(spec, frames=None):
+    """RSS images ``(T, H/2, W)`` of the middle slice of ``spec`` (one slice, ``frames`` frames)."""
+    spec = dataclasses.replace(spec, slices=1, frames=frames or spec.frames)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the generator runs: one thread, no oversubscription on shared cores
+    try:
+        k = synthetic.simulate_file(spec, seed=0, render_factor=render_factor)[:, 0]
+    finally:
+        torch.set_num_threads(threads)
+    img = rss(ifft2c(k))
+    h = img.shape[-2]
+    return img[:, h // 4 : h - h // 4]
+
+
+def as_contrast(spec, modality, name, contrast, view, frames=1):
+    """The subject of ``spec`` in another contrast/view (one frame: cine at end-diastole, mapping's first)."""
+    return dataclasses.replace(spec, modality=modality, name=name, contrast=contrast, view=view, frames=frames,
+                               has_time_axis=contrast in ("cine", "T1map", "T2map"),
+                               pathology="scar" if contrast == "lge" else spec.pathology)
+
+
+def show(ax, img, title):
+    ax.imshow(img.T, cmap="gray", vmin=0, vmax=float(torch.quantile(img.flatten(), 0.995)))
+    ax.set_title(title, fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+gallery_vendors = list(dict.fromkeys(s.vendor for s in gallery_specs))
+fig, axes = plt.subplots(len(gallery_vendors), len(CONTRASTS),
+                         figsize=(2.2 * len(CONTRASTS), 2.0 * len(gallery_vendors)), squeeze=False)
+for i, vendor in enumerate(gallery_vendors):
+    base = next(s for s in gallery_specs if s.vendor == vendor and s.name == "cine_sax")
+    for j, (modality, name, contrast, view) in enumerate(CONTRASTS):
+        spec = as_contrast(base, modality, name, contrast, view)
+        img = simulate_rss(spec)[0]
+        show(axes[i, j], img, f"{name} {tuple(img.shape)}" if i == 0 else name)
+        if j == 0:
+            axes[i, j].set_ylabel(f"{base.centre}\n{vendor}", fontsize=6)
+fig.suptitle(f"One subject per vendor (rows) and contrast (columns), {gallery_size} matrices "
+             "(LGE drawn with a scar)", fontsize=9)
+fig.tight_layout()
+run.figure(fig, "gallery_vendor_contrast", caption=f"Synthetic CMR at the {gallery_size} matrix: vendor x contrast")
+plt.show()
+
+# %% [markdown]
+# **A cardiac cycle and a four-chamber view.** Top: a short-axis cine from end-diastole (frame 0) to
+# end-systole and back; bottom: the four-chamber long axis of the same subject, where the mitral and
+# tricuspid planes descend towards the apex in systole. The last column is
+# $|\text{end-systole} - \text{end-diastole}|$.
+
+# %%
+cine_spec = next(s for s in gallery_specs if s.name == "cine_sax" and s.split == "train")
+t_count = min(cine_spec.frames, 8)  # 8 frames over the RR interval keep the figure fast at the gpu matrix
+strips = {"SAX": simulate_rss(cine_spec, frames=t_count),
+          "LAX 4ch": simulate_rss(as_contrast(cine_spec, "Cine", "cine_lax_4ch", "cine", "lax_4ch", frames=t_count))}
+es = round(0.35 * t_count)
+shown = sorted({0, es // 2, es, (es + t_count) // 2, t_count - 1})
+fig, axes = plt.subplots(2, len(shown) + 1, figsize=(2.6 * (len(shown) + 1), 5.4), squeeze=False)
+change = {}
+for row_axes, (label, series) in zip(axes, strips.items(), strict=True):
+    for ax, t in zip(row_axes, shown, strict=False):
+        show(ax, series[t], f"{label} frame {t}{' (ED)' if t == 0 else ' (ES)' if t == es else ''}")
+    diff = (series[es] - series[0]).abs()
+    row_axes[-1].imshow(diff.T, cmap="inferno")
+    row_axes[-1].set_title(f"{label}: |ES - ED|", fontsize=7)
+    row_axes[-1].axis("off")
+    change[label] = float(diff.norm() / series[0].norm())
+fig.suptitle(f"{cine_spec.vendor} {cine_spec.subject}: cine from end-diastole to end-systole ({gallery_size} matrix)",
+             fontsize=9)
+fig.tight_layout()
+run.figure(fig, "gallery_cine_lax", caption="Short-axis cine strip ED -> ES and the four-chamber long axis")
+plt.show()
+print("relative change end-systole vs end-diastole:", {k: round(v, 3) for k, v in change.items()})
+
+# %% [markdown]
+# **Mapping series.** MOLLI-like $T_1$ mapping (inversion times from 100 to 3100 ms: tissues cross
+# zero at different times, so the magnitude contrast changes frame by frame) and $T_2$-prep mapping
+# (preparation 0, 35 and 55 ms: fluid and fat hold their signal, myocardium loses it).
+
+# %%
+map_base = next(s for s in gallery_specs if s.split == "train")
+series = {
+    "T1map": simulate_rss(as_contrast(map_base, "Mapping", "T1map", "T1map", "sax",
+                                      frames=synthetic.SIZES[gallery_size].frames["T1map"])),
+    "T2map": simulate_rss(as_contrast(map_base, "Mapping", "T2map", "T2map", "sax",
+                                      frames=synthetic.SIZES[gallery_size].frames["T2map"])),
+}
+n_cols = max(v.shape[0] for v in series.values())
+fig, axes = plt.subplots(2, n_cols, figsize=(2.0 * n_cols, 4.4), squeeze=False)
+for row_axes, (name, imgs) in zip(axes, series.items(), strict=True):
+    times = synthetic.T1MAP_TI if name == "T1map" else synthetic.T2MAP_TE
+    vmax = float(torch.quantile(imgs.flatten(), 0.995))
+    for t, ax in enumerate(row_axes):
+        ax.axis("off")
+        if t < imgs.shape[0]:
+            ax.imshow(imgs[t].T, cmap="gray", vmin=0, vmax=vmax)
+            label = f"TI {times[t]:.0f} ms" if name == "T1map" else f"T2prep {times[t]:.0f} ms"
+            ax.set_title(label if imgs.shape[0] == len(times) else f"{name} frame {t}", fontsize=7)
+fig.suptitle(f"Mapping series ({gallery_size} matrix, shared grey scale per row)", fontsize=9)
+fig.tight_layout()
+run.figure(fig, "gallery_mapping", caption="T1 (MOLLI-like) and T2-prep mapping series")
+plt.show()
+
+# %% [markdown]
+# **Fresh centre beside a training centre.** The same anatomy generator, but another scanner and
+# protocol: 5 T tissue values, a 48-loop ring array (other coil shading), a coarser matrix over a
+# smaller FOV, lower SNR, free breathing and partly saturated fat, against a 3 T training scanner.
+
+# %%
+fresh_spec = next(s for s in gallery_specs if s.split == "fresh" and s.name == "cine_sax")
+train_spec = next(s for s in gallery_specs if s.split == "train" and s.name == "cine_sax")
+# three frames over the RR interval: frame 0 is end-diastole, frame 1 (33 %) end-systole
+pair = {f"training: {train_spec.centre} {train_spec.vendor}": simulate_rss(train_spec, frames=3),
+        f"fresh: {fresh_spec.centre} {fresh_spec.vendor}": simulate_rss(fresh_spec, frames=3)}
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), squeeze=False)
+for k, (label, imgs) in enumerate(pair.items()):
+    show(axes[0, 2 * k], imgs[0], f"{label}\nED, {tuple(imgs.shape[-2:])}")
+    show(axes[0, 2 * k + 1], imgs[1], "ES")
+fig.tight_layout()
+run.figure(fig, "gallery_fresh_vs_train", caption="A fresh-centre subject (unseen hardware and protocol) beside a training one")
 plt.show()
 
 # %% [markdown]
@@ -202,9 +360,11 @@ plt.show()
 # %% [markdown]
 # ## Training examples and balanced sampling
 #
-# `SliceDataset` reads one slice and a window of adjacent frames lazily, draws a mask with a seed
-# made from $(\text{seed}, \text{epoch}, \text{index})$ and returns the masked k-space and the RSS
-# target of the centre frame. `BalancedSampler` repeats file $i$ $w_i$ times per epoch, eq. (10):
+# `SliceDataset` reads one slice and a window of adjacent frames lazily (cine windows wrap around
+# the cycle), indexes ONE whole-series mask drawn per (file, slice, epoch) with it (so a repeated
+# frame carries an identical mask, and a static file one 2-D mask), and returns the masked k-space,
+# the RSS target of the centre frame and its realised acceleration $R_\text{eff}$ (ACS included;
+# the ACS is 20 lines at 246 phase encodes, scaled with the matrix). `BalancedSampler` repeats file $i$ $w_i$ times per epoch, {eq}`eq-sample-balancing`:
 #
 # $$ w_i = \operatorname{round}\Big(\operatorname{clip}_{[1,8]} \prod_{r} \big[ m\,\big(\tfrac{N/G_r}{n_{r,g_r(i)}} - 1\big) + 1 \big]\Big),\quad m = 0.7, $$
 #
@@ -217,14 +377,14 @@ ds = SliceDataset(root, split="train", frames=5, mask_sampler=MaskSampler(), see
 n = min(P["loader_examples"], len(ds))
 picked = np.random.default_rng(0).choice(len(ds), n, replace=False)
 examples = [ds[int(i)] for i in picked]
-draws = Counter((e["meta"]["mask_kind"], e["meta"]["acceleration"]) for e in examples)
-run.table([{"mask": k, "acceleration": a, "examples": c} for (k, a), c in sorted(draws.items())], "mask_draws",
-          caption=f"Masks drawn for {n} training examples")
+run.table(r_eff_summary([e["meta"] for e in examples]), "mask_draws",
+          caption=f"Masks drawn for {n} training examples: nominal R and the realised R_eff of the centre frame")
 
 ex = examples[0]
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
 axes[0].imshow(ex["mask"][2].T, cmap="gray", aspect="auto")
-axes[0].set_title(f"mask {ex['meta']['mask_kind']} R={ex['meta']['acceleration']}")
+axes[0].set_title(f"mask {ex['meta']['mask_kind']} R={ex['meta']['acceleration']} "
+                  f"(R_eff {ex['meta']['r_eff']:.1f})")
 axes[1].imshow(zero_filled(ex["masked_kspace"][2]).T, cmap="gray")
 axes[1].set_title("zero-filled centre frame")
 axes[2].imshow(ex["target"].T, cmap="gray")
@@ -247,5 +407,5 @@ run.table(
     "balance_weights", caption="Eq. (10) draw counts per file of the training split",
 )
 
-# %%
+# %% tags=["remove-cell"]
 run.finish()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from moero.models.io import ReconOutput
 from moero.models.vq import VectorQuantizer
 from moero.physics.fft import fft2c, ifft2c
 from moero.physics.masks import MaskSampler
@@ -27,7 +28,7 @@ class TinyNet(nn.Module):
         self.drop = nn.Dropout(dropout)  # draws from the global RNG: exact resume must restore it
         self.vq = VectorQuantizer(8, width, seed=0) if vq else None
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies=None) -> ReconOutput:
         zf = ifft2c(masked_kspace).abs().pow(2).sum(dim=2).sqrt()  # (B, F, H, W)
         x = F.relu(self.conv1(zf))
         vq_loss = x.new_zeros(())
@@ -36,7 +37,7 @@ class TinyNet(nn.Module):
             x, vq_loss = x + 0.1 * q.quantized, q.loss
         x = self.drop(x)
         image = (zf[:, self.frames // 2] + self.conv2(x)[:, 0]).abs()
-        return {"image": image, "vq_loss": vq_loss}
+        return ReconOutput(image, vq_loss)
 
 
 class TinySlices(Dataset):
@@ -64,8 +65,9 @@ class TinySlices(Dataset):
         kspace = fft2c(image)
         mask_seed = (self.seed * 1_000_003 + self.epoch) * 100_003 + index
         mask, info = self.masks.sample((self.frames, self.h, self.w), seed=mask_seed)
-        example = {"kspace": kspace, "mask": mask, "file": f"vol{index // self.per_file}", "slice": index,
-                   "acceleration": float(info["acceleration"])}
+        example = {"kspace": kspace, "mask": mask,
+                   "meta": {"file": f"vol{index // self.per_file}", "slice": index,
+                            "acceleration": float(info["acceleration"])}}
         if self.augment is not None:
             example = self.augment(example, torch.Generator().manual_seed(mask_seed))
         full = ifft2c(example["kspace"][self.frames // 2])

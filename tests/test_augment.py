@@ -32,7 +32,7 @@ from moero.augment.kspace import (
     signal_level,
     simulate_rigid_motion,
 )
-from moero.augment.pipeline import DualSpaceAugment, RatioSchedule, estimate_maps_from_full
+from moero.augment.pipeline import DualSpaceAugment, RatioSchedule, estimate_maps_from_full, preview_artefacts
 from moero.physics.fft import fft2c, ifft2c
 from moero.physics.phantom import coil_maps, shepp_logan
 from moero.physics.sense import rss, sense_adjoint, sense_forward
@@ -151,6 +151,27 @@ def test_shot_orderings():
     assert shot_of_line(6, 3, "segmented").tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_motion_shifts_are_uniform_over_the_symmetric_range():
+    """Shifts are uniform in ``[-m, m]`` on both axes: mean 0, variance ``m^2 / 3``, both signs reached."""
+    m, shots, draws = (1.5, 3.0), 8, 400
+    motion = RandomRigidMotion(max_shift=m, shots=shots, p=1.0, keep_center_still=False, readout_shifts=True)
+    g = torch.Generator().manual_seed(0)
+    shifts = torch.tensor([motion.sample(g, 32).shifts for _ in range(draws)], dtype=torch.float64).view(-1, 2)
+    bound = torch.tensor(m, dtype=torch.float64)
+    assert bool((shifts.abs() <= bound).all())
+    n = shifts.shape[0]
+    for axis in range(2):
+        se = bound[axis] / math.sqrt(3 * n)  # standard error of the mean of U(-m, m)
+        assert abs(float(shifts[:, axis].mean())) < 4 * se, axis
+        assert float(shifts[:, axis].var()) == pytest.approx(float(bound[axis]) ** 2 / 3, rel=0.1)
+        assert float(shifts[:, axis].min()) < -0.95 * bound[axis] and float(shifts[:, axis].max()) > 0.95 * bound[axis]
+    # the default moves along the phase encode only, with the same symmetric law
+    along_w = RandomRigidMotion(max_shift=m, shots=shots, p=1.0, keep_center_still=False)
+    dy = torch.tensor([along_w.sample(g, 32).shifts for _ in range(draws)], dtype=torch.float64).view(-1, 2)[:, 1]
+    assert abs(float(dy.mean())) < 4 * float(bound[1]) / math.sqrt(3 * n)
+    assert float(dy.min()) < -0.95 * bound[1] and float(dy.max()) > 0.95 * bound[1]
+
+
 # ------------------------------------------------------------------------------------------- image
 def test_flips_are_involutive_and_four_quarter_turns_are_identity():
     x, s = _rand_complex(2, 20, 20), _rand_complex(3, 20, 20, seed=1)
@@ -219,11 +240,29 @@ def test_reexpanded_kspace_is_consistent_with_transformed_maps(scan, with_maps):
         geometric={"rotation": RandomRotation(25.0, p=1.0), "elastic": RandomElastic(3.0, 8.0, p=1.0)}, schedule=1.0
     )
     out = aug(example, torch.Generator().manual_seed(2))
-    maps = out["maps"] if with_maps else estimate_maps_from_full(out["kspace"])
-    if with_maps:  # y' = F S' x' exactly: projecting onto the SENSE range changes nothing
-        assert _rel(sense_forward(sense_adjoint(out["kspace"], maps), maps), out["kspace"]) < 1e-5
     assert _rel(out["kspace"], scan["kspace"]) > 0.05
     assert torch.equal(out["masked_kspace"], out["kspace"] * scan["mask"][:, None])
+    # the raw coil images are transformed: the k-space and the target never depend on the maps
+    truth = aug(scan, torch.Generator().manual_seed(2))
+    assert torch.equal(out["kspace"], truth["kspace"]) and torch.equal(out["target"], truth["target"])
+    if with_maps:  # the maps moved with the anatomy: they still explain the transformed coil images
+        maps = out["maps"]
+        assert _rel(sense_forward(sense_adjoint(out["kspace"], maps), maps), out["kspace"]) < 0.1
+    else:
+        assert "maps" not in out
+
+
+def test_estimated_maps_reproduce_the_coil_images(scan):
+    """``estimate_maps_from_full``: combining with the estimated maps and re-expanding gives back every coil image."""
+    k = scan["kspace"]
+    maps = estimate_maps_from_full(k)
+    assert maps.shape == scan["maps"].shape
+    assert _rel(sense_forward(sense_adjoint(k, maps), maps), k) < 0.05
+    inside = scan["image"][0].abs() > 0.05 * scan["image"][0].abs().max()
+    assert torch.allclose(rss(maps)[inside], torch.ones(int(inside.sum())), atol=0.05)  # normalised on the object
+    # flat maps would combine the coils into one image and lose the coil weighting
+    flat = torch.full_like(maps, 1 / math.sqrt(maps.shape[0]))
+    assert _rel(sense_forward(sense_adjoint(k, flat), flat), k) > 0.5
 
 
 def test_target_is_the_clean_transformed_image_never_the_artefacts(scan):
@@ -236,13 +275,18 @@ def test_target_is_the_clean_transformed_image_never_the_artefacts(scan):
     plan = aug.sample(torch.Generator().manual_seed(4), scan["kspace"].shape)
     corrupted = aug.apply(scan, plan)
     clean = aug.apply(scan, dataclasses.replace(plan, noise=None, motion=None))
-    assert torch.equal(corrupted["target"], clean["target"])
+    # the noise renormalisation L(y) / L(y + n) scales the target with the input; nothing else reaches it
+    moved = plan.motion.apply(clean["kspace"])
+    noisy = dataclasses.replace(plan.noise, renormalize=False).apply(moved, scan_dims=4)
+    scale = float(signal_level(moved, 4).reshape(()) / signal_level(noisy, 4).reshape(()))
+    assert scale < 1.0
+    torch.testing.assert_close(corrupted["target"], clean["target"] * scale)
     assert _rel(corrupted["kspace"], clean["kspace"]) > 0.1
     assert torch.allclose(clean["target"], rss(ifft2c(clean["kspace"][1])), atol=1e-6)
     assert _rel(clean["target"], scan["target"]) > 0.05  # the geometry did reach the target
     frames = aug.apply({**scan, "target": torch.zeros(3, 40, 30)}, plan)["target"]
     assert frames.shape == (3, 40, 30)
-    assert torch.allclose(frames[1], clean["target"][4:44, 5:35], atol=1e-6)
+    assert torch.allclose(frames[1], corrupted["target"][4:44, 5:35], atol=1e-6)
 
 
 # -------------------------------------------------------------------------------- pipeline and seeds
@@ -290,6 +334,63 @@ def test_gpu_matches_cpu(scan):
     assert noisy.is_cuda and torch.equal(noisy, KspaceNoise(0.1, seed=3).apply(on_gpu["kspace"], scan_dims=4))
 
 
+# ------------------------------------------------------------------------------------------ preview
+def test_preview_shots_change_the_artefact(scan):
+    """The chapter 02 slider: the shot count decides which lines move together, so it changes the image."""
+    k = scan["kspace"]
+    previews = {n: preview_artefacts(k, max_shift=2.0, shots=n, seed=3) for n in (1, 4, 8)}
+    for n, p in previews.items():
+        assert p["shifts"].shape == (n, 2)
+        assert p["rms_shift_px"] == pytest.approx(float(p["shifts"].double().square().sum(1).mean().sqrt()))
+    # one shot holds the k-space centre and is kept still: nothing moves
+    assert previews[1]["rms_shift_px"] == 0 and torch.equal(previews[1]["image"], previews[1]["image_clean"])
+    assert previews[4]["rms_shift_px"] > 0 and previews[8]["rms_shift_px"] > 0
+    assert _rel(previews[4]["image"], previews[8]["image"]) > 1e-3
+    assert _rel(previews[8]["image"], previews[8]["image_clean"]) > 1e-3
+    segmented = preview_artefacts(k, max_shift=2.0, shots=8, ordering="segmented", seed=3)
+    assert _rel(segmented["image"], previews[8]["image"]) > 1e-3
+
+
+def test_preview_readouts_follow_sigma_and_range(scan):
+    k = scan["kspace"] + 0.01 * _rand_complex(*scan["kspace"].shape, seed=5) * signal_level(scan["kspace"], 4)
+    clean = preview_artefacts(k)
+    assert clean["snr_added_db"] == math.inf and clean["snr_drop_db"] == 0 and clean["rms_shift_px"] == 0
+    assert torch.equal(clean["kspace"], k) and torch.equal(clean["difference"], torch.zeros_like(clean["image"]))
+    low, high = (preview_artefacts(k, sigma=s, seed=1) for s in (0.05, 0.3))
+    assert low["snr_added_db"] == pytest.approx(-20 * math.log10(0.05))
+    assert high["snr_added_db"] == pytest.approx(-20 * math.log10(0.3))
+    assert low["snr_clean_db"] == pytest.approx(clean["snr_clean_db"])
+    assert high["snr_db"] < low["snr_db"] < clean["snr_db"]
+    assert high["snr_drop_db"] > low["snr_drop_db"] > 0
+    assert low["snr_drop_db"] == pytest.approx(low["snr_clean_db"] - low["snr_db"])
+    # the two difference panels add up, and motion alone leaves the noise panel (and the SNR) untouched
+    both = preview_artefacts(k, sigma=0.1, max_shift=2.0, seed=2)
+    torch.testing.assert_close(both["difference_motion"] + both["difference_noise"], both["difference"])
+    moved = preview_artefacts(k, max_shift=2.0, seed=2)
+    assert torch.equal(moved["difference_noise"], torch.zeros_like(moved["image"]))
+    assert moved["snr_drop_db"] == 0 and moved["rms_shift_px"] > 0
+    torch.testing.assert_close(both["difference_motion"], moved["difference_motion"])
+    wider = preview_artefacts(k, max_shift=4.0, seed=2)
+    assert wider["rms_shift_px"] == pytest.approx(2 * moved["rms_shift_px"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"sigma": -0.1}, "sigma"),
+        ({"sigma": float("nan")}, "sigma"),
+        ({"sigma": float("inf")}, "sigma"),
+        ({"max_shift": -1.0}, "max_shift"),
+        ({"max_shift": float("nan")}, "max_shift"),
+        ({"shots": 0}, "shots"),
+        ({"ordering": "random"}, "ordering"),
+    ],
+)
+def test_preview_rejects_bad_values_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        preview_artefacts(_rand_complex(2, 16, 16), **kwargs)
+
+
 # ------------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
     ("make", "name"),
@@ -302,6 +403,13 @@ def test_gpu_matches_cpu(scan):
         (lambda: RandomRigidMotion(p=-0.1), "p"),
         (lambda: RandomRigidMotion(ordering="random"), "ordering"),
         (lambda: RandomRigidMotion(max_shift=-1.0), "max_shift"),
+        (lambda: RandomRigidMotion(max_shift=float("nan")), "max_shift"),
+        (lambda: RandomRigidMotion(max_shift=(1.0, float("inf"))), "max_shift"),
+        (lambda: add_kspace_noise(_rand_complex(2, 4, 4), float("nan"), torch.Generator()), "sigma"),
+        (lambda: KspaceNoise(-0.2, seed=0), "sigma"),
+        (lambda: RandomKspaceNoise(sigmas=(float("nan"),)), "sigmas"),
+        (lambda: RigidMotion(((float("nan"), 0.0),)), "shifts"),
+        (lambda: simulate_rigid_motion(_rand_complex(2, 4, 4), torch.full((1, 2), float("nan")), shots=1), "shifts"),
         (lambda: RandomFlip(p=2.0), "p"),
         (lambda: RandomRotation(p=1.01), "p"),
         (lambda: RandomScaling(scales=(-1.0, 1.0)), "scales"),
@@ -315,3 +423,37 @@ def test_gpu_matches_cpu(scan):
 def test_impossible_parameters_raise_naming_them(make, name):
     with pytest.raises(ValueError, match=name):
         make()
+
+
+def test_ratio_is_the_probability_of_at_least_one_artefact():
+    aug = DualSpaceAugment(schedule=1.0)  # default transforms: alone they would leave ~half untouched
+    assert aug.artefact_fraction((3, 2, 32, 24), draws=300, seed=1) == 1.0
+    half = DualSpaceAugment(schedule=0.5).artefact_fraction((3, 2, 32, 24), draws=1000, seed=2)
+    assert half == pytest.approx(0.5, abs=0.05)
+    # the relative odds of the transforms stay those of their own p (conditioned on at least one)
+    two = DualSpaceAugment(geometric={"flip": RandomFlip(("W",), p=0.5)}, motion=RandomRigidMotion(p=0.0),
+                           noise=RandomKspaceNoise(p=0.5), schedule=1.0)
+    g = torch.Generator().manual_seed(3)
+    plans = [two.sample(g, (3, 2, 32, 24)) for _ in range(900)]
+    both = sum(bool(p.geometric) and p.noise is not None for p in plans) / len(plans)
+    assert both == pytest.approx(1 / 3, abs=0.05)  # P(both | at least one) = 0.25 / 0.75
+    none = DualSpaceAugment(geometric={}, motion=RandomRigidMotion(p=0.0), noise=RandomKspaceNoise(p=0.0), schedule=1.0)
+    assert not none.sample(g, (3, 2, 32, 24)).applied
+
+
+def test_motion_moves_along_the_phase_encode_only_by_default():
+    g = torch.Generator().manual_seed(4)
+    pe = torch.tensor(RandomRigidMotion(3.0, shots=6, p=1.0).sample(g, 32).shifts)
+    assert bool((pe[:, 0] == 0).all()) and float(pe[:, 1].abs().max()) > 0
+    both = torch.tensor(RandomRigidMotion(3.0, shots=6, p=1.0, readout_shifts=True).sample(g, 32).shifts)
+    assert float(both[:, 0].abs().max()) > 0
+
+
+def test_geometric_target_is_the_rss_of_the_transformed_raw_coil_images(scan):
+    aug = DualSpaceAugment.without_artefacts(geometric={"shift": RandomShift((4, 4), p=1.0)}, schedule=1.0)
+    plan = aug.sample(torch.Generator().manual_seed(5), scan["kspace"].shape)
+    out = aug.apply(scan, plan)
+    (shift,) = (t for _, t in plan.geometric)
+    coils = ifft2c(scan["kspace"][1])
+    (moved,) = shift.apply(coils)
+    torch.testing.assert_close(out["target"], rss(moved))  # an integer shift: exact, no SENSE projection

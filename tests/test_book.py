@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,12 +61,16 @@ PROBE = """
 window.addEventListener('load', function () {
   setTimeout(function () {
     var imgs = Array.from(document.images).map(function (i) {
-      return {src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight};
+      return {src: i.getAttribute('src'), w: i.naturalWidth, h: i.naturalHeight, complete: i.complete};
     });
+    var displays = Array.from(document.querySelectorAll('div.math'));
     var out = document.createElement('pre');
     out.id = 'moero-probe';
     out.textContent = JSON.stringify({
       mathjax: document.querySelectorAll('mjx-container').length,
+      displays: displays.length,
+      typeset_displays: displays.filter(function (d) { return d.querySelector('mjx-container'); }).length,
+      math_errors: document.querySelectorAll('mjx-merror').length,
       widgets: document.querySelectorAll('.jupyter-widgets').length,
       images: imgs
     });
@@ -87,18 +93,21 @@ def probe(page: Path) -> dict:
     """Load ``page`` from disk in headless Chromium with networking off; report MathJax and images."""
     browser = chromium()
     probe_page = page.with_name("_probe_" + page.name)
+    profile_dir = page.parent / f".chromium-profile-{page.stem}"  # one per page: probes may run in parallel
     probe_page.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     cmd = [
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
-        "--allow-file-access-from-files", f"--user-data-dir={page.parent / '.chromium-profile'}",
+        "--allow-file-access-from-files", f"--user-data-dir={profile_dir}",
         "--virtual-time-budget=20000", "--dump-dom", probe_page.as_uri(),
     ]
     # a private network namespace takes the network away for real where we may create one
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
         cmd = ["unshare", "-n", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    probe_page.unlink()
+    shutil.rmtree(profile_dir, ignore_errors=True)
     match = re.search(r'<pre id="moero-probe">(.*?)</pre>', proc.stdout, re.S)
     assert match, f"probe did not run; chromium said: {proc.stderr[-2000:]}"
     import html
@@ -131,3 +140,144 @@ def test_browser_renders_widget_snapshots_offline(smoke_book):
     assert pages, "no executed notebook page carries a widget snapshot"
     for page in pages:
         assert probe(page)["widgets"] > 0, f"{page.name}: widget snapshot not rendered"
+
+
+# ---------------------------------------------------------------------------- every page, as a reader sees it
+RESULTS_CHAPTERS = ("06_training", "07_augmentation_ablation", "08_model_ablation", "09_efficiency")
+JUNK = ("USDT", "Traceback", "Warning:", "it/s]")
+
+
+def toc_pages(html_root: Path) -> list[Path]:
+    """The HTML page of every ``_toc.yml`` entry (the API pages included)."""
+    return [html_root / (entry + ".html") for entry in toc_files(ROOT)]
+
+
+def _soup(path: Path):
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(path.read_text(errors="replace"), "html.parser")
+
+
+def page_problems(page: Path, html_root: Path, ids: dict[Path, set[str]]) -> list[str]:
+    """What a reader would trip over on ``page``, read from its HTML: Markdown tables left as text, junk in
+    outputs, labelled equations without a number, internal links (``{eq}``, ``{cite}``, ``{doc}``) to
+    nowhere."""
+    soup = _soup(page)
+    name = page.relative_to(html_root).as_posix()
+    problems = []
+    main = soup.find("article") or soup.body
+    for tag in main.find_all(["pre", "script", "style"]):
+        tag.decompose()
+    text = main.get_text(" ")
+    for needle in ("| ---", "|---|"):
+        if needle in text:
+            problems.append(f"{name}: {needle!r} outside <pre> (a Markdown table left as text)")
+    soup = _soup(page)
+    outputs = " ".join(o.get_text(" ") for o in soup.select("div.cell_output"))
+    problems += [f"{name}: {junk!r} in a cell output" for junk in JUNK if junk in outputs]
+    if re.search(r"\d+%\|", outputs):
+        problems.append(f"{name}: a progress bar in a cell output")
+    for div in soup.select("div.math[id^=equation-]"):
+        if not div.select_one("span.eqno"):
+            problems.append(f"{name}: labelled equation {div['id']} has no number")
+    for a in soup.select("article a.reference.internal[href]"):
+        href = a["href"]
+        target, _, frag = href.partition("#")
+        path = (page.parent / target).resolve() if target else page
+        if not path.is_file():
+            problems.append(f"{name}: link {href} points to a missing page")
+            continue
+        if frag:
+            if path not in ids:
+                ids[path] = {t["id"] for t in _soup(path).find_all(id=True)}
+            if frag not in ids[path]:
+                problems.append(f"{name}: link {href} points to a missing anchor")
+    return problems
+
+
+def test_every_page_reads_as_a_reader_expects(smoke_book):
+    ids: dict[Path, set[str]] = {}
+    problems = []
+    for page in toc_pages(smoke_book):
+        problems += page_problems(page, smoke_book, ids)
+    assert not problems, "\n".join(problems)
+
+
+def test_equation_and_citation_links_resolve_to_numbered_equations_and_the_bibliography(smoke_book):
+    intro = _soup(smoke_book / "book" / "intro.html")
+    numbers = [s.get_text(strip=True).rstrip("#\uf0c1¶") for s in intro.select("div.math[id^=equation-] span.eqno")]
+    assert [n[: n.index(")") + 1] for n in numbers] == [f"({i})" for i in range(1, 11)], numbers
+    eq_links = cite_links = 0
+    for page in toc_pages(smoke_book):
+        soup = _soup(page)
+        eq_links += len(soup.select('article a[href*="#equation-"]'))
+        cite_links += len(soup.select('article a[href*="references.html#"]'))
+    assert eq_links >= 10 and cite_links >= 10, (eq_links, cite_links)
+    refs = _soup(smoke_book / "book" / "references.html").get_text(" ").lower()  # the style lowercases titles
+    for work in ("Branch Learning", "PromptMR", "Rethinking Deep Unrolled", "fastMRI", "End-to-End Variational",
+                 "CMRxRecon2024", "CMRxRecon2025", "ESPIRiT", "Sensitivity Encoding", "Neural Discrete",
+                 "Sparsely-Gated", "Switch Transformers", "papermill", "Jupyter Book"):
+        assert work.lower() in refs, f"{work} missing from the References page"
+
+
+def test_results_chapters_show_html_tables(smoke_book):
+    for stem in RESULTS_CHAPTERS:
+        soup = _soup(smoke_book / "notebooks" / f"{stem}.html")
+        assert soup.select("div.cell_output table"), f"{stem}: no HTML table in its outputs"
+
+
+def test_chapters_offer_their_executed_notebook_for_download(smoke_book):
+    for entry in toc_files(ROOT):
+        if not entry.startswith("notebooks/"):
+            continue
+        page = smoke_book / f"{entry}.html"
+        text = page.read_text()
+        assert f"_sources/{entry}.ipynb" in text and f"_sources/{entry}.py" in text, f"{entry}: no .ipynb download"
+        nb = json.loads((smoke_book / "_sources" / f"{entry}.ipynb").read_text())
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert outputs, f"{entry}: the downloadable notebook is not an executed one"
+
+
+def test_parameters_cell_is_shown_once(smoke_book):
+    for stem in RESULTS_CHAPTERS:
+        text = (smoke_book / "notebooks" / f"{stem}.html").read_text()
+        assert text.count("profile</span> <span class=\"o\">=</span>") == 1, f"{stem}: parameters shown twice"
+
+
+def test_browser_typesets_every_display_equation_and_decodes_every_image(smoke_book):
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = toc_pages(smoke_book)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        reports = dict(zip(pages, pool.map(probe, pages), strict=True))
+    problems = []
+    for page, rep in reports.items():
+        name = page.relative_to(smoke_book).as_posix()
+        if rep["typeset_displays"] != rep["displays"] or rep["math_errors"]:
+            problems.append(f"{name}: {rep['typeset_displays']} of {rep['displays']} display equations typeset, "
+                            f"{rep['math_errors']} MathJax errors")
+        bad = [i["src"] for i in rep["images"] if not (i["w"] > 0 and i["h"] > 0)]
+        if bad:
+            problems.append(f"{name}: images not decoded: {bad}")
+    assert not problems, "\n".join(problems)
+    assert sum(r["displays"] for r in reports.values()) >= 20
+
+
+def test_papermill_runs_a_chapter_source_through_jupytext_into_the_same_results_folder(tmp_path):
+    """The documented route for a GPU user: ``jupytext --to ipynb -o - <chapter>.py | papermill - out.ipynb``
+    (about 30 s: the chapter generates the smoke data itself)."""
+    build = tmp_path / "_build"
+    bindir = Path(sys.executable).parent
+    stem = "03_image_augmentation"
+    cmd = (f"{bindir / 'jupytext'} --to ipynb -o - notebooks/{stem}.py "
+           f"| {bindir / 'papermill'} - {tmp_path / 'out.ipynb'} -p profile smoke --no-progress-bar")
+    env = {**os.environ, "MOERO_BUILD_DIR": str(build)}
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prov = json.loads((build / "results" / "smoke" / stem / "provenance.json").read_text())
+    assert prov["complete"] and prov["profile"] == "smoke" and prov["files"]
+    for name in prov["files"]:
+        assert (build / "results" / "smoke" / stem / name).stat().st_size > 0

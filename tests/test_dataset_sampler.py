@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import moero.physics.masks as masks
-from moero.data.dataset import SliceDataset, adjacent_frames, example_seed
+from moero.data.dataset import SliceDataset, adjacent_frames, example_seed, is_cyclic, r_eff_summary
 from moero.data.matfile import write_mat73
 from moero.data.readers import DataError, load_cmrxrecon, read_manifest
 from moero.data.sampler import BalancedSampler, balance_weights
@@ -41,7 +41,7 @@ def test_examples_match_the_files(root):
         ex = ds[index]
         f, z, t = ds.locate(index)
         full = load_cmrxrecon(ds.records[f]["path"]).kspace
-        window = adjacent_frames(t, 5, full.shape[0])
+        window = adjacent_frames(t, 5, full.shape[0], cyclic=is_cyclic(ds.records[f]))
         assert ex["meta"]["frames"] == window and ex["meta"]["slice"] == z and ex["meta"]["frame"] == t
         torch.testing.assert_close(ex["kspace"], full[window, z])
         assert ex["kspace"].dtype == torch.complex64 and ex["kspace"].shape[0] == 5
@@ -65,7 +65,20 @@ def test_mask_draws_depend_only_on_seed_epoch_index(root):
     assert not all(torch.equal(a[i]["mask"], a[i + 1]["mask"]) for i in range(4))
     a.set_epoch(1)
     assert not all(torch.equal(a[i]["mask"], first[i]) for i in order)
-    assert example_seed(5, 1, 3) != example_seed(5, 0, 3) != example_seed(6, 0, 3)
+
+
+def test_example_seeds_are_distinct_over_the_whole_seed_epoch_index_stream_grid():
+    """No two (seed, epoch, index, stream) share a seed: e.g. seed 5 epoch 1 must not replay seed 6 epoch 0."""
+    grid = [(s, e, i, st) for s in range(4) for e in range(4) for i in range(6) for st in range(2)]
+    seeds = [example_seed(*key) for key in grid]
+    assert len(set(seeds)) == len(grid)
+    assert all(0 <= x < 2**63 for x in seeds)
+    assert example_seed(5, 1, 3) == example_seed(5, 1, 3)
+    # neighbouring keys give unrelated streams, not shifted copies of one stream
+    draws = [torch.rand(8, generator=torch.Generator().manual_seed(example_seed(*key))) for key in grid[:48]]
+    assert len({tuple(d.tolist()) for d in draws}) == 48
+    for shift in range(1, 8):
+        assert not any(torch.equal(d[shift:], e[:-shift]) for d in draws for e in draws)
 
 
 def test_augment_contract(root):
@@ -169,6 +182,9 @@ def test_balance_weights_hand_computed():
     three = [{"centre": "X"}, {"centre": "X"}, {"centre": "Y"}]
     assert balance_weights(three, rules=["centre"], m=1.0) == [1, 1, 2]
     assert balance_weights(three, rules=["centre"], m=0.7) == [1, 1, 1]  # 1.35 -> 1
+    # X once, Y seven times, m = 0.5: X gets 0.5 (4 / 1 - 1) + 1 = 2.5, half up to 3 (half-to-even would give 2)
+    eight = [{"centre": "X"}] + [{"centre": "Y"}] * 7
+    assert balance_weights(eight, rules=["centre"], m=0.5) == [3] + [1] * 7
     assert balance_weights(three, rules=[lambda r: r["centre"]], m=1.0, clip=(1, 1)) == [1, 1, 1]
     with pytest.raises(ValueError, match="unknown rule"):
         balance_weights(three, rules=["scanner"])
@@ -201,3 +217,91 @@ def test_sampler_over_slice_dataset(root):
     expected = np.asarray(s.weights)[ds.example_file]
     np.testing.assert_array_equal(counts, expected)
     assert max(s.weights) > 1  # the smoke set is imbalanced: some files are repeated
+
+
+# ------------------------------------------------------------------ whole-series masks (issue 14)
+
+
+def _first_index(ds, predicate):
+    return next(i for i in range(len(ds)) if predicate(ds.records[ds.locate(i)[0]], *ds.locate(i)[1:]))
+
+
+def test_cine_windows_wrap_and_other_series_clamp():
+    assert adjacent_frames(0, 5, 12, cyclic=True) == [10, 11, 0, 1, 2]
+    assert adjacent_frames(11, 3, 12, cyclic=True) == [10, 11, 0]
+    assert adjacent_frames(0, 5, 1, cyclic=True) == [0] * 5
+    assert is_cyclic({"modality": "Cine", "file": "x/cine_sax.mat"})
+    assert not is_cyclic({"modality": "Mapping", "file": "x/T1map.mat"})
+
+
+def test_duplicated_frame_in_a_window_carries_the_mask_of_its_original(root):
+    sampler = masks.MaskSampler(kinds=("kt_gaussian",), accelerations=(8,))
+    ds = SliceDataset(root, frames=5, mask_sampler=sampler, seed=3, modalities=("Mapping",))
+    i = _first_index(ds, lambda rec, z, t: t == 0 and rec["num_frames"] >= 3)
+    ex = ds[i]
+    assert ex["meta"]["frames"][:3] == [0, 0, 0]  # clamped: frame 0 three times
+    assert torch.equal(ex["mask"][0], ex["mask"][2]) and torch.equal(ex["mask"][1], ex["mask"][2])
+    assert not torch.equal(ex["mask"][2], ex["mask"][3])  # kt: the next frame has its own lines
+    # the same (file, slice, epoch) seen from another window: frame 0 under the same mask
+    later = ds[i + 2]
+    assert later["meta"]["frames"][0] == 0 and torch.equal(later["mask"][0], ex["mask"][2])
+    torch.testing.assert_close(later["masked_kspace"][0], ex["masked_kspace"][2])
+    # cine: the wrapped window carries the series' last frames with their own masks
+    cine = SliceDataset(root, frames=5, mask_sampler=sampler, seed=3, modalities=("Cine",))
+    j = _first_index(cine, lambda rec, z, t: t == 0)
+    nt = cine.records[cine.locate(j)[0]]["num_frames"]
+    first, last = cine[j], cine[j + nt - 1]
+    assert first["meta"]["frames"][:2] == [nt - 2, nt - 1] and last["meta"]["frame"] == nt - 1
+    assert torch.equal(first["mask"][1], last["mask"][2])
+    cine.set_epoch(1)
+    assert not torch.equal(cine[j]["mask"], first["mask"])  # a new series draw each epoch
+
+
+def test_static_window_union_equals_its_single_mask(root):
+    sampler = masks.MaskSampler(kinds=("kt_gaussian", "kt_radial"), accelerations=(8, 16))
+    ds = SliceDataset(root, frames=5, mask_sampler=sampler, seed=4, modalities=("T1w", "T2w", "BlackBlood", "LGE"))
+    for i in range(min(len(ds), 6)):
+        ex = ds[i]
+        f, z, _ = ds.locate(i)
+        assert ds.records[f]["num_frames"] == 1 and ex["meta"]["frames"] == [0] * 5
+        union = ex["mask"].any(dim=0)
+        assert torch.equal(union, ex["mask"][2])
+        kind, r = ex["meta"]["mask_kind"], ex["meta"]["acceleration"]
+        h, w = ex["mask"].shape[-2:]
+        if kind == "kt_radial":  # deterministic: the series' frame 0 at this ACS width
+            expected = masks.make_mask(kind, (1, h, w), r, acs=ex["meta"]["acs"], spokes=masks.matched_spokes(r, h, w))
+            assert torch.equal(ex["mask"][2], expected[0])
+        assert masks.effective_acceleration(union) == pytest.approx(ex["meta"]["r_eff"])
+
+
+def test_kt_radial_rotates_with_the_frame_index_over_the_series(root):
+    sampler = masks.MaskSampler(kinds=("kt_radial",), accelerations=(8,))
+    ds = SliceDataset(root, frames=3, mask_sampler=sampler, seed=0, modalities=("Cine",))
+    f, z, _ = ds.locate(0)
+    nt, h, w = ds.records[f]["num_frames"], ds.records[f]["readout"], ds.records[f]["phase"]
+    series = masks.make_mask("kt_radial", (nt, h, w), 8, acs=masks.acs_width(w), spokes=masks.matched_spokes(8, h, w))
+    for t in range(nt):
+        ex = ds[t]
+        assert ex["meta"]["frame"] == t and torch.equal(ex["mask"][1], series[t])
+        assert torch.equal(ex["mask"], series[ex["meta"]["frames"]])
+
+
+def test_r_eff_and_acs_width_are_reported_per_example(root):
+    ds = SliceDataset(root, split="train", frames=3, mask_sampler=masks.MaskSampler(accelerations=(4, 16)), seed=2)
+    metas = []
+    for i in range(0, len(ds), max(len(ds) // 12, 1)):
+        ex = ds[i]
+        m = ex["meta"]
+        h, w = ex["mask"].shape[-2:]
+        assert m["r_eff"] == pytest.approx(h * w / float(ex["mask"][1].sum()))
+        assert 1 < m["r_eff"] <= m["acceleration"] * 1.5
+        limit = min(h, w) if m["mask_kind"] == "kt_radial" else w
+        assert m["acs"] == min(masks.acs_width(w), limit) == ex["num_low_frequencies"]
+        metas.append(m)
+    summary = r_eff_summary(metas)
+    assert sum(row["examples"] for row in summary) == len(metas)
+    for row in summary:
+        picked = [m["r_eff"] for m in metas if (m["mask_kind"], m["acceleration"]) == (row["mask_kind"],
+                                                                                       row["acceleration"])]
+        assert row["r_eff_mean"] == pytest.approx(sum(picked) / len(picked))
+        assert row["r_eff_min"] <= row["r_eff_mean"] <= row["r_eff_max"]

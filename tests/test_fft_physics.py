@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from moero.physics.coils import calibration_region, espirit_maps, estimate_maps_lowres
 from moero.physics.fft import fft2c, ifft2c
 from moero.physics.masks import make_mask
 from moero.physics.phantom import coil_maps, shepp_logan
+from moero.physics.recon import cg_sense
 from moero.physics.sense import (
+    SenseOperator,
     apply_mask,
-    calibration_region,
-    cg_sense,
-    espirit_maps,
-    estimate_maps_lowres,
     normalize_maps,
     rss,
     sense_adjoint,
@@ -86,6 +85,11 @@ def test_sense_adjointness(h: int, w: int, masked: bool) -> None:
     lhs = _inner(sense_forward(x, maps, mask), y)
     rhs = _inner(x, sense_adjoint(y, maps, mask))
     assert abs(lhs - rhs) / abs(lhs) < 1e-5
+    op = SenseOperator(maps, mask)  # the operator object is the same A, A^H and A^H A
+    assert abs(_inner(op(x), y) - _inner(x, op.adjoint(y))) / abs(lhs) < 1e-5
+    torch.testing.assert_close(op.normal(x), op.adjoint(op(x)), atol=2e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="maps must be a complex tensor"):
+        SenseOperator(maps.abs(), mask)
 
 
 def test_sense_broadcasts_shared_maps_over_frames() -> None:

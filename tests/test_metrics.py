@@ -17,8 +17,10 @@ from moero.eval.metrics import (
     matlab_round,
     nmse,
     normalize_percentile,
+    official_group_scores,
     protocol_crop_size,
     psnr,
+    score_images,
     score_volume,
     select_protocol_images,
     selected_frames,
@@ -76,6 +78,22 @@ def test_ssim_loss_uniform_equals_one_minus_ssim_and_has_gradients():
     assert float(SSIMLoss()(gt, gt)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_ssim_loss_gaussian_window_equals_scikit_image_gaussian_weights():
+    """The Gaussian window (sigma 1.5, Wang et al. 2004) is scikit-image's ``gaussian_weights=True``: with its
+    11-tap width (truncate 3.5) the loss is exactly ``1 - structural_similarity`` with ``sigma=1.5``."""
+    rng = np.random.default_rng(2)
+    ph = shepp_logan(64, 52).abs().numpy().astype(np.float64)
+    gt = np.stack([ph, rng.random((64, 52))])
+    pred = gt + 0.05 * rng.standard_normal(gt.shape) + 0.1 * np.roll(gt, 2, axis=-1)
+    loss = SSIMLoss(win_size=11, window="gaussian")(torch.tensor(pred), torch.tensor(gt))
+    want = [structural_similarity(gt[i], pred[i], data_range=gt[i].max(), gaussian_weights=True, sigma=1.5)
+            for i in range(2)]
+    assert abs(loss.item() - (1 - float(np.mean(want)))) < 1e-8
+    # the 7x7 Gaussian loss is the same law truncated: close to, but not, the uniform-window loss
+    seven = SSIMLoss(window="gaussian")(torch.tensor(pred), torch.tensor(gt)).item()
+    assert seven != pytest.approx(SSIMLoss()(torch.tensor(pred), torch.tensor(gt)).item(), abs=1e-4)
+
+
 def test_bad_inputs_name_the_parameter():
     x = torch.rand(8, 8)
     with pytest.raises(ValueError, match="data_range"):
@@ -97,8 +115,8 @@ def test_protocol_selection_rules():
     assert selected_frames("Cine", 12) == [0, 1, 2]
     assert selected_frames("LGE", 2) == [0, 1]
     assert selected_frames("Mapping", 9) == list(range(9))
-    assert selected_frames("T1rho", 4) == [0, 1, 2]  # the 2025 script: T1rho is not "mapping" for frames
-    assert central_slices(6, "T1rho") == list(range(6)) and central_slices(5, "LGE") == list(range(5))
+    assert selected_frames("T1rho", 4) == [0, 1, 2, 3]  # run4Ranking_2025.m: isMapping || isT1rho -> all frames
+    assert central_slices(6, "T1rho") == [1, 2] and central_slices(5, "LGE") == [1, 2]  # every modality
     assert selected_frames("BlackBlood", 1) == [0] and selected_frames("T2w", 3) == [0]
     assert matlab_round(2.5) == 3 and matlab_round(3.5) == 4 and matlab_round(-2.5) == -3
     # nx = H = readout (2x oversampled), ny = W = phase encoding
@@ -126,7 +144,9 @@ def test_protocol_selects_frames_and_slices_of_a_hand_built_volume():
     mapping = select_protocol_images(vol, "Mapping")[:, 0, 0].tolist()
     assert mapping == [f * 100 + s for f in range(5) for s in (1, 2)]
     lge = select_protocol_images(vol, "LGE")[:, 0, 0].tolist()
-    assert lge == [f * 100 + s for f in range(3) for s in range(6)]
+    assert lge == [f * 100 + s for f in range(3) for s in (1, 2)]
+    t1rho = select_protocol_images(vol, "T1rho")[:, 0, 0].tolist()
+    assert t1rho == [f * 100 + s for f in range(5) for s in (1, 2)]
     bb = select_protocol_images(vol[:1, :2], "BlackBlood")[:, 0, 0].tolist()
     assert bb == [0, 1]
     assert select_protocol_images(vol[0], "T1w").shape == (2, h, w)  # (Z, H, W) without time
@@ -190,6 +210,86 @@ def test_cmrxrecon_score_means_per_file_then_per_group_and_splits():
     assert empty["rare"]["files"] == 0 and math.isnan(empty["rare"]["ssim"])
     with pytest.raises(ValueError, match="modality"):
         cmrxrecon_score([{"file": "x", "target": gt, "prediction": gt}])
+
+
+def _run4ranking_2025_selection(filetype: str, sz: int, t: int) -> tuple[list[int], list[int]]:
+    """A literal transcription of the selection rules of run4Ranking_2025.m (1-based, MATLAB round and
+    case-sensitive ``contains``); returns (sliceToUse, timeFrameToUse)."""
+    def contains(text: str, pattern: str) -> bool:
+        return pattern in text
+
+    def matlab_round_half_away(x: float) -> int:
+        return int(np.sign(x) * np.floor(abs(x) + 0.5))
+
+    isBlackBlood = contains(filetype, "blackblood") or contains(filetype, "T1w") or contains(filetype, "T2w")  # noqa: N806
+    if isBlackBlood:
+        t = 1
+    isMapping = any(contains(filetype, k) for k in ("T1map", "T2map", "T2smap", "T1mappost"))  # noqa: N806
+    isT1rho = contains(filetype, "T1rho")  # noqa: N806
+    if sz < 3:
+        sliceToUse = list(range(1, sz + 1))  # noqa: N806
+    else:
+        center = matlab_round_half_away(sz / 2)
+        sliceToUse = list(range(center - 1, center + 1))  # noqa: N806
+    if isBlackBlood or t == 1:
+        timeFrameToUse = [1]  # noqa: N806
+    elif isMapping or isT1rho:
+        timeFrameToUse = list(range(1, t + 1))  # noqa: N806
+    else:
+        timeFrameToUse = list(range(1, min(3, t) + 1))  # noqa: N806
+    return sliceToUse, timeFrameToUse
+
+
+@pytest.mark.parametrize(("filetype", "modality"), [("LGE", "LGE"), ("T1rho", "T1rho"), ("cine_sax", "Cine"),
+                                                    ("T1map", "Mapping"), ("T2w", "T2w")])
+@pytest.mark.parametrize("sz", [1, 2, 5, 6, 9])
+def test_protocol_equals_a_transcription_of_run4ranking_2025(filetype, modality, sz):
+    gen = torch.Generator().manual_seed(sz)
+    t = 7
+    gt = torch.rand(t, sz, 24, 20, generator=gen) + 0.2
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=gen)
+    if modality == "T2w":
+        gt, pred = gt[0], pred[0]  # (Z, H, W): no time axis
+    got = score_volume(gt, pred, modality)
+    slices, frames = _run4ranking_2025_selection(filetype, sz, t)
+    vol_gt, vol_pred = (v if v.ndim == 4 else v.unsqueeze(0) for v in (gt, pred))
+    pick = [(f - 1, s - 1) for f in frames for s in slices]  # MATLAB indices -> 0-based
+    sel_gt = torch.stack([vol_gt[f, s] for f, s in pick])
+    sel_pred = torch.stack([vol_pred[f, s] for f, s in pick])
+    want = {k: float(v.mean()) for k, v in score_images(sel_gt, sel_pred).items()}
+    assert got["images"] == len(pick)
+    for key in ("ssim", "psnr", "nmse"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12)
+
+
+def test_evaluation_py_order_moves_the_reference_of_4d_files_only():
+    gen = torch.Generator().manual_seed(6)
+    gt = torch.rand(3, 2, 30, 24, generator=gen) + 0.2
+    pred = gt + 0.1 * torch.randn(gt.shape, generator=gen)
+    ours, official = score_volume(gt, pred, "Cine"), score_volume(gt, pred, "Cine", evaluation_py_order=True)
+    sel_gt, sel_pred = select_protocol_images(gt, "Cine"), select_protocol_images(pred, "Cine")
+    swapped = {k: float(v.mean()) for k, v in score_images(sel_pred, sel_gt).items()}
+    assert official["nmse"] == pytest.approx(swapped["nmse"]) and official["psnr"] == pytest.approx(swapped["psnr"])
+    assert official["nmse"] != pytest.approx(ours["nmse"])
+    single = score_volume(gt[0], pred[0], "T1w")  # a 3-D file: the ground truth sets the range either way
+    assert score_volume(gt[0], pred[0], "T1w", evaluation_py_order=True) == single
+
+
+def test_official_group_scores_adjust_for_missing_files_and_count_diseases():
+    rows = [{"centre": "C1", "vendor": "V", "ssim": 0.8, "psnr": 30.0, "nmse": 0.1, "diseases": ["HCM", "Old MI"]},
+            {"centre": "C1", "vendor": "V", "ssim": 0.6, "psnr": 20.0, "nmse": 0.3, "diseases": ["HCM"]},
+            {"centre": "C2", "vendor": "V", "ssim": 0.9, "psnr": 40.0, "nmse": 0.2, "diseases": []}]
+    groups = official_group_scores(rows, expected={("C1", "V"): 4})
+    c1 = next(g for g in groups if g["centre"] == "C1")
+    assert c1["ssim"] == pytest.approx(1.4 / 4) and c1["psnr"] == pytest.approx(50.0 / 4)
+    assert c1["nmse"] == pytest.approx(0.2 * (2 - 2 / 4))
+    c2 = next(g for g in groups if g["centre"] == "C2")
+    assert c2["ssim"] == pytest.approx(0.9) and c2["nmse"] == pytest.approx(0.2)  # nothing missing
+    diseases = {g["disease"]: g for g in official_group_scores(rows, ("disease",))}
+    assert set(diseases) == {"HCM", "Old_MI"} and diseases["HCM"]["files"] == 2
+    assert diseases["Old_MI"]["psnr"] == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="expected"):
+        official_group_scores(rows, expected={("C1", "V"): 1})
 
 
 def test_pathology_column_marks_rare_files():

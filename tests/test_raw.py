@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from moero.data import twix as raw
+from moero.physics.coils import espirit_maps
 from moero.physics.fft import ifft2c
-from moero.physics.sense import espirit_maps, rss, sense_adjoint
+from moero.physics.sense import rss, sense_adjoint
 
 try:
     import twixtools  # noqa: F401

@@ -10,8 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+import moero.models.routing as routing
 from moero.eval.specialisation import contingency, expert_usage, specialisation, trace_routing, usage_over_training
-from moero.models.routing import BranchNav, cosine_assign, dispatch, spherical_kmeans
+from moero.models.routing import AUTHORS_NAV, BranchNav, cosine_assign, dispatch, spherical_kmeans
 
 CODES = 32
 
@@ -250,3 +251,41 @@ def test_trace_routing_records_each_rule_of_eq9() -> None:
     overrides = [r for r in rows if r["overridden"]]
     assert overrides and all(r["rule"] == "least-used: imbalance" and r["route"] == 1 - home for r in overrides)
     assert rows[-1]["counts"] == nav.counts.tolist() and sum(rows[-1]["counts"]) == 10
+
+
+def test_authors_preset_counts_the_warmup_per_rank(monkeypatch) -> None:
+    nav = BranchNav(2, 4, **{**AUTHORS_NAV, "warmup": 6, "buffer_size": 4})
+    assert (nav.eval_mode, nav.route_by, nav.warmup_scope, nav.seed) == ("paper", "batch", "rank", 42)
+    global_nav = BranchNav(2, 4, warmup=6, buffer_size=4)
+    for n in (nav, global_nav):
+        n.counts.fill_(3)  # 6 samples routed in all
+    assert nav.warmed_up and global_nav.warmed_up  # one process: per rank = in all
+    monkeypatch.setattr(routing, "distributed_world", lambda *args: (0, 2))
+    assert global_nav.warmed_up and not nav.warmed_up  # two ranks: each has routed only 3 of its 6
+    nav.counts.fill_(6)
+    assert nav.warmed_up
+    with pytest.raises(ValueError, match="warmup_scope"):
+        BranchNav(2, 4, warmup_scope="node")
+
+
+def test_balance_rule_is_strict_and_survives_an_unused_branch():
+    """Eq. (9): the rule fires when ``max n / (min n + 1e-13) > 3``; at exactly 3 it does not."""
+    nav = BranchNav(2, 16)
+    assert nav.imbalance_ratio == 3.0
+    # 1024 + 1e-13 == 1024 in float64, so the ratio below is exactly 3
+    assert not nav.imbalanced(torch.tensor([3072, 1024])) and nav.imbalanced(torch.tensor([3073, 1024]))
+    assert nav.imbalanced(torch.tensor([1, 0]))  # the epsilon keeps an unused branch finite, and it fires
+    assert not nav.imbalanced(torch.tensor([0, 0]))
+
+
+def test_kmeans_defaults_are_the_authors_seed_and_restarts():
+    """k-means of the navigator: seed 42, 8 restarts, at most 100 iterations (reference section 3)."""
+    x = torch.rand(300, 16, generator=torch.Generator().manual_seed(0)) ** 4
+    default = spherical_kmeans(x, 4)
+    explicit = spherical_kmeans(x, 4, restarts=8, max_iter=100, seed=42)
+    assert torch.equal(default[0], explicit[0]) and default[2] == explicit[2]
+    assert not torch.equal(default[0], spherical_kmeans(x, 4, seed=0)[0])  # the seed matters on this data
+    single = spherical_kmeans(x, 4, restarts=1)
+    assert default[2] > single[2]  # the best of 8 restarts beats the first alone here
+    nav = BranchNav(4, 16)
+    assert (nav.seed, nav.restarts, nav.max_iter) == (42, 8, 100)

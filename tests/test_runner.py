@@ -98,7 +98,8 @@ def test_failing_notebook_names_cell_keeps_partial_and_previous_output(tmp_path)
 
 def test_split_params_routes_overrides():
     stems = ["01_forward_model", "00_profiles"]
-    key = next(iter(book.get_profile("smoke").notebooks["01_forward_model"]))
+    entries = book.get_profile("smoke").notebooks["01_forward_model"]
+    key = next(k for k, v in entries.items() if type(v) is int)  # -p values must have the profile's type
     out = split_params("smoke", stems, {key: 7})
     assert out == {"01_forward_model": {key: 7}, "00_profiles": {}}
     assert split_params("smoke", stems, {f"01_forward_model.{key}": 8})["01_forward_model"] == {key: 8}

@@ -84,6 +84,29 @@ def test_ema_update_follows_the_decay_rule() -> None:
     assert float(vq.step_counts.sum()) == 0.0  # consumed
 
 
+def test_default_ema_constants_are_the_papers_and_drive_one_update() -> None:
+    """Reference section 2: EMA decay 0.99, eps 1e-5, commitment weight 1; one update moves 1% of the way."""
+    k, d = 8, 4
+    vq = VectorQuantizer(k, d, auto_update=False).train()
+    assert (vq.decay, vq.eps, vq.commitment) == (0.99, 1e-5, 1.0)
+    z = _features(6, d=d)
+    size0, sum0 = vq.cluster_size.clone(), vq.embed_sum.clone()
+    out = vq(z)
+    idx = out.indices.reshape(-1)
+    flat = z.movedim(1, -1).reshape(-1, d)
+    codes = vq.codebook[idx]
+    torch.testing.assert_close(out.loss, F.mse_loss(flat, codes))  # weight 1
+    counts = torch.bincount(idx, minlength=k).float()
+    sums = torch.zeros(k, d).index_add_(0, idx, flat)
+    vq.update()
+    size1 = 0.99 * size0 + 0.01 * counts
+    torch.testing.assert_close(vq.cluster_size, size1)
+    torch.testing.assert_close(vq.embed_sum, 0.99 * sum0 + 0.01 * sums)
+    n = size1.sum()
+    smoothed = (size1 + 1e-5) / (n + k * 1e-5) * n
+    torch.testing.assert_close(vq.codebook, (0.99 * sum0 + 0.01 * sums) / smoothed[:, None])
+
+
 def test_ema_moves_used_codes_toward_their_assigned_mean() -> None:
     vq = VectorQuantizer(4, 2, decay=0.8, auto_update=False).train()
     vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]]))
@@ -246,3 +269,21 @@ def test_sync_vq_modules_keeps_ranks_identical_under_ddp(tmp_path: Path) -> None
     torch.testing.assert_close(states[0]["1.cluster_size"], ref.cluster_size)
     torch.testing.assert_close(states[0]["1.codebook"], ref.codebook)
     assert bool(states[0]["0.initialized"])
+
+
+def test_authors_zero_cluster_size_start_strands_unused_codes() -> None:
+    data = _features(21, b=2, d=4, h=4, w=4)
+    runs = {}
+    for start in (1.0, 0.0):
+        vq = VectorQuantizer(32, 4, auto_update=False, seed=5, init_cluster_size=start).train()
+        initial = vq.codebook.clone()
+        used = torch.zeros(32, dtype=torch.bool)
+        used[vq(data).indices.unique()] = True
+        vq.update()
+        runs[start] = (vq.codebook[~used].norm(dim=1) / initial[~used].norm(dim=1), used)
+    ours, authors = runs[1.0][0], runs[0.0][0]
+    assert runs[1.0][1].sum() < 32  # some codes went unused in the first step
+    assert float(ours.max()) < 2.0  # ours: unused codes keep their scale
+    assert float(authors.min()) > 1e3  # the authors' start: they are blown out of reach
+    with pytest.raises(ValueError, match="init_cluster_size"):
+        VectorQuantizer(4, 4, init_cluster_size=-1.0)

@@ -26,6 +26,8 @@ __all__ = [
     "DEFAULT_NOISE_SIGMAS",
     "ORDERINGS",
     "check_complex",
+    "check_sigma",
+    "check_motion_range",
     "signal_level",
     "add_kspace_noise",
     "KspaceNoise",
@@ -81,7 +83,8 @@ def _phase_reference(kspace: torch.Tensor, scan_dims: int) -> torch.Tensor:
     return unit.reshape(*lead, *([1] * scan_dims))
 
 
-def _check_sigma(sigma: float, name: str = "sigma") -> float:
+def check_sigma(sigma: float, name: str = "sigma") -> float:
+    """``sigma`` as a float; a ``ValueError`` naming ``name`` unless it is a finite number >= 0 (NaN included)."""
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {sigma!r}")
     return float(sigma)
@@ -102,7 +105,7 @@ def add_kspace_noise(
     ``generator`` draws the standard noise (on its own device, moved to the data's device).
     """
     check_complex(kspace)
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma)
     level = signal_level(kspace, scan_dims)
     noisy = torch.randn(kspace.shape, generator=generator, dtype=kspace.dtype, device=generator.device)
     noisy = noisy.to(kspace.device).mul_((sigma * level) * _phase_reference(kspace, scan_dims)).add_(kspace)
@@ -121,7 +124,7 @@ class KspaceNoise:
     renormalize: bool = True
 
     def __post_init__(self) -> None:
-        _check_sigma(self.sigma)
+        check_sigma(self.sigma)
 
     def apply(self, kspace: torch.Tensor, scan_dims: int = 3) -> torch.Tensor:
         gen = torch.Generator(device=kspace.device).manual_seed(int(self.seed))
@@ -140,7 +143,7 @@ class RandomKspaceNoise:
     def __init__(self, sigmas: Sequence[float] = DEFAULT_NOISE_SIGMAS, p: float = 0.3, renormalize: bool = True):
         if isinstance(sigmas, (int, float)):
             sigmas = (sigmas,)
-        self.sigmas = tuple(_check_sigma(s, "sigmas") for s in sigmas)
+        self.sigmas = tuple(check_sigma(s, "sigmas") for s in sigmas)
         if not self.sigmas:
             raise ValueError("sigmas must hold at least one noise level")
         self.p, self.renormalize = check_probability(p, "p"), bool(renormalize)
@@ -156,6 +159,14 @@ class RandomKspaceNoise:
 
 
 # ------------------------------------------------------------------------------------------ motion
+def check_motion_range(max_shift: float, name: str = "max_shift") -> float:
+    """A motion range in pixels as a float; a ``ValueError`` naming ``name`` unless finite and >= 0."""
+    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, float)) or not math.isfinite(max_shift) \
+            or max_shift < 0:
+        raise ValueError(f"{name} must be a finite number of pixels >= 0, got {max_shift!r}")
+    return float(max_shift)
+
+
 def _check_shots(shots: int) -> int:
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ValueError(f"shots must be an integer >= 1, got {shots!r}")
@@ -187,6 +198,8 @@ def simulate_rigid_motion(
     shifts = torch.as_tensor(shifts)
     if shifts.ndim < 2 or shifts.shape[-2:] != (shots, 2):
         raise ValueError(f"shifts must have shape (..., shots={shots}, 2), got {tuple(shifts.shape)}")
+    if not bool(torch.isfinite(shifts).all()):
+        raise ValueError("shifts must be finite numbers of pixels (got NaN or inf)")
     h, w = kspace.shape[-2:]
     line_shot = shot_of_line(w, shots, ordering, device=kspace.device)
     per_line = shifts.to(device=kspace.device, dtype=torch.float64)[..., line_shot, :]  # (..., W, 2)
@@ -209,6 +222,8 @@ class RigidMotion:
             raise ValueError(f"ordering must be one of {ORDERINGS}, got {self.ordering!r}")
         if not self.shifts or any(len(s) != 2 for s in self.shifts):
             raise ValueError(f"shifts must be a non-empty sequence of (dx, dy) pairs, got {self.shifts!r}")
+        if not all(math.isfinite(v) for s in self.shifts for v in s):
+            raise ValueError(f"shifts must be finite numbers of pixels, got {self.shifts!r}")
 
     @property
     def shots(self) -> int:
@@ -222,11 +237,14 @@ class RigidMotion:
 
 
 class RandomRigidMotion:
-    """With probability ``p``, per shot ``dx, dy`` uniform in ``[-max_shift, max_shift]`` pixels.
+    """With probability ``p``, per shot a displacement ``dy`` along the phase encode (``W``) uniform in
+    ``[-max_shift, max_shift]`` pixels, as the paper describes; with ``readout_shifts=True`` also ``dx``
+    along the readout (``H``).
 
-    ``max_shift`` may be a pair (along H, along W). ``keep_center_still`` holds the shot that
-    acquires the k-space centre line (``W // 2``) at rest, so the motion is relative to the
-    reference position. Defaults (2 pixels, 8 shots, interleaved) are an *assumption*.
+    ``max_shift`` may be a pair (along H, along W; the H entry counts only with ``readout_shifts``).
+    ``keep_center_still`` holds the shot that acquires the k-space centre line (``W // 2``) at rest,
+    so the motion is relative to the reference position. Defaults (2 pixels, 8 shots, interleaved)
+    are an *assumption*.
     """
 
     def __init__(
@@ -236,21 +254,25 @@ class RandomRigidMotion:
         ordering: str = "interleaved",
         p: float = 0.3,
         keep_center_still: bool = True,
+        readout_shifts: bool = False,
     ):
         pair = (max_shift, max_shift) if isinstance(max_shift, (int, float)) else tuple(max_shift)
-        if len(pair) != 2 or any(isinstance(m, bool) or not isinstance(m, (int, float)) or not m >= 0 for m in pair):
-            raise ValueError(f"max_shift must be a number >= 0 or a pair of them, got {max_shift!r}")
+        if len(pair) != 2 or any(
+            isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0 for m in pair
+        ):
+            raise ValueError(f"max_shift must be a finite number >= 0 or a pair of them, got {max_shift!r}")
         if ordering not in ORDERINGS:
             raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
         self.max_shift = (float(pair[0]), float(pair[1]))
         self.shots, self.ordering = _check_shots(shots), ordering
         self.p, self.keep_center_still = check_probability(p, "p"), bool(keep_center_still)
+        self.readout_shifts = bool(readout_shifts)
 
     def sample(self, generator: torch.Generator, num_lines: int) -> RigidMotion | None:
         if not bernoulli(generator, self.p):
             return None
         shifts = [
-            (uniform(generator, -self.max_shift[0], self.max_shift[0]),
+            (uniform(generator, -self.max_shift[0], self.max_shift[0]) if self.readout_shifts else 0.0,
              uniform(generator, -self.max_shift[1], self.max_shift[1]))
             for _ in range(self.shots)
         ]

@@ -19,22 +19,31 @@ k-space artefacts
   shots (``interleaved``: line ``w`` in shot ``w mod shots``; ``segmented``: contiguous blocks);
   shot ``j`` moved by ``(dx_j, dy_j)`` pixels along ``(H, W)`` multiplies its lines by
   ``exp(-i 2 pi (kx dx_j / H + ky dy_j / W))`` with centred integer ``kx, ky`` (index minus
-  ``N // 2``, the centre of :func:`moero.fft.fft2c`). Shots are shared by all frames of a slice,
+  ``N // 2``, the centre of :func:`moero.physics.fft.fft2c`). Shots are shared by all frames of a slice,
   as in segmented cine, where each heartbeat acquires the same lines for every frame.
 
 Pipeline (:class:`DualSpaceAugment`)
 ------------------------------------
-combine ``x = A^H y`` (fully sampled, maps normalised) -> image-domain transforms of ``x`` and the
-maps jointly (:mod:`moero.geometry`) -> renormalise maps -> re-expand ``y' = F S' x'`` -> motion ->
-noise -> undersample with the example's mask. Motion and noise act on the whole k-space before
-masking, since they corrupt the acquisition itself; on the sampled points this equals corrupting
-the masked k-space. Motion comes before noise: the object moves, the receiver adds noise. The
-target is recomputed from the clean re-expanded k-space (RSS of its inverse FFT, the dataset's
-convention), so it carries the geometry but never the artefacts.
+image-domain transforms of the raw coil images ``F^-1 y`` (fully sampled; the coil maps, when the
+example carries them, move along and are renormalised; :mod:`moero.augment.geometry`) -> re-expand
+``y' = F x'_c`` -> motion -> noise -> undersample with the example's mask. Motion and noise act on
+the whole k-space before masking, since they corrupt the acquisition itself; on the sampled points
+this equals corrupting the masked k-space. Motion comes before noise: the object moves, the receiver
+adds noise. The target is recomputed from the clean transformed coil images (their RSS, the
+dataset's convention for un-augmented examples too), so it carries the geometry but never the
+artefacts, and the target definition does not depend on whether an example was augmented (no SENSE
+projection onto estimated maps). The noise renormalisation ``L(y) / L(y + n)`` scales the target as
+well, so input and target keep one intensity scale.
+
+The augmentation ratio ``p`` is the probability that an example gets *at least one* transform or
+artefact: an example drawn for augmentation redraws its transforms (each with its own probability)
+until at least one fires. :meth:`DualSpaceAugment.artefact_fraction` measures the realised share.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,11 +58,22 @@ from moero.augment.geometry import (
     RandomRotation,
     RandomScaling,
     RandomShift,
-    transform_image_and_maps,
 )
-from moero.augment.kspace import KspaceNoise, RandomKspaceNoise, RandomRigidMotion, RigidMotion, check_complex
-from moero.physics.fft import ifft2c
-from moero.physics.sense import apply_mask, estimate_maps_lowres, normalize_maps, rss, sense_adjoint, sense_forward
+from moero.augment.kspace import (
+    KspaceNoise,
+    RandomKspaceNoise,
+    RandomRigidMotion,
+    RigidMotion,
+    check_complex,
+    check_motion_range,
+    check_sigma,
+    kspace_snr_db,
+    shot_of_line,
+    signal_level,
+)
+from moero.physics.coils import estimate_maps_lowres
+from moero.physics.fft import centre_crop, centred_slice, fft2c, ifft2c
+from moero.physics.sense import apply_mask, normalize_maps, rss
 
 __all__ = [
     "RatioSchedule",
@@ -63,33 +83,6 @@ __all__ = [
     "default_geometric",
     "preview_artefacts",
 ]
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ------------------------------------------------------------------------------------------ schedule
@@ -126,7 +119,7 @@ class RatioSchedule:
 def estimate_maps_from_full(kspace: torch.Tensor, width: int = 24, eps: float = 1e-6) -> torch.Tensor:
     """Smooth coil maps ``(C, H, W)`` from fully sampled k-space ``(..., C, H, W)``.
 
-    The frames (leading axes) are averaged, then :func:`moero.physics.estimate_maps_lowres` runs on
+    The frames (leading axes) are averaged, then :func:`moero.physics.coils.estimate_maps_lowres` runs on
     a centred ``width x width`` calibration square (fully sampled data calibrate in both directions,
     so the maps are smooth along the readout too). ``eps`` is relative to the peak coil RSS squared:
     it keeps the maps small where there is no signal.
@@ -137,7 +130,7 @@ def estimate_maps_from_full(kspace: torch.Tensor, width: int = 24, eps: float = 
     k = kspace.reshape(-1, *kspace.shape[-3:]).mean(dim=0)
     h, w = k.shape[-2:]
     square = torch.zeros(h, w, dtype=torch.bool)
-    square[h // 2 - width // 2 : h // 2 - width // 2 + width, w // 2 - width // 2 : w // 2 - width // 2 + width] = True
+    square[centred_slice(h, width), centred_slice(w, width)] = True
     return estimate_maps_lowres(k, square, eps=eps)
 
 
@@ -183,14 +176,15 @@ class DualSpaceAugment:
     ``example`` holds ``kspace`` (fully sampled, complex ``(F, C, H, W)``), ``mask`` (broadcasting
     as ``(F, H, W)`` or ``(F, 1, W)``) and ``target`` (``(H', W')``: RSS of the centre frame, or
     ``(F, H', W')``: every frame, centre-cropped to ``H' x W'``); optional ``maps`` ``(C, H, W)``
-    (estimated by :func:`estimate_maps_from_full` when absent) and ``epoch`` (schedule time,
+    (transformed along with the coil images; ``maps_width`` is kept for compatibility) and ``epoch`` (schedule time,
     otherwise the value given to :meth:`set_epoch`). The result has ``kspace`` (the corrupted full
     k-space), ``masked_kspace``, ``mask``, ``target`` and ``maps`` (if given) updated, plus
     ``augment_params`` (:meth:`AugmentPlan.as_dict`). An example drawn not to be augmented comes
     back unchanged except for ``augment_params``.
 
-    Per example: with probability ``schedule(t)`` (the augmentation ratio) the example is augmented;
-    then each transform fires with its own probability ``p``.
+    Per example: with probability ``schedule(t)`` (the augmentation ratio) the example is augmented,
+    i.e. gets at least one transform or artefact: each fires with its own probability ``p``, and the
+    draw is repeated until one does (the relative odds of the transforms stay those of their ``p``).
     """
 
     def __init__(
@@ -235,12 +229,29 @@ class DualSpaceAugment:
         neutral = self._neutral()
         if not bernoulli(generator, ratio):
             return AugmentPlan(False, ratio, neutral=neutral)
-        geometric = tuple(
-            (name, tr) for name, rt in self.geometric.items() if (tr := rt.sample(generator, (h, w))) is not None
-        )
-        motion = self.motion.sample(generator, w)
-        noise = self.noise.sample(generator)
-        return AugmentPlan(True, ratio, geometric, motion, noise, neutral)
+        if not any(float(getattr(rt, "p", 1.0)) > 0 for rt in (*self.geometric.values(), self.motion, self.noise)):
+            return AugmentPlan(False, ratio, neutral=neutral)  # nothing can fire
+        while True:  # terminates with probability 1: some transform fires with p > 0
+            geometric = tuple(
+                (name, tr) for name, rt in self.geometric.items() if (tr := rt.sample(generator, (h, w))) is not None
+            )
+            motion = self.motion.sample(generator, w)
+            noise = self.noise.sample(generator)
+            if geometric or motion is not None or noise is not None:
+                return AugmentPlan(True, ratio, geometric, motion, noise, neutral)
+
+    def artefact_fraction(self, shape: Sequence[int], draws: int = 1000, seed: int = 0,
+                          t: float | None = None) -> float:
+        """Measured share of ``draws`` examples (k-space ``shape``) that get at least one transform or
+        artefact; equals the ratio ``schedule(t)`` up to sampling error."""
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+        gen = torch.Generator().manual_seed(int(seed))
+        hits = 0
+        for _ in range(draws):
+            plan = self.sample(gen, shape, t)
+            hits += bool(plan.geometric or plan.motion is not None or plan.noise is not None)
+        return hits / draws
 
     @torch.no_grad()
     def apply(self, example: Mapping[str, Any], plan: AugmentPlan) -> dict[str, Any]:
@@ -256,19 +267,28 @@ class DualSpaceAugment:
         check_complex(kspace, "example['kspace']", min_dims=4)
         clean, target = kspace, example["target"]
         if plan.geometric:
-            given = example.get("maps")
-            maps = estimate_maps_from_full(kspace, self.maps_width) if given is None else normalize_maps(given)
-            image = sense_adjoint(kspace, maps)
-            image, maps = transform_image_and_maps(image, maps, [t for _, t in plan.geometric])
-            clean = sense_forward(image, maps)
+            transforms = [t for _, t in plan.geometric]
+            coils = ifft2c(kspace)  # the raw coil images, transformed as they are
+            for t in transforms:
+                (coils,) = t.apply(coils)
+            clean = fft2c(coils)
             target = _target_like(clean, example["target"])
-            if given is not None:
-                out["maps"] = maps.to(given.dtype)
+            given = example.get("maps")
+            if given is not None:  # maps that come with the example move along with the anatomy
+                maps = normalize_maps(given)
+                for t in transforms:
+                    (maps,) = t.apply(maps)
+                out["maps"] = normalize_maps(maps).to(given.dtype)
         acquired = clean
         if plan.motion is not None:
             acquired = plan.motion.apply(acquired)
         if plan.noise is not None:
-            acquired = plan.noise.apply(acquired, scan_dims=4)
+            noisy = dataclasses.replace(plan.noise, renormalize=False).apply(acquired, scan_dims=4)
+            if plan.noise.renormalize:  # L(y) / L(y + n): the input and the target alike
+                scale = signal_level(acquired, 4) / signal_level(noisy, 4).clamp_min(torch.finfo(torch.float32).tiny)
+                noisy = noisy * scale
+                target = target * scale.reshape(()).to(target.dtype)
+            acquired = noisy
         out["kspace"] = acquired
         out["masked_kspace"] = apply_mask(acquired, example["mask"])
         out["target"] = target
@@ -296,10 +316,7 @@ def _target_like(kspace: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     h, w = image.shape[-2:]
     if th > h or tw > w:
         raise ValueError(f"target shape {tuple(reference.shape)} is larger than the k-space matrix {(h, w)}")
-    top, left = (h - th) // 2, (w - tw) // 2
-    return image[..., top : top + th, left : left + tw].to(reference.dtype)
-
-
+    return centre_crop(image, (th, tw)).to(reference.dtype)
 
 
 @torch.no_grad()
@@ -310,31 +327,62 @@ def preview_artefacts(
     shots: int = 8,
     ordering: str = "interleaved",
     seed: int = 0,
-) -> dict[str, torch.Tensor]:
+) -> dict[str, Any]:
     """Motion then noise on one fully sampled scan ``(..., C, H, W)`` (all of it one scan), for display.
 
-    Returns ``kspace`` (corrupted), ``image_clean`` and ``image`` (RSS, of the last frame when there
-    are several), their ``difference`` and the coil-RSS log-magnitude k-spaces ``log_kspace_clean``
-    and ``log_kspace``. Motion keeps the centre's shot still; the draws come from ``seed``.
+    Tensors: ``kspace`` (corrupted), ``image_clean``, ``image_motion`` (motion only) and ``image``
+    (RSS, of the last frame when there are several), ``difference`` (``image - image_clean``), its two
+    parts ``difference_motion`` (``image_motion - image_clean``) and ``difference_noise``
+    (``image - image_motion``), which need separate colour scales since ghosts dwarf the noise, the
+    coil-RSS log-magnitude k-spaces ``log_kspace_clean`` and ``log_kspace``, and the drawn
+    ``shifts`` ``(shots, 2)`` in pixels (zeros without motion).
+
+    Readouts (floats): ``snr_added_db`` = ``-20 log10(sigma)``, the k-space SNR of the added noise
+    alone (eq. (5); ``inf`` for ``sigma = 0``); ``snr_clean_db`` and ``snr_db``, the k-space SNR
+    (:func:`moero.augment.kspace.kspace_snr_db`) before and after; ``snr_drop_db`` their difference;
+    ``rms_shift_px`` = ``sqrt(mean_j (dx_j^2 + dy_j^2))``, the RMS displacement over the shots
+    (eq. (6)). Motion keeps the centre's shot still; the draws come from ``seed``.
     """
     check_complex(kspace)
+    sigma = check_sigma(sigma, "sigma")
+    max_shift = check_motion_range(max_shift, "max_shift")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    # validated even when motion is off, so a bad value never passes silently
+    lines = shot_of_line(kspace.shape[-1], shots, ordering)
     gen = torch.Generator().manual_seed(int(seed))
-    out = kspace
+    moved = kspace
+    shifts = torch.zeros(int(lines.max()) + 1, 2)
     if max_shift > 0:
         motion = RandomRigidMotion(max_shift, shots=shots, ordering=ordering, p=1.0).sample(gen, kspace.shape[-1])
-        out = motion.apply(out)
+        moved = motion.apply(kspace)
+        shifts = torch.tensor(motion.shifts, dtype=torch.float32)
+    out = moved
     if sigma > 0:
-        out = KspaceNoise(sigma, draw_seed(gen)).apply(out, scan_dims=kspace.ndim)
+        out = KspaceNoise(sigma, draw_seed(gen)).apply(moved, scan_dims=kspace.ndim)
 
     def last_frame(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, *x.shape[-3:])[-1]
 
-    clean_img, img = rss(ifft2c(last_frame(kspace))), rss(ifft2c(last_frame(out)))
+    clean_img = rss(ifft2c(last_frame(kspace)))
+    moved_img = rss(ifft2c(last_frame(moved)))
+    img = rss(ifft2c(last_frame(out)))
+    snr_clean = kspace_snr_db(kspace)
+    snr = kspace_snr_db(out) if sigma > 0 else snr_clean  # motion keeps every |y|: the SNR is unchanged
     return {
         "kspace": out,
         "image_clean": clean_img,
+        "image_motion": moved_img,
         "image": img,
         "difference": img - clean_img,
+        "difference_motion": moved_img - clean_img,
+        "difference_noise": img - moved_img,
         "log_kspace_clean": torch.log10(rss(last_frame(kspace)) + 1e-12),
         "log_kspace": torch.log10(rss(last_frame(out)) + 1e-12),
+        "shifts": shifts,
+        "snr_added_db": -20 * math.log10(sigma) if sigma > 0 else math.inf,
+        "snr_clean_db": snr_clean,
+        "snr_db": snr,
+        "snr_drop_db": snr_clean - snr,
+        "rms_shift_px": float(shifts.double().square().sum(dim=1).mean().sqrt()),
     }

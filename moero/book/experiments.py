@@ -20,7 +20,9 @@ every table from one command and the tests reach all of it:
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
+import logging
 import math
 import os
 import shutil
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moero.eval.tables import Table
 from moero.models.promptmr import preset
 from moero.models.registry import parse_model_name
 from moero.train.trainer import ROUTES_NAME
@@ -60,7 +63,6 @@ __all__ = [
     "load_model",
     "evaluate_checkpoint",
     "reference_rows",
-    "CGSense",
     "learning_curves",
     "validation_curve",
     "specialisation_over_training",
@@ -68,12 +70,17 @@ __all__ = [
     "results_source",
     "require_result",
     "compare_sentence",
+    "compare_row",
+    "admonition",
+    "show_source",
     "TEST_SPLITS",
 ]
 
 SPEC_NAME = "experiment.json"
 SEGMENTS_NAME = "segments.jsonl"
 TEST_SPLITS = ("test-total", "rare", "fresh")
+# progress of training segments: a log line, not notebook output (the chapters show results, not chatter)
+LOG = logging.getLogger(__name__)
 
 
 class MissingResultError(FileNotFoundError):
@@ -218,7 +225,8 @@ def experiment_config(exp: Experiment, params: dict[str, Any], run_dir: str | Pa
 
     nav = dict(params.get("nav", {})) if parse_model_name(exp.model).family == "moero" else {}
     values = {**dict(params.get("train", {})), **exp.config, "model": exp.model, "nav": nav,
-              "run_dir": str(run_dir), "dataset_profile": dataset_profile, "progress": False, "resume": True}
+              "run_dir": str(run_dir), "dataset_profile": dataset_profile, "progress": False, "resume": True,
+              "resume_if_present": True}  # the first segment starts the run, later ones continue it
     root = _base_root(params, data_root, dataset_profile)
     if exp.subjects:
         root = subset_root(root, exp.subjects, Path(run_dir).parent / f"data-{exp.subjects}-subjects")
@@ -239,7 +247,8 @@ def snapshot_path(run_dir: str | Path, budget: int) -> Path:
 
 
 def _spec(exp: Experiment, config: Any, params: dict[str, Any]) -> dict[str, Any]:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in ("resume", "max_steps", "epochs", "progress")}
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("resume", "max_steps", "epochs", "progress",
+                                                            "resume_if_present", "overwrite", "max_nonfinite")}
     return {"experiment": exp.to_dict(), "config": cfg, "nav": params.get("nav", {}),
             "budget_unit": params.get("budget_unit", "steps")}
 
@@ -265,7 +274,7 @@ def _checkpoint_position(run_dir: Path) -> tuple[int, int]:
 
 
 def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root: str | Path | None = None,
-               dataset_profile: str = "smoke", nproc: int = 1, log: Any = print) -> Path:
+               dataset_profile: str = "smoke", nproc: int = 1, log: Any = LOG.info) -> Path:
     """Run (or resume) ``exp`` to every snapshot budget of ``params``; return its run folder.
 
     A folder whose ``experiment.json`` names other settings is started afresh (its files belong to
@@ -351,44 +360,23 @@ class _RouteRecorder(nn.Module):
         self.routes: list[list[int]] = []
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: Any = None) -> Any:
-        import inspect
-
-        takes_acs = "num_low_frequencies" in inspect.signature(self.model.forward).parameters
-        out = self.model(masked_kspace, mask, num_low_frequencies) if takes_acs else self.model(masked_kspace, mask)
+        out = self.model(masked_kspace, mask, num_low_frequencies)
         routes = getattr(out, "routes", None)
         if routes is not None:
             self.routes.append([int(r) for r in routes[:, 0]])
         return out
 
 
-class CGSense(nn.Module):
-    """The CG-SENSE reference (eq. (1)): low-resolution ACS maps, ``iters`` CG iterations with Tikhonov ``lam``
-    on the centre frame; returns the magnitude ``(B, H, W)``."""
-
-    def __init__(self, iters: int = 10, lam: float = 1e-2) -> None:
-        super().__init__()
-        self.iters, self.lam = int(iters), float(lam)
-
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from moero.physics.sense import cg_sense, estimate_maps_lowres
-
-        centre = masked_kspace.shape[1] // 2
-        kspace, m = masked_kspace[:, centre], mask[:, centre]
-        maps = torch.stack([estimate_maps_lowres(kspace[b], m[b]) for b in range(kspace.shape[0])])
-        return cg_sense(kspace, maps, m.unsqueeze(1), self.iters, self.lam).abs()
 
 
 def _test_datasets(config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
                    shape: Sequence[int] | None) -> list[Any]:
     from moero.data.dataset import SliceDataset
-    from moero.data.readers import MANIFEST_NAME
     from moero.physics.masks import MaskSampler
 
     root = Path(data_root) if data_root else Path(config.data_root)
-    if not (root / MANIFEST_NAME).is_file() and tuple(splits) == TEST_SPLITS:
-        # a real CMRxRecon2025 tree has no manifest: its TestSet is the test split, and "rare" / "fresh"
-        # come from per-file metadata in split_aggregates (NaN where the tree does not say)
-        splits = ("test",)
+    # a real CMRxRecon2025 tree without manifest.csv is indexed by moero.data.layout, whose splits are the
+    # manifest's (test-total by subject, rare, fresh), so the same splits apply to every tree
     masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
     out = []
     for split in splits:
@@ -446,7 +434,7 @@ def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset
                    splits: Sequence[str] = TEST_SPLITS,
                    device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
     """Official-protocol metrics of the zero-filled and CG-SENSE reconstructions on the same test files and masks."""
-    from moero.eval.evaluate import ZeroFilled
+    from moero.eval.evaluate import CGSense, ZeroFilled
     from moero.train.config import TrainConfig
 
     config = TrainConfig.from_dict({**dict(params.get("train", {})), "dataset_profile": dataset_profile})
@@ -586,13 +574,17 @@ def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
 
 
 def show_result(folder: str | Path, stem: str) -> Any:
-    """Display a produced table (``<stem>.md``) or figure (``<stem>.png``) from disk, failing if it is missing."""
-    from IPython.display import Image, Markdown
+    """Display a produced table (``<stem>.csv``, as one HTML :class:`~moero.eval.tables.Table` with the
+    caption and units its provenance records) or figure (``<stem>.png``) from disk, failing if it is missing."""
+    from IPython.display import Image
 
     folder = Path(folder)
-    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.md").exists():
+    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.csv").exists():
         return Image(filename=str(require_result(folder, f"{stem}.png")))
-    return Markdown(require_result(folder, f"{stem}.md").read_text())
+    path = require_result(folder, f"{stem}.csv")
+    prov = folder / "provenance.json"
+    entry = json.loads(prov.read_text()).get("files", {}).get(path.name, {}) if prov.is_file() else {}
+    return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"))
 
 
 def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
@@ -605,10 +597,42 @@ def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
     return show_result(run.results_dir, stem)
 
 
+def _trend(ours: float, theirs: float) -> str:
+    if any(math.isnan(v) for v in (ours, theirs)):
+        return "not measured"
+    agree = (ours > 0) == (theirs > 0) if theirs != 0 else abs(ours) < 1e-3
+    return "holds" if agree else "does not hold"
+
+
 def compare_sentence(name: str, ours: float, theirs: float, higher_is_better: bool = True) -> str:
     """A plain sentence on whether our difference to the reference points the way the paper's does."""
-    if any(math.isnan(v) for v in (ours, theirs)):
+    word = _trend(ours, theirs)
+    if word == "not measured":
         return f"{name}: not measured."
-    agree = (ours > 0) == (theirs > 0) if theirs != 0 else abs(ours) < 1e-3
-    word = "holds" if agree else "does not hold"
     return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend {word} here."
+
+
+def compare_row(name: str, ours: float, theirs: float) -> dict[str, Any]:
+    """One row of a chapter's verdict table (shown with ``run.table``): our difference, the paper's, and
+    whether the paper's trend (the sign of its difference) holds here."""
+    return {"comparison": name, "ours_difference": float(ours), "trend_here": _trend(ours, theirs),
+            "paper_difference": float(theirs)}
+
+
+def admonition(text: str, title: str = "Note", kind: str = "note") -> Any:
+    """A computed statement shown as the book's admonition box (wrapped text, never a cut print line)."""
+    from IPython.display import HTML
+
+    return HTML(f'<div class="admonition {html.escape(kind)}"><p class="admonition-title">{html.escape(title)}</p>'
+                f"<p>{html.escape(text)}</p></div>")
+
+
+def show_source(src: ResultsSource, run: Any, stem: str) -> Any:
+    """Say where the chapter's results come from; repeat table ``stem`` only when it is not this run's own
+    (committed gpu-profile results), so no table is shown twice."""
+    from IPython.display import HTML
+
+    box = admonition(src.note, title=f"Results shown: {src.kind} profile").data
+    if Path(src.folder).resolve() == Path(run.results_dir).resolve():
+        return HTML(box)
+    return HTML(box + show_result(src.folder, stem)._repr_html_())

@@ -29,19 +29,25 @@ class Profile:
 
 
 # Per-notebook parameters, keyed by notebook stem, written out in full for every profile (no patching at
-# import): what a profile runs can be read here. Chapters 06-08 share their training runs (the same
-# "train", "budgets", "nav", ... entries), so changing one of those retrains them.
+# import): what a profile runs can be read here. Training and evaluation shapes are the whole image at
+# the profile's synthetic matrix (moero.data.synthetic.SIZES: smoke <= 80 x 38, cpu <= 128 x 62, gpu
+# <= 512 x 246): the readout is cut to its central half (its 2x oversampling, outside the body) and the
+# phase encode zero-padded to a common size for batching; nothing cuts through the body. Chapters 06-08
+# share their training runs (the same "train", "budgets", "nav", ... entries), so changing one of those
+# retrains them.
 _SMOKE: dict[str, dict[str, Any]] = {
     "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 4},
+    "10_synthetic_data": {"loader_examples": 4, "gallery_size": "smoke"},
     "01_forward_model": {
         "accelerations": [4, 8],
         "frames": 3,
         "cg_iters": 8,
-        "cg_lam": 0.01,
-        "acs": 12,
+        "cg_lams": [0.01, 0.1],
+        "val_files": 1,
+        "test_files": 1,
+        "acs": 20,
         "mask_shape": [128, 96],
-        "espirit_kernel": 5,
+        "espirit_kernel": 3,
     },
     "02_kspace_augmentation": {"sigmas": [0.05, 0.2], "motion_ranges": [0.0, 2.0], "shots": [1, 8], "gre": True},
     "03_image_augmentation": {"ratios": [0.0, 1.0], "examples": 3, "frames": 3},
@@ -67,14 +73,14 @@ _SMOKE: dict[str, dict[str, Any]] = {
     "06_training": {
         "train": {
             "preset": "tiny",
-            "image_shape": [32, 24],
+            "image_shape": [40, 40],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
             "checkpoint_every": 0,
             "device": "cpu",
             "accelerations": [4, 8],
-            "acs": 8,
+            "acs": 20,
         },
         "budget_unit": "steps",
         "budgets": [2, 4],
@@ -85,7 +91,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 1.0],
         "small_subjects": 1,
         "eval_files": 1,
-        "eval_shape": [48, 32],
+        "eval_shape": [40, 40],
         "cg": {"iters": 4, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -94,14 +100,14 @@ _SMOKE: dict[str, dict[str, Any]] = {
     "07_augmentation_ablation": {
         "train": {
             "preset": "tiny",
-            "image_shape": [32, 24],
+            "image_shape": [40, 40],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
             "checkpoint_every": 0,
             "device": "cpu",
             "accelerations": [4, 8],
-            "acs": 8,
+            "acs": 20,
         },
         "budget_unit": "steps",
         "budgets": [2, 4],
@@ -112,7 +118,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 1.0],
         "small_subjects": 1,
         "eval_files": 1,
-        "eval_shape": [48, 32],
+        "eval_shape": [40, 40],
         "cg": {"iters": 4, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -120,14 +126,14 @@ _SMOKE: dict[str, dict[str, Any]] = {
     "08_model_ablation": {
         "train": {
             "preset": "tiny",
-            "image_shape": [32, 24],
+            "image_shape": [40, 40],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
             "checkpoint_every": 0,
             "device": "cpu",
             "accelerations": [4, 8],
-            "acs": 8,
+            "acs": 20,
         },
         "budget_unit": "steps",
         "budgets": [2, 4],
@@ -138,7 +144,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 1.0],
         "small_subjects": 1,
         "eval_files": 1,
-        "eval_shape": [48, 32],
+        "eval_shape": [40, 40],
         "cg": {"iters": 4, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -160,12 +166,14 @@ _SMOKE: dict[str, dict[str, Any]] = {
 }
 _CPU: dict[str, dict[str, Any]] = {
     "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24},
+    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
     "01_forward_model": {
-        "accelerations": [4, 8, 12, 24],
+        "accelerations": [4, 8, 16, 24],
         "frames": 6,
         "cg_iters": 15,
-        "cg_lam": 0.01,
+        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
+        "val_files": 2,
+        "test_files": 2,
         "acs": 20,
         "mask_shape": [512, 246],
         "espirit_kernel": 6,
@@ -199,7 +207,7 @@ _CPU: dict[str, dict[str, Any]] = {
     "06_training": {
         "train": {
             "preset": "tiny",
-            "image_shape": [48, 32],
+            "image_shape": [64, 64],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
@@ -216,7 +224,7 @@ _CPU: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 0.5, 1.0],
         "small_subjects": 4,
         "eval_files": 2,
-        "eval_shape": [96, 64],
+        "eval_shape": [64, 64],
         "cg": {"iters": 10, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -225,7 +233,7 @@ _CPU: dict[str, dict[str, Any]] = {
     "07_augmentation_ablation": {
         "train": {
             "preset": "tiny",
-            "image_shape": [48, 32],
+            "image_shape": [64, 64],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
@@ -242,7 +250,7 @@ _CPU: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 0.5, 1.0],
         "small_subjects": 4,
         "eval_files": 2,
-        "eval_shape": [96, 64],
+        "eval_shape": [64, 64],
         "cg": {"iters": 10, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -250,7 +258,7 @@ _CPU: dict[str, dict[str, Any]] = {
     "08_model_ablation": {
         "train": {
             "preset": "tiny",
-            "image_shape": [48, 32],
+            "image_shape": [64, 64],
             "lr": 0.001,
             "schedule": "constant",
             "val_every": 0,
@@ -267,7 +275,7 @@ _CPU: dict[str, dict[str, Any]] = {
         "ratios": [0.0, 0.5, 1.0],
         "small_subjects": 4,
         "eval_files": 2,
-        "eval_shape": [96, 64],
+        "eval_shape": [64, 64],
         "cg": {"iters": 10, "lam": 0.01},
         "threads": 2,
         "nproc": 1,
@@ -289,12 +297,14 @@ _CPU: dict[str, dict[str, Any]] = {
 }
 _GPU: dict[str, dict[str, Any]] = {
     "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24},
+    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
     "01_forward_model": {
-        "accelerations": [4, 8, 12, 24],
+        "accelerations": [4, 8, 16, 24],
         "frames": 6,
         "cg_iters": 15,
-        "cg_lam": 0.01,
+        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
+        "val_files": 2,
+        "test_files": 2,
         "acs": 20,
         "mask_shape": [512, 246],
         "espirit_kernel": 6,
@@ -328,7 +338,7 @@ _GPU: dict[str, dict[str, Any]] = {
     "06_training": {
         "train": {
             "preset": "small",
-            "image_shape": [128, 96],
+            "image_shape": [256, 256],
             "lr": 0.0005,
             "schedule": "constant",
             "val_every": 0,
@@ -354,7 +364,7 @@ _GPU: dict[str, dict[str, Any]] = {
     "07_augmentation_ablation": {
         "train": {
             "preset": "small",
-            "image_shape": [128, 96],
+            "image_shape": [256, 256],
             "lr": 0.0005,
             "schedule": "constant",
             "val_every": 0,
@@ -379,7 +389,7 @@ _GPU: dict[str, dict[str, Any]] = {
     "08_model_ablation": {
         "train": {
             "preset": "small",
-            "image_shape": [128, 96],
+            "image_shape": [256, 256],
             "lr": 0.0005,
             "schedule": "constant",
             "val_every": 0,
@@ -418,12 +428,14 @@ _GPU: dict[str, dict[str, Any]] = {
 }
 _PAPER: dict[str, dict[str, Any]] = {
     "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24},
+    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
     "01_forward_model": {
-        "accelerations": [4, 8, 12, 24],
+        "accelerations": [4, 8, 16, 24],
         "frames": 6,
         "cg_iters": 15,
-        "cg_lam": 0.01,
+        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
+        "val_files": 2,
+        "test_files": 2,
         "acs": 20,
         "mask_shape": [512, 246],
         "espirit_kernel": 6,
@@ -455,12 +467,18 @@ _PAPER: dict[str, dict[str, Any]] = {
         "warmup": 120,
     },
     "06_training": {
+        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
+        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
         "train": {
             "preset": "paper",
             "image_shape": [],
             "lr": 0.0002,
-            "schedule": "step",
-            "lr_step_epoch": 11,
+            "weight_decay": 0.01,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+            "amp": "off",
+            "ssim_window": "gaussian",
+            "ssim_sigma": 1.0,
             "val_every": 1,
             "max_val_examples": 200,
             "checkpoint_every": 1000,
@@ -472,7 +490,10 @@ _PAPER: dict[str, dict[str, Any]] = {
         "budgets": [12, 18, 24],
         "curve_budgets": [3, 6, 12, 18, 24],
         "experts": [2, 4],
-        "nav": {"warmup": 8000, "buffer_size": 2048, "restarts": 8, "max_iter": 100},
+        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
+        # their evaluation routing, the batch routed by the mode
+        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
+                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
         "augment_probability": 0.5,
         "ratios": [0.0, 0.25, 0.5, 1.0],
         "small_subjects": 20,
@@ -484,12 +505,18 @@ _PAPER: dict[str, dict[str, Any]] = {
         "curve_smooth": 50,
     },
     "07_augmentation_ablation": {
+        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
+        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
         "train": {
             "preset": "paper",
             "image_shape": [],
             "lr": 0.0002,
-            "schedule": "step",
-            "lr_step_epoch": 11,
+            "weight_decay": 0.01,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+            "amp": "off",
+            "ssim_window": "gaussian",
+            "ssim_sigma": 1.0,
             "val_every": 1,
             "max_val_examples": 200,
             "checkpoint_every": 1000,
@@ -501,7 +528,10 @@ _PAPER: dict[str, dict[str, Any]] = {
         "budgets": [12, 18, 24],
         "curve_budgets": [3, 6, 12, 18, 24],
         "experts": [2, 4],
-        "nav": {"warmup": 8000, "buffer_size": 2048, "restarts": 8, "max_iter": 100},
+        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
+        # their evaluation routing, the batch routed by the mode
+        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
+                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
         "augment_probability": 0.5,
         "ratios": [0.0, 0.25, 0.5, 1.0],
         "small_subjects": 20,
@@ -512,12 +542,18 @@ _PAPER: dict[str, dict[str, Any]] = {
         "nproc": "all",
     },
     "08_model_ablation": {
+        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
+        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
         "train": {
             "preset": "paper",
             "image_shape": [],
             "lr": 0.0002,
-            "schedule": "step",
-            "lr_step_epoch": 11,
+            "weight_decay": 0.01,
+            "schedule": "constant",
+            "grad_clip": 0.0,
+            "amp": "off",
+            "ssim_window": "gaussian",
+            "ssim_sigma": 1.0,
             "val_every": 1,
             "max_val_examples": 200,
             "checkpoint_every": 1000,
@@ -529,7 +565,10 @@ _PAPER: dict[str, dict[str, Any]] = {
         "budgets": [12, 18, 24],
         "curve_budgets": [3, 6, 12, 18, 24],
         "experts": [2, 4],
-        "nav": {"warmup": 8000, "buffer_size": 2048, "restarts": 8, "max_iter": 100},
+        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
+        # their evaluation routing, the batch routed by the mode
+        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
+                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
         "augment_probability": 0.5,
         "ratios": [0.0, 0.25, 0.5, 1.0],
         "small_subjects": 20,

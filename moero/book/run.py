@@ -1,16 +1,24 @@
 """Results of a notebook run: figures (PNG) and tables (CSV + Markdown) with provenance.
 
 Every figure and table of the book is written through a :class:`Run`, which records what produced
-it (git commit, profile, parameters, device, library versions, wall time) in ``provenance.json``
-next to the files.
+it (git commit, profile, parameters, device, library versions, wall time, and each file's SHA-256)
+in ``provenance.json`` next to the files.
+
+Atomic results. Under the book runner (``$MOERO_RESULTS_STAGING`` names a registry file), a run
+writes into a fresh staging folder ``<results>.staging-<pid>`` beside its results folder and records
+the pair in the registry; the runner swaps the staging folder in only when the notebook completed
+(:func:`moero.book.runner.run_notebook`), so a failed or killed run leaves the last good results and
+provenance untouched. Outside the runner (an interactive session) results are written in place.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -20,12 +28,38 @@ from typing import Any
 
 import torch
 
+from moero.book.plots import apply_style
 from moero.book.profiles import Profile, get_profile, notebook_params
 from moero.eval.tables import Table
 from moero.paths import build_dir, repo_root
 from moero.train.distributed import resolve_device
 
-__all__ = ["Run", "start_run", "git_commit", "environment"]
+__all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "STAGING_ENV"]
+
+STAGING_ENV = "MOERO_RESULTS_STAGING"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _staging_folder(final: Path) -> Path:
+    """A fresh staging folder for ``final`` when the runner asks for one (``$MOERO_RESULTS_STAGING``),
+    else ``final`` itself."""
+    registry = os.environ.get(STAGING_ENV)
+    if not registry:
+        return final
+    staging = final.with_name(f"{final.name}.staging-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    with open(registry, "a") as fh:
+        fh.write(json.dumps({"final": str(final.resolve()), "staging": str(staging.resolve())}) + "\n")
+    return staging
 
 
 
@@ -86,7 +120,9 @@ class Run:
         self.notebook = notebook
         self.profile = profile
         self.params = params
-        self.results_dir = results_dir
+        self.final_dir = results_dir  # where the results live once the runner swaps them in
+        results_dir = _staging_folder(results_dir)
+        self.results_dir = results_dir  # where this run writes (the staging folder under the runner)
         self.device = device
         self.data_root = data_root
         self.seed = seed
@@ -112,14 +148,18 @@ class Run:
         return out
 
     def table(
-        self, rows: Sequence[dict[str, Any]], stem: str, caption: str = "", columns: Sequence[str] | None = None
+        self, rows: Sequence[dict[str, Any]], stem: str, caption: str = "", columns: Sequence[str] | None = None,
+        units: dict[str, str] | None = None,
     ) -> Table:
-        """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table."""
-        tab = Table(rows, columns, caption)
+        """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table
+        (``units``: a column's unit where its name does not imply one; kept in the provenance for
+        :func:`moero.book.experiments.show_result`)."""
+        tab = Table(rows, columns, caption, units)
         self.path(f"{stem}.csv").write_text(tab.to_csv())
         self.path(f"{stem}.md").write_text(tab.to_markdown())
-        self.files[f"{stem}.csv"] = {"kind": "table", "caption": caption}
-        self.files[f"{stem}.md"] = {"kind": "table", "caption": caption}
+        entry: dict[str, Any] = {"kind": "table", "caption": caption, **({"units": dict(units)} if units else {})}
+        self.files[f"{stem}.csv"] = entry
+        self.files[f"{stem}.md"] = dict(entry)
         self.write_provenance(complete=False)
         return tab
 
@@ -139,7 +179,12 @@ class Run:
         }
 
     def write_provenance(self, complete: bool) -> dict[str, Any]:
-        """Write ``provenance.json`` atomically (a crash never leaves half a file); return its content."""
+        """Write ``provenance.json`` atomically (a crash never leaves half a file); return its content.
+
+        Each recorded file's SHA-256 is (re)computed, so the book runner can verify the folder later."""
+        for name, entry in self.files.items():
+            if self.path(name).is_file():
+                entry["sha256"] = file_sha256(self.path(name))
         prov = self.provenance(complete)
         out = self.path("provenance.json")
         tmp = out.with_suffix(".json.tmp")
@@ -157,7 +202,9 @@ class Run:
             return self.data_root
         from moero.data.synthetic import ensure_synthetic
 
-        return ensure_synthetic(build_dir() / "data" / self.profile.dataset, profile=self.profile.dataset, seed=0)
+        # no progress bar: a tqdm widget in a chapter is chatter, not a result
+        return ensure_synthetic(build_dir() / "data" / self.profile.dataset, profile=self.profile.dataset, seed=0,
+                                progress=False)
 
 
 def start_run(
@@ -171,6 +218,7 @@ def start_run(
 ) -> Run:
     """Set up a notebook run: resolve the profile's parameters, the device and the results folder."""
     prof = get_profile(profile)
+    apply_style()  # one figure style for every chapter (legible at the book's width)
     resolved = notebook_params(notebook, profile, params)
     out = Path(results_dir) if results_dir else build_dir() / "results" / profile / notebook
     dev = resolve_device(device or prof.device)

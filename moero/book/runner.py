@@ -5,6 +5,13 @@
 ``_build/executed/<profile>/<stem>.ipynb`` and builds ``_build/html``. The book renders those
 executed notebooks (see :func:`read_notebook`) without running them again; notebooks marked
 ``light`` in their Jupytext header are executed by Jupyter Book at build time instead.
+
+Results are replaced atomically: the notebook's :class:`moero.book.run.Run` writes into a staging
+folder, swapped in only when the notebook completed, so a failed or killed run leaves the last good
+results, provenance and executed notebook byte-identical. A rerun is skipped only when the source,
+parameters and package are unchanged *and* every results folder is intact (complete provenance, every
+recorded file present with its SHA-256). ``-p`` values are checked against the types of the profile's
+values (:func:`split_params`) before any notebook runs.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,8 +37,11 @@ __all__ = [
     "toc_notebooks",
     "run_notebook",
     "run_notebooks",
+    "select_notebooks",
+    "results_intact",
     "build_html",
     "read_notebook",
+    "hide_injected_parameters",
 ]
 
 NOTEBOOK_FMT = "py:percent"
@@ -145,6 +156,8 @@ def run_notebook(
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
+    from moero.book.run import STAGING_ENV
+
     text, nb = _read_source(path)
     stem = path.stem
     parameters = dict(parameters or {})
@@ -156,7 +169,7 @@ def run_notebook(
             old = json.loads(final.read_text()).get("metadata", {}).get("moero", {})
         except (OSError, ValueError):
             old = {}
-        if old.get("key") == key:
+        if old.get("key") == key and "results" in old and all(results_intact(Path(f)) for f in old["results"]):
             return NotebookResult(stem, final, True, 0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     nb.metadata["moero"] = {
@@ -168,9 +181,12 @@ def run_notebook(
     }
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
     partial = out_dir / f"{stem}.partial.ipynb"
+    registry = out_dir / f".{stem}.staging.jsonl"  # the kernel's Run records its staging folders here
+    registry.write_text("")
     t0 = time.perf_counter()
-    env_backup = os.environ.get("MPLBACKEND")
+    env_backup = {name: os.environ.get(name) for name in ("MPLBACKEND", STAGING_ENV)}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ[STAGING_ENV] = str(registry.resolve())
     try:
         papermill.execute_notebook(
             nb,
@@ -190,12 +206,65 @@ def run_notebook(
         source = parts[1] if len(parts) > 2 else ""
         raise NotebookFailed(stem, None, source, "CellTimeoutError", str(err).splitlines()[0], partial) from None
     finally:
-        if env_backup is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_backup
+        for name, value in env_backup.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    # the notebook completed: swap its results in, then record them in the executed notebook and publish it
+    folders = _swap_in_results(registry)
+    done = json.loads(partial.read_text())
+    done.setdefault("metadata", {}).setdefault("moero", {})["results"] = [str(f) for f in folders]
+    partial.write_text(json.dumps(done, indent=1, ensure_ascii=False) + "\n")
     os.replace(partial, final)
+    registry.unlink(missing_ok=True)
     return NotebookResult(stem, final, False, time.perf_counter() - t0)
+
+
+def _swap_in_results(registry: Path) -> list[Path]:
+    """Replace each final results folder named in ``registry`` by its staging folder (old one renamed
+    aside first, then removed); remove stale staging folders of earlier failed runs. Returns the finals."""
+    pairs: dict[str, str] = {}
+    for line in registry.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            pairs[rec["final"]] = rec["staging"]  # a notebook that started two runs into one folder: the last wins
+    finals = []
+    for final_name, staging_name in pairs.items():
+        final, staging = Path(final_name), Path(staging_name)
+        if not staging.is_dir():
+            continue
+        old = final.with_name(f"{final.name}.old-{os.getpid()}")
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        for stale in final.parent.glob(f"{final.name}.staging-*"):  # partials of failed runs
+            shutil.rmtree(stale, ignore_errors=True)
+        finals.append(final)
+    return finals
+
+
+def results_intact(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete ``provenance.json`` whose every recorded file is present with
+    its recorded SHA-256 (the skip check of :func:`run_notebook`)."""
+    from moero.book.run import file_sha256
+
+    try:
+        prov = json.loads((folder / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not prov.get("complete"):
+        return False
+    for name, entry in prov.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            return False
+        if "sha256" in entry and file_sha256(path) != entry["sha256"]:
+            return False
+    return True
 
 
 def coerce_param(value: str) -> Any:
@@ -206,8 +275,47 @@ def coerce_param(value: str) -> Any:
         return value
 
 
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def check_param_type(key: str, value: Any, default: Any) -> None:
+    """A ``ValueError`` naming ``key`` unless ``value`` has the type of the profile's ``default`` (an
+    integer is a valid number; None defaults accept anything; list items and mapping values are
+    checked against the default's first item / same key)."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list | tuple):
+        ok = isinstance(value, list | tuple)
+        if ok and default:
+            for i, item in enumerate(value):
+                check_param_type(f"{key}[{i}]", item, default[0])
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+        if ok:
+            for name, item in value.items():
+                if name in default:
+                    check_param_type(f"{key}.{name}", item, default[name])
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"parameter {key!r}: expected {_type_name(default)} like the profile's {default!r}, "
+                         f"got {value!r}")
+
+
 def split_params(profile: str, stems: list[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Route ``-p`` overrides: ``key`` goes to every notebook that has it, ``stem.key`` to one notebook."""
+    """Route ``-p`` overrides: ``key`` goes to every notebook that has it, ``stem.key`` to one notebook.
+
+    Each value must have the type of the profile's value (:func:`check_param_type`)."""
     entries = get_profile(profile).notebooks
     out: dict[str, dict[str, Any]] = {stem: {} for stem in stems}
     for key, value in params.items():
@@ -217,8 +325,26 @@ def split_params(profile: str, stems: list[str], params: dict[str, Any]) -> dict
         if not targets:
             raise ValueError(f"parameter {key!r} is not a parameter of any notebook run for profile {profile!r}")
         for target in targets:
+            check_param_type(key, value, entries[target][name])
             out[target][name] = value
     return out
+
+
+def select_notebooks(only: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    """The (non-light) book notebooks to run, in ``_toc.yml`` order; ``only`` names stems (an unknown
+    one is a ``ValueError`` naming it)."""
+    notebooks = []
+    for path in toc_notebooks(root or repo_root()):
+        if only and path.stem not in only:
+            continue
+        _, nb = _read_source(path)
+        if not is_light(nb):
+            notebooks.append(path)
+    if only:
+        missing = set(only) - {p.stem for p in notebooks}
+        if missing:
+            raise ValueError(f"--only names notebooks that are not (non-light) book chapters: {sorted(missing)}")
+    return notebooks
 
 
 def run_notebooks(
@@ -235,23 +361,14 @@ def run_notebooks(
     prof = get_profile(profile)
     root = root or repo_root()
     out_dir = build_dir() / "executed" / profile
+    # names and parameter types first: a bad -p value fails before any data is generated or kernel starts
+    notebooks = select_notebooks(only, root)
+    per_notebook = split_params(profile, [p.stem for p in notebooks], params or {})
     if data is None:
         # the embedded synthetic data of the profile, generated once (a stamp makes reruns instant)
         from moero.data.synthetic import ensure_synthetic
 
         ensure_synthetic(build_dir() / "data" / prof.dataset, profile=prof.dataset, seed=0)
-    notebooks = []
-    for path in toc_notebooks(root):
-        if only and path.stem not in only:
-            continue
-        _, nb = _read_source(path)
-        if not is_light(nb):
-            notebooks.append(path)
-    if only:
-        missing = set(only) - {p.stem for p in notebooks}
-        if missing:
-            raise ValueError(f"--only names notebooks that are not (non-light) book chapters: {sorted(missing)}")
-    per_notebook = split_params(profile, [p.stem for p in notebooks], params or {})
     results = []
     bar = tqdm(notebooks, desc=f"notebooks [{profile}]", unit="nb", dynamic_ncols=True)
     for path in bar:
@@ -280,6 +397,16 @@ def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None 
     return out / "_build" / "html"
 
 
+def hide_injected_parameters(nb: Any) -> Any:
+    """Tag papermill's ``injected-parameters`` cell ``remove-cell``, so a page shows one parameters cell
+    (the chapter's own; the values a run used are in its ``provenance.json``)."""
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    return nb
+
+
 def read_notebook(text: str, **kwargs: Any):
     """myst-nb reader for ``notebooks/*.py``: the executed notebook of this source, else the source.
 
@@ -303,6 +430,7 @@ def read_notebook(text: str, **kwargs: Any):
         if meta.get("source_sha256") == sha:
             done = nbformat.read(path, as_version=4)
             done.metadata.setdefault("mystnb", {})["execution_mode"] = "off"
+            hide_injected_parameters(done)
             return done
     title = next((c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source), "?")
     raise RuntimeError(

@@ -3,15 +3,22 @@
 Each example is one ``(file, slice, frame)``. It is read lazily (only the window of adjacent frames
 of one slice, by h5py slicing) and holds:
 
-* ``kspace``: fully sampled k-space of ``frames`` adjacent frames centred on ``frame`` (indices
-  clamped at the ends), complex64 ``(F, C, H, W)``;
-* ``mask``: bool ``(F, H, W)`` drawn by ``mask_sampler.sample((F, H, W), seed)`` with the seed derived
-  from ``(seed, epoch, index)`` only, so every example gets its own draw whichever rank or worker
-  loads it and runs repeat (all ones without a sampler);
+* ``kspace``: fully sampled k-space of ``frames`` frames centred on ``frame``, complex64
+  ``(F, C, H, W)``. Cine windows wrap around the cardiac cycle (``(t + d) mod T``, as PromptMR+
+  does); other time series are clamped at their ends; a file without a time axis repeats its one
+  frame;
+* ``mask``: bool ``(F, H, W)``, the window's frames of ONE whole-series mask ``(T, H, W)`` drawn by
+  ``mask_sampler.sample((T, H, W), seed)`` per ``(file, slice, epoch)`` (seed from
+  :func:`series_seed`, independent of rank, worker and order). A repeated frame therefore carries
+  the identical mask (no k-space copy is seen under two masks), kt-radial rotates with the frame
+  index over the series, and a static file sees one 2-D mask repeated (all ones without a sampler);
 * ``masked_kspace``: ``kspace`` times ``mask``; ``target``: float32 ``(H, W)`` RSS image of the centre
   frame of the fully sampled k-space (reference eq. (1), section 7);
+* ``num_low_frequencies`` (int, with a sampler): the ACS width the mask was drawn with;
 * ``epoch`` (int) and ``meta``: file, slice, frame, frames, centre, vendor, modality, view,
-  pathology, split, mask_kind, acceleration.
+  pathology, split, mask_kind, acceleration, acs and ``r_eff`` (the realised acceleration of the
+  centre frame, ACS included: :func:`moero.physics.masks.effective_acceleration`);
+  :func:`r_eff_summary` aggregates it per mask kind and nominal R.
 
 Augmentation contract: ``augment(example, generator)`` receives the complete example above (with
 the fully sampled ``kspace``, the sampled ``mask`` and the ``target``) and a ``torch.Generator``
@@ -19,7 +26,7 @@ seeded from ``(seed, epoch, index)`` (a stream separate from the mask's); the da
 whatever it returns. An augmentation that changes ``kspace`` must recompute ``masked_kspace`` (and
 ``target`` if it moves the image), as ``moero.augment.DualSpaceAugment`` does.
 
-Bad files raise :class:`moero.data.DataError` (``on_error="raise"``) or are skipped
+Bad files raise :class:`moero.data.readers.DataError` (``on_error="raise"``) or are skipped
 (``on_error="skip"``): listed in :attr:`SliceDataset.skipped` with the reason and announced by a
 warning. Structural problems are found when the index is built; NaN/Inf when a window is read (the
 dataset then returns the next readable example).
@@ -37,10 +44,11 @@ import torch
 from torch.utils.data import Dataset
 
 from moero.data.readers import MANIFEST_NAME, DataError, read_kspace_window, read_manifest, volume_shape
-from moero.physics.fft import fft2c, ifft2c
+from moero.physics.fft import centred_slice, fft2c, ifft2c
+from moero.physics.masks import effective_acceleration
 from moero.physics.sense import apply_mask, rss
 
-__all__ = ["SliceDataset", "example_seed", "adjacent_frames"]
+__all__ = ["SliceDataset", "example_seed", "series_seed", "adjacent_frames", "is_cyclic", "r_eff_summary"]
 
 _SET_SPLIT = {"TrainingSet": "train", "ValidationSet": "val", "TestSet": "test"}
 
@@ -51,10 +59,35 @@ def example_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
     return int(words[0]) << 31 ^ int(words[1])
 
 
-def adjacent_frames(frame: int, count: int, num_frames: int) -> list[int]:
-    """``count`` frame indices centred on ``frame``, clamped to ``[0, num_frames - 1]``."""
+def series_seed(seed: int, epoch: int, file_index: int, slice_index: int) -> int:
+    """Seed of the whole-series mask of ``(file, slice)`` in ``epoch``: one draw shared by all its windows."""
+    return example_seed(seed, epoch, int(file_index) * 65536 + int(slice_index), stream=2)
+
+
+def adjacent_frames(frame: int, count: int, num_frames: int, cyclic: bool = False) -> list[int]:
+    """``count`` frame indices centred on ``frame``: ``(frame + d) mod num_frames`` when ``cyclic``
+    (a cine cardiac cycle), else clamped to ``[0, num_frames - 1]`` (a static file repeats frame 0)."""
     half = count // 2
+    if cyclic:
+        return [(frame + d) % num_frames for d in range(-half, count - half)]
     return [min(max(frame + d, 0), num_frames - 1) for d in range(-half, count - half)]
+
+
+def is_cyclic(record: dict[str, Any]) -> bool:
+    """Whether a file's time axis is a cardiac cycle (cine), whose frame windows wrap around."""
+    name = Path(str(record.get("file", ""))).stem.lower()
+    return str(record.get("modality", "")).lower() == "cine" or name.startswith("cine")
+
+
+def r_eff_summary(metas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, min and max centre-frame ``R_eff`` per ``(mask_kind, acceleration)`` of example metadata."""
+    groups: dict[tuple[str, float], list[float]] = {}
+    for m in metas:
+        groups.setdefault((str(m.get("mask_kind", "")), float(m.get("acceleration", 1.0))), []).append(
+            float(m["r_eff"]))
+    return [{"mask_kind": k, "acceleration": r, "examples": len(v), "r_eff_mean": float(np.mean(v)),
+             "r_eff_min": float(np.min(v)), "r_eff_max": float(np.max(v))}
+            for (k, r), v in sorted(groups.items())]
 
 
 def _crop_or_pad(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -62,9 +95,8 @@ def _crop_or_pad(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     h, w = x.shape[-2:]
     out = x.new_zeros((*x.shape[:-2], *shape))
     sh, sw = min(h, shape[0]), min(w, shape[1])
-    src_h, dst_h = h // 2 - sh // 2, shape[0] // 2 - sh // 2
-    src_w, dst_w = w // 2 - sw // 2, shape[1] // 2 - sw // 2
-    out[..., dst_h : dst_h + sh, dst_w : dst_w + sw] = x[..., src_h : src_h + sh, src_w : src_w + sw]
+    inner = x[..., centred_slice(h, sh), centred_slice(w, sw)]
+    out[..., centred_slice(shape[0], sh), centred_slice(shape[1], sw)] = inner
     return out
 
 
@@ -90,8 +122,9 @@ class SliceDataset(Dataset):
             ``FullSample`` ``.mat`` files, or ``*.h5`` fastMRI files).
         split: keep only these manifest splits (``"train"``, ``"val"``, ``"test-total"``, ``"rare"``,
             ``"fresh"``, or a sequence of them); None keeps all.
-        frames: number of adjacent frames per example (odd; clamped at the ends).
-        mask_sampler: a :class:`moero.masks.MaskSampler` (or anything with ``sample(shape, seed)``).
+        frames: number of adjacent frames per example (odd; cine wraps around the cycle, other
+            series are clamped at the ends).
+        mask_sampler: a :class:`moero.physics.masks.MaskSampler` (or anything with ``sample(shape, seed)``).
         augment: optional ``augment(example, generator) -> example``.
         seed: base seed of the mask and augmentation draws.
         on_error: ``"raise"`` or ``"skip"`` bad files.
@@ -162,9 +195,13 @@ class SliceDataset(Dataset):
                  "view": "", "pathology": "", "split": ""}
                 for p in sorted(self.root.glob("*.h5"))
             ]
-        if (self.root / MANIFEST_NAME).is_file():
+        try:
+            rows = read_manifest(self.root)  # manifest.csv, else the layout index of a real CMRxRecon2025 tree
+        except DataError:
+            rows = None
+        if rows is not None:
             out = []
-            for row in read_manifest(self.root):
+            for row in rows:
                 rec = {k: row.get(k, "") for k in ("centre", "vendor", "modality", "subject", "view", "pathology",
                                                     "split")}
                 rec.update(path=self.root / row["file"], file=row["file"])
@@ -190,7 +227,8 @@ class SliceDataset(Dataset):
         return int(self._offsets[-1])
 
     def set_epoch(self, epoch: int) -> None:
-        """Mask and augmentation draws depend on ``(seed, epoch, index)``; call once per epoch."""
+        """Mask draws depend on ``(seed, epoch, file, slice)``, augmentation draws on ``(seed, epoch, index)``;
+        call once per epoch."""
         self.epoch = int(epoch)
 
     def locate(self, index: int) -> tuple[int, int, int]:
@@ -220,20 +258,26 @@ class SliceDataset(Dataset):
 
     def _example(self, index: int, f: int, z: int, t: int) -> dict[str, Any]:
         rec = self.records[f]
-        window = adjacent_frames(t, self.frames, rec["num_frames"])
+        window = adjacent_frames(t, self.frames, rec["num_frames"], cyclic=is_cyclic(rec))
         kspace = read_kspace_window(rec["path"], z, window, self.fmt, rec["key"])  # (F, C, H, W)
         if self.shape is not None:
             kspace = fft2c(_crop_or_pad(ifft2c(kspace), self.shape))
         f_count, _, h, w = kspace.shape
         meta = {k: rec[k] for k in ("file", "centre", "vendor", "modality", "view", "pathology", "split")}
         meta.update(slice=z, frame=t, frames=window)
+        extra: dict[str, Any] = {}
         if self.mask_sampler is not None:
-            mask, info = self.mask_sampler.sample((f_count, h, w), example_seed(self.seed, self.epoch, index))
-            mask = mask.to(torch.bool)
+            # one mask for the whole series of this (file, slice, epoch), indexed by the window
+            series, info = self.mask_sampler.sample((rec["num_frames"], h, w), series_seed(self.seed, self.epoch, f, z))
+            mask = series.to(torch.bool)[window]
             meta.update(mask_kind=str(info.get("kind", "")), acceleration=float(info.get("acceleration", 1)))
+            if "acs" in info:
+                meta["acs"] = int(info["acs"])
+                extra["num_low_frequencies"] = int(info["acs"])
         else:
             mask = torch.ones((f_count, h, w), dtype=torch.bool)
             meta.update(mask_kind="full", acceleration=1.0)
+        meta["r_eff"] = float(effective_acceleration(mask[self.frames // 2]))
         example = {
             "kspace": kspace,
             "mask": mask,
@@ -241,6 +285,7 @@ class SliceDataset(Dataset):
             "target": rss(ifft2c(kspace[self.frames // 2])).to(torch.float32),
             "epoch": self.epoch,
             "meta": meta,
+            **extra,
         }
         if self.augment is not None:
             gen = torch.Generator().manual_seed(example_seed(self.seed, self.epoch, index, stream=1))

@@ -3,14 +3,14 @@
 Every reader returns the package convention ``(T, Z, C, H=readout, W=phase)`` (reference section 6):
 
 * CMRxRecon2025: MATLAB ``(nx, ny, nc, nz, nt)``, which h5py reads reversed as ``(nt, nz, nc, ny, nx)``;
-  we swap the last two axes (:func:`moero.matfile.h5_to_package`). Files without a time axis
+  we swap the last two axes (:func:`moero.data.matfile.h5_to_package`). Files without a time axis
   (BlackBlood, T1w, T2w, LGE here) are MATLAB ``(nx, ny, nc, nz)`` and get ``T = 1``. Masks, MATLAB
   ``(nx, ny)`` or ``(nx, ny, nt)``, become ``(T, H, W)`` booleans.
 * fastMRI: ``kspace`` is ``(slices, coils, H, W)`` (or ``(slices, H, W)`` single coil), already
   row-major in our order, so it becomes ``(1, slices, coils, H, W)``.
 
-Bad input (missing key, wrong dtype or rank, truncated or non-HDF5 file, NaN/Inf, a mask that does
-not match ``kus``) raises :class:`DataError`, a ``ValueError`` that names the file and the key.
+Bad input (missing key, wrong dtype or rank, a zero-size axis, truncated or non-HDF5 file, NaN/Inf, a
+mask that does not match ``kus``) raises :class:`DataError`, a ``ValueError`` that names the file and the key.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def _check_kspace_dataset(f: h5py.File, path: Path, key: str, ranks: Sequence[in
         raise DataError(path, key, f"expected complex k-space (compound real/imag), got dtype {ds.dtype}")
     if ds.ndim not in ranks:
         raise DataError(path, key, f"expected {' or '.join(map(str, ranks))} dimensions, got shape {ds.shape}")
+    if 0 in ds.shape:  # T or Z = 0 would drop the file silently, H or C = 0 fail inside the FFT
+        raise DataError(path, key, f"has a zero-size axis: shape {ds.shape} (h5py order)")
     return ds
 
 
@@ -171,6 +173,8 @@ def _read_mask(f: h5py.File, path: Path, kshape: tuple[int, ...]) -> torch.Tenso
         raw = ds[()]
     except (OSError, ValueError) as err:
         raise DataError(path, "mask", f"could not read the data: {err}") from None
+    if 0 in np.shape(raw):
+        raise DataError(path, "mask", f"has a zero-size axis: shape {np.shape(raw)} (h5py order)")
     mask = h5_to_package(np.asarray(raw)) != 0
     t, _, _, h, w = kshape
     if mask.ndim == 2:
@@ -266,19 +270,39 @@ def read_kspace_window(
 
 
 def read_manifest(root: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``<root>/manifest.csv`` (file paths relative to ``root``; ints converted)."""
+    """Rows of ``<root>/manifest.csv`` (file paths relative to ``root``; ints converted).
+
+    A value that is not a non-negative integer in an integer column is a :class:`DataError` naming the
+    file, the row (1 = the header) and the column.
+
+    A tree without ``manifest.csv`` (a real CMRxRecon2025 download) is indexed from its folder layout
+    instead: the fully sampled files of :func:`moero.data.layout.layout_index` (cached in the root).
+    """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
-        raise DataError(path, None, "no manifest.csv in this dataset root")
+        from moero.data.layout import manifest_rows  # the layout index imports nothing from here
+
+        rows = manifest_rows(root) if Path(root).is_dir() else []
+        if not rows:
+            raise DataError(path, None, "no manifest.csv in this dataset root, and no FullSample .mat file in "
+                            "the CMRxRecon2025 layout MultiCoil/<Modality>/<Set>/FullSample/<Center>/<Vendor>/<Pnnn>/")
+        return rows
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     required = {"file", "subject", "centre", "vendor", "modality", "view", "pathology", "split"}
     if rows and not required <= set(rows[0]):
         raise DataError(path, None, f"manifest lacks columns {sorted(required - set(rows[0]))}")
-    for row in rows:
+    for number, row in enumerate(rows, start=2):
         for col in ("frames", "slices", "coils", "readout", "phase"):
-            if row.get(col, "") not in ("", None):
-                row[col] = int(row[col])
+            value = row.get(col, "")
+            if value in ("", None):
+                continue
+            try:
+                row[col] = int(str(value).strip())
+            except ValueError:
+                raise DataError(path, None, f"row {number}, column {col!r}: {value!r} is not an integer") from None
+            if row[col] < 0:
+                raise DataError(path, None, f"row {number}, column {col!r}: {row[col]} is negative")
     return rows
 
 

@@ -66,7 +66,7 @@ def balance_weights(
 class BalancedSampler(Sampler[int]):
     """Indices of a dataset with file ``i`` drawn ``w_i`` times (eq. (10)), shuffled per epoch, split over ranks.
 
-    ``data``: a :class:`moero.dataset.SliceDataset` (its ``file_records()`` and ``example_file``) or a
+    ``data``: a :class:`moero.data.dataset.SliceDataset` (its ``file_records()`` and ``example_file``) or a
     sequence of per-item dicts (one item per file). Each epoch's order is a permutation seeded by
     ``(seed, epoch)`` (call :meth:`set_epoch`), padded by wrapping to a multiple of ``num_replicas``;
     rank ``r`` takes every ``num_replicas``-th index from ``r``, as ``DistributedSampler`` does.

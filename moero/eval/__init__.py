@@ -6,9 +6,12 @@ Each name below lives in the module named in its import; import from there insid
 from __future__ import annotations
 
 from moero.eval.evaluate import (
+    FASTMRI_CROP,
     TEST_SPLITS,
+    CGSense,
     ZeroFilled,
     evaluate,
+    evaluate_fastmri,
     protocol_indices,
     write_tables,
 )
@@ -24,6 +27,7 @@ from moero.eval.metrics import (
     matlab_round,
     nmse,
     normalize_percentile,
+    official_group_scores,
     protocol_crop_size,
     psnr,
     score_images,
@@ -43,8 +47,24 @@ from moero.eval.specialisation import (
     trace_routing,
     usage_over_training,
 )
+from moero.eval.submission import (
+    RANKING_KEY,
+    ground_truth_name,
+    img4ranking,
+    load_img4ranking,
+    ranking_images,
+    ranking_selection,
+    save_img4ranking,
+    score_submission,
+    truth_img4ranking,
+    write_submission_tables,
+)
 from moero.eval.tables import (
+    PAPER_PREFIX,
     Table,
+    column_header,
+    format_value,
+    parse_cell,
 )
 
 __all__ = [
@@ -65,14 +85,22 @@ __all__ = [
     "cmrxrecon_score",
     "split_aggregates",
     "group_means",
+    "official_group_scores",
     "SINGLE_IMAGE_MODALITIES",
     "ALL_FRAME_MODALITIES",
     "ALL_SLICE_MODALITIES",
     "Table",
+    "PAPER_PREFIX",
+    "column_header",
+    "format_value",
+    "parse_cell",
     "TEST_SPLITS",
     "ZeroFilled",
+    "CGSense",
     "protocol_indices",
     "evaluate",
+    "evaluate_fastmri",
+    "FASTMRI_CROP",
     "write_tables",
     "expert_usage",
     "usage_over_training",
@@ -81,4 +109,14 @@ __all__ = [
     "trace_routing",
     "fit_sensitivity_codebook",
     "sensitivity_histograms",
+    "RANKING_KEY",
+    "ranking_selection",
+    "img4ranking",
+    "truth_img4ranking",
+    "save_img4ranking",
+    "load_img4ranking",
+    "ranking_images",
+    "ground_truth_name",
+    "score_submission",
+    "write_submission_tables",
 ]

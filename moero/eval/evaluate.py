@@ -15,8 +15,14 @@ import torch
 from torch import nn
 
 from moero.eval.metrics import central_slices, group_means, score_images, selected_frames, split_aggregates
+from moero.models.io import ReconOutput
+from moero.physics.coils import estimate_maps_lowres
+from moero.physics.fft import ifft2c
+from moero.physics.recon import cg_sense
+from moero.physics.sense import rss
 
-__all__ = ["TEST_SPLITS", "ZeroFilled", "protocol_indices", "evaluate", "write_tables"]
+__all__ = ["TEST_SPLITS", "ZeroFilled", "CGSense", "protocol_indices", "evaluate", "evaluate_fastmri", "FASTMRI_CROP",
+           "write_tables"]
 
 TEST_SPLITS = ("test-total", "rare", "fresh")
 
@@ -24,11 +30,9 @@ TEST_SPLITS = ("test-total", "rare", "fresh")
 class ZeroFilled(nn.Module):
     """The zero-filled reference: RSS of the inverse FFT of the centre frame's masked k-space."""
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from moero.physics.fft import ifft2c
-        from moero.physics.sense import rss
-
-        return rss(ifft2c(masked_kspace[:, masked_kspace.shape[1] // 2]), dim=1)
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: Any = None) -> ReconOutput:
+        image = rss(ifft2c(masked_kspace[:, masked_kspace.shape[1] // 2]), dim=1)
+        return ReconOutput(image, image.new_zeros(()))
 
 
 def protocol_indices(dataset: Any) -> list[int]:
@@ -51,8 +55,12 @@ def evaluate(
     model: nn.Module, dataset: Any, device: str | torch.device = "cpu", progress: bool = True,
     max_files: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per-file, per-group and per-split official metrics of ``model`` on a ``SliceDataset``."""
+    """Per-file, per-group and per-split official metrics of ``model`` on a ``SliceDataset``
+    (fastMRI folders: :func:`evaluate_fastmri`)."""
     from tqdm import tqdm
+
+    if getattr(dataset, "fmt", "") == "fastmri":
+        return evaluate_fastmri(model, dataset, device, progress, max_files)
 
     from moero.models.io import collate_examples, model_inputs, output_parts
 
@@ -66,8 +74,8 @@ def evaluate(
     for i in tqdm(indices, desc="eval", disable=not progress, mininterval=10.0, ncols=100):
         f = dataset.locate(i)[0]
         batch = collate_examples([dataset[i]])
-        args, kwargs = model_inputs(model, {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                                            for k, v in batch.items()}, acs)
+        args, kwargs = model_inputs({k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                     for k, v in batch.items()}, acs)
         out = model(*args, **kwargs)
         image, _ = output_parts(out)
         scores = score_images(batch["target"].to(device).float(), image.float())
@@ -80,6 +88,69 @@ def evaluate(
                       **{m: sum(r[m] for r in rows) / len(rows) for m in ("ssim", "psnr", "nmse")}})
     if not files:
         raise ValueError("evaluate: the dataset holds no example the protocol scores")
+    splits = split_aggregates(files)
+    return {"files": files, **group_means(files), "splits": [{"split": k, **v} for k, v in splits.items()]}
+
+
+FASTMRI_CROP = (320, 320)
+
+
+def _fastmri_targets(path: str | Path) -> torch.Tensor | None:
+    """The file's ``reconstruction_rss`` (slices, 320, 320) as float64, or None when it has none."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return torch.from_numpy(f["reconstruction_rss"][()]).double() if "reconstruction_rss" in f else None
+
+
+@torch.no_grad()
+def evaluate_fastmri(
+    model: nn.Module, dataset: Any, device: str | torch.device = "cpu", progress: bool = True, max_files: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
+    """fastMRI's conventions (its ``evaluate.py``) on a fastMRI folder: every slice is scored; the target
+    is the file's ``reconstruction_rss`` when it has one (else the RSS of the fully sampled k-space,
+    centre-cropped to 320 x 320 or less), the reconstruction is centre-cropped to the target's size;
+    the data range is the maximum of the whole target volume; SSIM (7x7 uniform window, as
+    scikit-image) is the mean over slices, PSNR and NMSE are taken over the whole volume."""
+    from tqdm import tqdm
+
+    from moero.eval.metrics import center_crop, ssim
+    from moero.models.io import collate_examples, model_inputs, output_parts
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    acs = int(getattr(getattr(dataset, "mask_sampler", None), "acs", 20))
+    indices = [i for i in range(len(dataset)) if not max_files or dataset.locate(i)[0] < max_files]
+    targets: dict[int, torch.Tensor | None] = {}
+    pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for i in tqdm(indices, desc="eval fastMRI", disable=not progress, mininterval=10.0, ncols=100):
+        f, z, _ = dataset.locate(i)
+        if f not in targets:
+            targets[f] = _fastmri_targets(dataset.records[f]["path"])
+        batch = collate_examples([dataset[i]])
+        args, kwargs = model_inputs({k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                     for k, v in batch.items()}, acs)
+        image = output_parts(model(*args, **kwargs))[0][0].double().cpu()
+        stored = targets[f]
+        if stored is not None:
+            target = stored[z]
+        else:
+            target = batch["target"][0].double()
+            target = center_crop(target, tuple(min(c, n) for c, n in zip(FASTMRI_CROP, target.shape, strict=True)))
+        pairs.setdefault(f, []).append((target, center_crop(image, tuple(target.shape))))
+    files = []
+    for f, rows in sorted(pairs.items()):
+        gt = torch.stack([t for t, _ in rows])
+        pred = torch.stack([p for _, p in rows])
+        maxval = gt.max()
+        mse = (gt - pred).pow(2).mean()
+        rec = dataset.records[f]
+        files.append({**{k: rec.get(k, "") for k in ("file", "modality", "centre", "vendor", "pathology", "split")},
+                      "images": len(rows), "ssim": float(ssim(gt, pred, maxval).mean()),
+                      "psnr": float(10 * torch.log10(maxval**2 / mse)),
+                      "nmse": float((gt - pred).pow(2).sum() / gt.pow(2).sum())})
+    if not files:
+        raise ValueError("evaluate: the fastMRI folder holds no slice")
     splits = split_aggregates(files)
     return {"files": files, **group_means(files), "splits": [{"split": k, **v} for k, v in splits.items()]}
 
@@ -101,7 +172,17 @@ def write_tables(results: dict[str, list[dict[str, Any]]], out: str | Path, labe
     return written
 
 
+class CGSense(nn.Module):
+    """The CG-SENSE reference (eq. (1)): low-resolution ACS maps, ``iters`` CG iterations with Tikhonov ``lam``
+    on the centre frame; returns the magnitude ``(B, H, W)``."""
 
+    def __init__(self, iters: int = 10, lam: float = 1e-2) -> None:
+        super().__init__()
+        self.iters, self.lam = int(iters), float(lam)
 
-
-
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: Any = None) -> ReconOutput:
+        centre = masked_kspace.shape[1] // 2
+        kspace, m = masked_kspace[:, centre], mask[:, centre]
+        maps = torch.stack([estimate_maps_lowres(kspace[b], m[b]) for b in range(kspace.shape[0])])
+        image = cg_sense(kspace, maps, m.unsqueeze(1), self.iters, self.lam).abs()
+        return ReconOutput(image, image.new_zeros(()))

@@ -12,13 +12,18 @@ Conventions (stated once; ``book/conventions.md`` explains them):
   image (the official protocol's choice after normalisation).
 * :class:`SSIMLoss` is the differentiable training loss ``1 - SSIM`` (7x7 window, uniform or
   Gaussian), in the input's dtype.
-* :func:`cmrxrecon_score` is the official CMRxRecon2025 protocol: magnitude images, central two
-  slices (all if fewer than 3, and all for T1rho and LGE, as the challenge's 2025 script does),
-  frames by modality (every weighting for Mapping, one image for BlackBlood/T1w/T2w, else the
-  first three, T1rho included), centre crop ``round(nx/3) x round(ny/2)`` where
+* :func:`cmrxrecon_score` is the official CMRxRecon2025 protocol (``run4Ranking_2025.m`` of the
+  challenge's MATLAB code, ``evaluation-2025/Evaluation.py`` and ``Val_Score2025.py``): magnitude
+  images, the central two slices of every modality (LGE and T1rho included; all slices if fewer
+  than 3; MATLAB rounding), frames by modality (every frame for Mapping and T1rho, one image for
+  BlackBlood/T1w/T2w, else the first three), centre crop ``round(nx/3) x round(ny/2)`` where
   ``nx`` is the readout size (our ``H``) and ``ny`` the phase-encode size (our ``W``), each 2-D image
   divided by its own 99.5th-percentile magnitude, PSNR/SSIM with ``data_range`` = the normalised
-  target's maximum, NMSE ``||gt - pred||^2 / ||gt||^2``; mean per file, then per centre/vendor.
+  target's maximum, NMSE ``||gt - pred||^2 / ||gt||^2``; mean per file, then per centre/vendor,
+  and the official adjusted group means (:func:`official_group_scores`: per (Center, Manufacturer)
+  and per disease). ``evaluation_py_order=True`` reproduces the argument order through which the
+  official ``Val_Score2025.py`` calls ``Evaluation.calmetric`` (4-D files: the prediction's maximum
+  sets the data range and ``||pred||^2`` the NMSE denominator); our tables use the target.
   :func:`split_aggregates` gives the total / rare / fresh columns of the paper's Tab. 2.
 """
 
@@ -31,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from moero.physics.fft import centre_crop
 
 __all__ = [
     "ssim",
@@ -50,6 +57,7 @@ __all__ = [
     "cmrxrecon_score",
     "split_aggregates",
     "group_means",
+    "official_group_scores",
     "SINGLE_IMAGE_MODALITIES",
     "ALL_FRAME_MODALITIES",
     "ALL_SLICE_MODALITIES",
@@ -57,8 +65,9 @@ __all__ = [
 
 K1, K2 = 0.01, 0.03
 SINGLE_IMAGE_MODALITIES = frozenset({"blackblood", "t1w", "t2w"})  # no time axis: one image per slice
-ALL_FRAME_MODALITIES = frozenset({"mapping", "t1map", "t2map"})  # every weighting counts
-ALL_SLICE_MODALITIES = frozenset({"t1rho", "lge"})  # the 2025 script scores every slice of these
+# every frame counts: run4Ranking_2025.m's ``isMapping || isT1rho``
+ALL_FRAME_MODALITIES = frozenset({"mapping", "t1map", "t2map", "t2smap", "t1mappost", "t1rho"})
+ALL_SLICE_MODALITIES: frozenset[str] = frozenset()  # none: the 2025 script takes the central two of every modality
 CINE_LIKE_FRAMES = 3  # cine, LGE, flow, perfusion, ...: the first three frames
 
 
@@ -201,9 +210,11 @@ def _modality_key(modality: str | None) -> str:
 
 
 def central_slices(num_slices: int, modality: str | None = None) -> list[int]:
-    """The official slice selection: all slices if fewer than 3 (or for T1rho and LGE), else the central two.
+    """The official slice selection of ``run4Ranking_2025.m``, the same for every modality (LGE and T1rho
+    included): all slices if fewer than 3, else the central two.
 
     MATLAB: ``(round(nz/2) - 1):round(nz/2)`` (1-based), i.e. 0-based ``round(nz/2) - 2`` and ``- 1``.
+    ``modality`` is accepted for symmetry with :func:`selected_frames` and does not change the result.
     """
     if num_slices < 1:
         raise ValueError(f"num_slices must be >= 1, got {num_slices}")
@@ -214,8 +225,9 @@ def central_slices(num_slices: int, modality: str | None = None) -> list[int]:
 
 
 def selected_frames(modality: str, num_frames: int) -> list[int]:
-    """Frames the official protocol scores: every weighting for Mapping (T1map/T2map), the single image
-    of BlackBlood/T1w/T2w, else (cine, flow, LGE, perfusion, T1rho, ...) the first 3 (all if fewer)."""
+    """Frames ``run4Ranking_2025.m`` scores: the single image of BlackBlood/T1w/T2w, every frame for
+    Mapping (T1map/T2map/T2smap/T1mappost) and T1rho, else (cine, flow, LGE, perfusion, ...) the first 3
+    (all if fewer)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     key = _modality_key(modality)
@@ -236,12 +248,7 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     This is the official ``crop.m``: 1-based ``floor(n/2) + 1 + ceil(-c/2) : floor(n/2) + ceil(c/2)``.
     """
-    h, w = x.shape[-2:]
-    ch, cw = size
-    if not (0 < ch <= h and 0 < cw <= w):
-        raise ValueError(f"crop size {size} does not fit images {h}x{w}")
-    top, left = h // 2 - ch // 2, w // 2 - cw // 2
-    return x[..., top : top + ch, left : left + cw]
+    return centre_crop(x, size)
 
 
 def normalize_percentile(images: torch.Tensor, q: float = 99.5) -> torch.Tensor:
@@ -253,17 +260,25 @@ def normalize_percentile(images: torch.Tensor, q: float = 99.5) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_images(target: torch.Tensor, prediction: torch.Tensor, crop: bool = True) -> dict[str, torch.Tensor]:
+def score_images(target: torch.Tensor, prediction: torch.Tensor, crop: bool = True,
+                 reference: str = "target") -> dict[str, torch.Tensor]:
     """Per-image official metrics of magnitude images ``(N, H, W)``: crop, normalise, SSIM/PSNR/NMSE.
 
-    Returns tensors ``(N,)`` under ``ssim``, ``psnr``, ``nmse``.
+    ``reference``: the image whose normalised maximum sets the data range and whose energy is the NMSE
+    denominator, ``"target"`` (ours) or ``"prediction"`` (what ``Evaluation.calmetric`` does for 4-D
+    files when ``Val_Score2025.py`` passes the ground truth first). Returns tensors ``(N,)`` under
+    ``ssim``, ``psnr``, ``nmse``.
     """
+    if reference not in ("target", "prediction"):
+        raise ValueError(f"reference must be 'target' or 'prediction', got {reference!r}")
     if target.shape != prediction.shape:
         raise ValueError(f"target {tuple(target.shape)} and prediction {tuple(prediction.shape)} differ")
     if crop:
         size = protocol_crop_size(*target.shape[-2:])
         target, prediction = center_crop(target, size), center_crop(prediction, size)
     gt, pred = normalize_percentile(target), normalize_percentile(prediction)
+    if reference == "prediction":  # SSIM and the MSE are symmetric: only the range and the denominator move
+        gt, pred = pred, gt
     rng = gt.amax(dim=(-2, -1))
     return {"ssim": ssim(gt, pred, rng), "psnr": psnr(gt, pred, rng), "nmse": nmse(gt, pred)}
 
@@ -284,11 +299,21 @@ def select_protocol_images(volume: torch.Tensor, modality: str) -> torch.Tensor:
     return volume[frames][:, slices].reshape(-1, *volume.shape[-2:])
 
 
-def score_volume(target: torch.Tensor, prediction: torch.Tensor, modality: str) -> dict[str, float]:
-    """Official metrics of one file: the mean over its selected, cropped, normalised images."""
+def score_volume(target: torch.Tensor, prediction: torch.Tensor, modality: str,
+                 evaluation_py_order: bool = False) -> dict[str, float]:
+    """Official metrics of one file: the mean over its selected, cropped, normalised images.
+
+    ``evaluation_py_order``: files that ``run4Ranking_2025.m`` saves as 4-D (more than one frame
+    selected) take the prediction as the data-range / NMSE reference, as the official scripts end up
+    doing (see the module doc); 3-D files keep the target.
+    """
     if target.shape != prediction.shape:
         raise ValueError(f"target {tuple(target.shape)} and prediction {tuple(prediction.shape)} differ")
-    scores = score_images(select_protocol_images(target, modality), select_protocol_images(prediction, modality))
+    num_frames = 1 if target.ndim == 3 else target.shape[0]
+    four_d = len(selected_frames(modality, num_frames)) > 1
+    reference = "prediction" if evaluation_py_order and four_d else "target"
+    scores = score_images(select_protocol_images(target, modality), select_protocol_images(prediction, modality),
+                          reference=reference)
     out = {k: float(v.mean()) for k, v in scores.items()}
     out["images"] = int(scores["ssim"].numel())
     return out
@@ -299,14 +324,17 @@ def _mean_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dic
 
 
 def cmrxrecon_score(
-    volumes: Iterable[Mapping[str, Any]], group_keys: Sequence[str] = ("centre", "vendor")
+    volumes: Iterable[Mapping[str, Any]], group_keys: Sequence[str] = ("centre", "vendor"),
+    evaluation_py_order: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Score volumes by the official CMRxRecon2025 protocol (reference section 7).
 
     Each item holds ``target`` and ``prediction`` (magnitude or complex, ``(T, Z, H, W)`` or
-    ``(Z, H, W)``), ``modality`` and metadata (``file``, ``centre``, ``vendor``, ``split``, ...).
-    Returns ``{"files": one row per file, "groups": mean over files per (centre, vendor),
-    "overall": [mean over all files]}``; metric columns ``ssim``, ``psnr``, ``nmse``.
+    ``(Z, H, W)``), ``modality`` and metadata (``file``, ``centre``, ``vendor``, ``split``,
+    ``diseases``, ...). Returns ``{"files": one row per file, "groups": mean over files per (centre,
+    vendor), "overall": [mean over all files], "official_groups": the adjusted means of
+    ``Val_Score2025.py`` per (centre, vendor), "official_diseases": the same per disease}``; metric
+    columns ``ssim``, ``psnr``, ``nmse``. ``evaluation_py_order``: see :func:`score_volume`.
     """
     files: list[dict[str, Any]] = []
     for i, item in enumerate(volumes):
@@ -314,11 +342,61 @@ def cmrxrecon_score(
             if key not in item:
                 raise ValueError(f"cmrxrecon_score: volume {i} ({item.get('file', '?')}) lacks key {key!r}")
         row = {k: v for k, v in item.items() if k not in ("target", "prediction")}
-        row.update(score_volume(item["target"], item["prediction"], item["modality"]))
+        row.update(score_volume(item["target"], item["prediction"], item["modality"], evaluation_py_order))
         files.append(row)
     if not files:
         raise ValueError("cmrxrecon_score: no volumes given")
-    return {"files": files, **group_means(files, group_keys)}
+    return {"files": files, **group_means(files, group_keys),
+            "official_groups": official_group_scores(files, group_keys),
+            "official_diseases": official_group_scores(files, ("disease",))}
+
+
+def _diseases(row: Mapping[str, Any]) -> list[str]:
+    """The patient's disease entries (``Disease1..4`` of the challenge sheet), spaces -> ``_``, commas
+    stripped, as ``Val_Score2025.py`` (TaskR2) keys them."""
+    value = row.get("diseases", row.get("disease"))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    entries = [value] if isinstance(value, str) else list(value)
+    return [str(e).strip().replace(" ", "_").replace(",", "") for e in entries if str(e).strip()]
+
+
+def official_group_scores(
+    file_rows: Sequence[Mapping[str, Any]],
+    group_keys: Sequence[str] = ("centre", "vendor"),
+    expected: Mapping[tuple[Any, ...], int] | None = None,
+    metrics: Sequence[str] = ("ssim", "psnr", "nmse"),
+) -> list[dict[str, Any]]:
+    """The group scores of the official ``Val_Score2025.py``, one row per group (sorted).
+
+    ``group_keys == ("disease",)`` groups by disease (TaskR2): a file counts once for each of its
+    patient's diseases (:func:`_diseases`). Per group with ``n`` scored files of ``N`` expected
+    (``expected[key]``, default ``n``): ``PSNR = sum / N`` and ``SSIM = sum / N`` (missing files count
+    0), ``NMSE = mean * (2 - n / N)``. The scripts stop at the group level; a mean over groups, if
+    wanted, is the caller's choice.
+    """
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in file_rows:
+        if tuple(group_keys) == ("disease",):
+            for disease in _diseases(row):
+                groups.setdefault((disease,), []).append(row)
+        else:
+            groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
+    out = []
+    for key, rows in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        n = len(rows)
+        total = n if expected is None else int(expected.get(key, n))
+        if total < n:
+            raise ValueError(f"official_group_scores: expected[{key!r}] = {total} < {n} scored files")
+        row_out: dict[str, Any] = {**dict(zip(group_keys, key, strict=True)), "files": n, "expected": total}
+        for m in metrics:
+            values = [float(r[m]) for r in rows]
+            if m == "nmse":
+                row_out[m] = sum(values) / n * (2 - n / total)
+            else:
+                row_out[m] = sum(values) / total
+        out.append(row_out)
+    return out
 
 
 def group_means(

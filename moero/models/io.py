@@ -1,23 +1,26 @@
-"""The model I/O contract shared by the trainer, the evaluator and the benchmarks.
+"""The model I/O contract shared by the trainer, the evaluator, the benchmarks and the book.
 
-A reconstruction model (:class:`ReconModel`) is called as ``model(masked_kspace, mask,
-num_low_frequencies=None)`` with complex ``(B, F, C, H, W)`` k-space and returns an object with
-``image`` ``(B, H, W)`` and ``vq_loss`` (a scalar; 0 without VQ). It may define
-``after_backward(process_group)`` (called once per step after ``backward``: Moero syncs its experts
-there) and ``ddp_ignored_parameters()``. Batches are dicts collated by :func:`collate_examples`.
+Every reconstruction model is a :class:`ReconModel`: called as ``model(masked_kspace, mask,
+num_low_frequencies=None)`` with complex ``(B, F, C, H, W)`` k-space and a ``(B, F|1, H|1, W)`` mask,
+it returns a :class:`ReconOutput` (or a subclass) with ``image`` ``(B, H, W)`` and ``vq_loss`` (a
+scalar, 0 without VQ). Optional hooks, used when present: ``after_backward(step)``,
+``ddp_ignored_parameters()``, ``set_epoch(epoch)``, ``routing_state()``,
+``set_gradient_checkpointing(flag)`` and the flag ``handles_vq_sync``. Batches are dicts collated by
+:func:`collate_examples`; per-example metadata (file, centre, vendor, ...) sits under ``batch["meta"]``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 __all__ = [
+    "ReconOutput",
+    "ReconModel",
     "collate_examples",
     "example_meta",
     "batch_to_device",
@@ -25,6 +28,22 @@ __all__ = [
     "output_parts",
     "set_gradient_checkpointing",
 ]
+
+
+@dataclass
+class ReconOutput:
+    """What every model returns: the reconstructed magnitude image and its VQ commitment loss."""
+
+    image: torch.Tensor  # (B, H, W) real
+    vq_loss: torch.Tensor  # scalar; 0 without VQ
+
+
+@runtime_checkable
+class ReconModel(Protocol):
+    """A reconstruction network of the package (PromptMR+, VQ-Prompt, Moero, the reference recons)."""
+
+    def __call__(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                 num_low_frequencies: int | torch.Tensor | None = None) -> ReconOutput: ...
 
 
 # ---------------------------------------------------------------------------- batches
@@ -50,13 +69,10 @@ def collate_examples(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_META_KEYS = ("metadata", "meta", "attrs")
-
-
 def example_meta(batch: Mapping[str, Any], key: str, i: int = 0, default: Any = None) -> Any:
-    """The value of metadata ``key`` for example ``i`` of a collated batch (top level or nested)."""
-    holders = [batch] + [batch[k] for k in _META_KEYS if isinstance(batch.get(k), Mapping)]
-    for holder in holders:
+    """The value of metadata ``key`` for example ``i`` of a collated batch (under ``batch["meta"]``)."""
+    holder = batch.get("meta")
+    if isinstance(holder, Mapping):
         if key in holder:
             value = holder[key]
             if isinstance(value, torch.Tensor):
@@ -71,48 +87,33 @@ def batch_to_device(batch: dict[str, Any], device: torch.device) -> dict[str, An
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def model_inputs(
-    model: nn.Module, batch: Mapping[str, Any], acs: int = 20
-) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
-    """Positional and keyword inputs of ``model`` for a collated batch: ``(masked_kspace, mask)``, plus
-    ``num_low_frequencies`` (ACS width) for models whose forward takes it, when the batch carries it or
-    when a mask does not sample the whole centre line (kt-radial: an ``acs x acs`` square), where the
-    model cannot measure it; then ``acs``."""
+def model_inputs(batch: Mapping[str, Any], acs: int = 20) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+    """The :class:`ReconModel` inputs of a collated batch: ``(masked_kspace, mask)`` and the keyword
+    ``num_low_frequencies`` (ACS width): the batch's own value when it carries one, ``acs`` when a mask
+    does not sample the whole centre line (kt-radial: an ``acs x acs`` square) so that the model cannot
+    measure it, else None (the model measures the central run of lines)."""
     args = (batch["masked_kspace"], batch["mask"])
-    forward = getattr(model, "forward", None)
-    if forward is None or "num_low_frequencies" not in inspect.signature(forward).parameters:
-        return args, {}
     given = example_meta(batch, "num_low_frequencies", 0, default=None)
     if given is not None:
-        return args, {"num_low_frequencies": batch.get("num_low_frequencies", given)}
+        return args, {"num_low_frequencies": given}
     mask = batch["mask"]
     centre = mask[..., mask.shape[-1] // 2].reshape(mask.shape[0], -1)
     if bool((centre > 0).all()):
-        return args, {}
+        return args, {"num_low_frequencies": None}
     return args, {"num_low_frequencies": max(1, min(acs, mask.shape[-1]))}
 
 
-def output_parts(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(image, vq_loss)`` from a model output: an object/dict with ``image`` (and ``vq_loss``) or a tensor."""
-    if isinstance(out, torch.Tensor):
-        return out, None
-    if isinstance(out, Mapping):
-        return out["image"], out.get("vq_loss")
-    return out.image, getattr(out, "vq_loss", None)
+def output_parts(out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(image, vq_loss)`` of a :class:`ReconOutput`; a ``TypeError`` names anything else."""
+    if not isinstance(out, ReconOutput):
+        raise TypeError(f"a model must return a ReconOutput (image, vq_loss), got {type(out).__name__}")
+    return out.image, out.vq_loss
 
 
 def set_gradient_checkpointing(model: nn.Module, enabled: bool) -> None:
-    """Pass the switch to the model: ``set_gradient_checkpointing(flag)``, a frozen dataclass ``config``
-    with a ``checkpoint`` field (``moero.models``), or a ``gradient_checkpointing`` attribute."""
+    """Switch the model's gradient checkpointing through its ``set_gradient_checkpointing`` hook; a model
+    without the hook can only run without it (the error names the config field)."""
     if hasattr(model, "set_gradient_checkpointing"):
-        model.set_gradient_checkpointing(enabled)
-        return
-    config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config) and "checkpoint" in {f.name for f in dataclasses.fields(config)}:
-        model.config = dataclasses.replace(config, checkpoint=bool(enabled))
-        return
-    if hasattr(model, "gradient_checkpointing"):
-        model.gradient_checkpointing = bool(enabled)
-        return
-    if enabled:
+        model.set_gradient_checkpointing(bool(enabled))
+    elif enabled:
         raise ValueError(f"config field 'gradient_checkpointing': {type(model).__name__} has no checkpointing switch")

@@ -2,7 +2,7 @@
 
 Every expert is a full PromptMR+ cascade (U-Net denoiser + data consistency, eq. (2)); the K experts
 of cascade k share one VQ-PromptBlock (codebook and decoder, section 2) and one
-:class:`~moero.routing.BranchNav`. Cascade 0 is routed by the sensitivity net's token histogram
+:class:`~moero.models.routing.BranchNav`. Cascade 0 is routed by the sensitivity net's token histogram
 (eq. (8)), cascade k by the histogram that cascade k-1 produced. Per sample exactly one expert per
 cascade runs, so a Moero step costs what a VQ-PromptMR step costs, plus routing.
 
@@ -16,7 +16,7 @@ step after ``backward``, all-reduces in ONE flattened float32 tensor, in a fixed
 1. a usage flag per expert (1 if it ran on this rank),
 2. the gradients of all experts (zeros for experts this rank did not use),
 3. every BranchNav's step counts and gathered buffer histograms,
-4. the VQ EMA statistics of every quantiser (those of :func:`moero.vq.sync_vq_modules`).
+4. the VQ EMA statistics of every quantiser (those of :func:`moero.models.vq.sync_vq_modules`).
 
 Gradients are averaged over ranks like DDP does; an expert that no rank used gets ``grad = None``,
 so AdamW neither moves it nor decays it. Shared parameters (sensitivity net, VQ decoders) stay in
@@ -27,26 +27,27 @@ first distributed training forward (DDP only broadcasts what it manages).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from moero.models.collective import all_reduce_flat, broadcast_flat, distributed_world
 from moero.models.promptmr import (
+    Cascade,
     CascadeOutput,
     ModelConfig,
     PromptMROutput,
     SensitivityNet,
     check_inputs,
-    make_cascade,
     make_vq_block,
     run_cascade,
+    unroll,
 )
-from moero.models.routing import BranchNav, distributed_world
+from moero.models.routing import BranchNav, dispatch
 from moero.models.vq import VectorQuantizer, set_auto_update
-from moero.physics.sense import rss, sense_adjoint
 
 __all__ = ["Moero", "MoeroOutput"]
 
@@ -61,7 +62,7 @@ class Moero(nn.Module):
     Args:
         config: a PromptMR configuration; VQ-Prompt is switched on (routing needs histograms).
         num_experts: experts K per cascade.
-        nav_kwargs: keyword arguments of every :class:`~moero.routing.BranchNav` (buffer_size, warmup,
+        nav_kwargs: keyword arguments of every :class:`~moero.models.routing.BranchNav` (buffer_size, warmup,
             eval_mode, route_by, ...).
         sparse_sync: keep expert parameters out of DDP and sync them in :meth:`after_backward`
             (ours). ``False`` leaves them to DDP, to be run with ``find_unused_parameters=True``
@@ -85,7 +86,7 @@ class Moero(nn.Module):
         # registered before the experts, so the shared blocks are named vq_blocks.k (DDP sees them once)
         self.vq_blocks = nn.ModuleList(make_vq_block(config) for _ in range(config.num_cascades))
         self.experts = nn.ModuleList(
-            nn.ModuleList(make_cascade(config, k, self.vq_blocks[k]) for _ in range(num_experts))
+            nn.ModuleList(Cascade(config, k, self.vq_blocks[k]) for _ in range(num_experts))
             for k in range(config.num_cascades)
         )
         nav_kwargs = dict(nav_kwargs or {})
@@ -120,6 +121,10 @@ class Moero(nn.Module):
                 names += [f"{mod_name}.{n}" for n, _ in module.named_buffers(recurse=False)]
         return names
 
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute each expert in backward (memory for time); the ReconModel hook of the trainer."""
+        self.config = dataclasses.replace(self.config, checkpoint=bool(enabled))
+
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to every navigator (their default warm-up skips epoch 0)."""
         for nav in self.navs:
@@ -128,67 +133,24 @@ class Moero(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                 num_low_frequencies: int | torch.Tensor | None = None) -> MoeroOutput:
-        """Same interface as :meth:`moero.models.PromptMR.forward`, plus the routes per cascade."""
+        """Same interface as ``PromptMR.forward``, plus the routes per cascade."""
         mask = check_inputs(masked_kspace, mask, self.config.frames)
         if self.training and not self._replicated:
             self._replicate_from_rank0()
-        maps, route_hist, sens_vq = self.sens_net(masked_kspace, mask, num_low_frequencies)
-        vq_loss = sens_vq.loss
-        histograms = [route_hist]
-        atb = sense_adjoint(masked_kspace, maps, mask)
-        x, latent, history = atb, atb, []
         use_checkpoint = self.config.checkpoint and self.training
-        all_routes = []
-        for k, row in enumerate(self.experts):
-            routes = self.navs[k](route_hist)  # outside any checkpoint: routing happens once per step
+        all_routes: list[torch.Tensor] = []
+
+        def step(k: int, inputs: tuple[torch.Tensor, ...], history: list[list[torch.Tensor]],
+                 histogram: torch.Tensor | None) -> CascadeOutput:
+            routes = self.navs[k](histogram)  # outside any checkpoint: routing happens once per step
             all_routes.append(routes)
-            out = self._run_routed(k, row, routes, (x, latent, atb, masked_kspace, mask, maps), history,
-                                   use_checkpoint)
-            x, latent = out.image, out.latent
-            history = (history + [out.features])[-max(self.config.num_history, 1) :]
-            vq_loss = vq_loss + out.vq_loss
-            route_hist = out.histogram
-            histograms.append(out.histogram)
-        centre = x[:, self.config.frames // 2]
-        image = rss(maps[:, 0] * centre.unsqueeze(1), dim=1)
-        return MoeroOutput(image, vq_loss, histograms, maps, x, torch.stack(all_routes))
+            if self.training and torch.is_grad_enabled():
+                self._used[k, torch.unique(routes.cpu())] = True
+            experts = [functools.partial(run_cascade, e, use_checkpoint=use_checkpoint) for e in self.experts[k]]
+            return dispatch(experts, routes, *inputs, history)
 
-    def _run_routed(self, k: int, row: nn.ModuleList, routes: torch.Tensor, inputs: tuple[torch.Tensor, ...],
-                    history: list[list[torch.Tensor]], use_checkpoint: bool) -> CascadeOutput:
-        """Each active expert runs once on its group of samples; results go back in batch order."""
-        active = torch.unique(routes).tolist()
-        if self.training and torch.is_grad_enabled():
-            self._used[k, active] = True
-        if len(active) == 1:
-            return run_cascade(row[active[0]], *inputs, history, use_checkpoint=use_checkpoint)
-        batch = routes.shape[0]
-        device = inputs[0].device
-        groups = [torch.nonzero(routes == j).flatten() for j in active]
-        outs = []
-        for j, idx in zip(active, groups, strict=True):
-            dev_idx = idx.to(device)
-
-            def pick(t: torch.Tensor, dev_idx: torch.Tensor = dev_idx) -> torch.Tensor:
-                return t.index_select(0, dev_idx) if t.shape[0] == batch else t  # a mask may broadcast
-
-            sub_history = [[pick(f) for f in feats] for feats in history]
-            outs.append(run_cascade(row[j], *(pick(t) for t in inputs), sub_history, use_checkpoint=use_checkpoint))
-        order = torch.cat(groups)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel())
-        inverse = inverse.to(device)
-
-        def merge(parts: list[torch.Tensor]) -> torch.Tensor:
-            return torch.cat(parts).index_select(0, inverse)
-
-        weights = [idx.numel() / batch for idx in groups]  # the batch mean of per-group mean losses
-        return CascadeOutput(
-            image=merge([o.image for o in outs]),
-            latent=merge([o.latent for o in outs]),
-            features=[merge([o.features[i] for o in outs]) for i in range(len(outs[0].features))],
-            vq_loss=sum(w * o.vq_loss for w, o in zip(weights, outs, strict=True)),
-            histogram=merge([o.histogram for o in outs]),
-        )
+        out = unroll(self.config, self.sens_net, masked_kspace, mask, num_low_frequencies, step)
+        return MoeroOutput(out.image, out.vq_loss, out.histograms, out.maps, out.frames, torch.stack(all_routes))
 
     # ------------------------------------------------------------------ synchronisation
     def _vq_modules(self) -> list[VectorQuantizer]:
@@ -201,17 +163,8 @@ class Moero(nn.Module):
     def _replicate_from_rank0(self, process_group: Any = None) -> None:
         """Broadcast what DDP does not manage (expert weights, routing state) from rank 0, once."""
         self._replicated = True
-        rank, world = distributed_world(process_group)
-        if world == 1:
-            return
         tensors = [p for row in self.expert_parameters() for ps in row for p in ps] if self.sparse_sync else []
-        tensors += [b for nav in self.navs for b in nav.buffers()]
-        flat = torch.cat([t.detach().reshape(-1).double() for t in tensors])
-        dist.broadcast(flat, src=dist.get_global_rank(process_group, 0) if process_group else 0, group=process_group)
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t).to(t.dtype))
-            offset += t.numel()
+        broadcast_flat(tensors + [b for nav in self.navs for b in nav.buffers()], process_group)
 
     @torch.no_grad()
     def after_backward(self, step: int | None = None, process_group: Any = None) -> None:
@@ -242,23 +195,14 @@ class Moero(nn.Module):
             return
         device = self.vq_blocks[0].quantizer.codebook.device
         for vq in vqs:
-            vq._prepare_for_sum(rank, world)
-        vq_parts = [t for vq in vqs for t in vq._stats_tensors()]
-        nav_sizes = [nav.sync_numel(world) for nav in self.navs]
-        # phase 1: flags | navs | VQ (a few kilobytes)
-        parts = [used.reshape(-1).to(device, torch.float32)]
-        parts += [nav.sync_payload(rank, world) for nav in self.navs]
-        parts += [t.reshape(-1).float() for t in vq_parts]
-        flat = torch.cat(parts)
-        dist.all_reduce(flat, group=process_group)
-        used_any = (flat[: used.numel()].view_as(used).cpu() > 0).tolist()
-        offset = used.numel()
-        for nav, size in zip(self.navs, nav_sizes, strict=True):
-            nav.apply_sync(flat[offset : offset + size], world)
-            offset += size
-        for t in vq_parts:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
+            vq.prepare_for_sum(rank, world)
+        # phase 1: flags | navs | VQ (a few kilobytes), summed in place
+        used_sum = used.reshape(-1).to(device, torch.float32)
+        payloads = [nav.sync_payload(rank, world) for nav in self.navs]
+        all_reduce_flat([used_sum, *payloads, *(t for vq in vqs for t in vq.stats_tensors())], process_group)
+        used_any = (used_sum.view_as(used).cpu() > 0).tolist()
+        for nav, payload in zip(self.navs, payloads, strict=True):
+            nav.apply_sync(payload, world)
         # phase 2: gradients of the experts some rank ran, in grid order (every rank knows which now)
         active: list[tuple[list[nn.Parameter], int]] = []
         grads: list[torch.Tensor] = []
@@ -274,8 +218,7 @@ class Moero(nn.Module):
                     else:
                         grads.append(torch.zeros(numel, device=device))
         if active:
-            flat_grads = torch.cat(grads)
-            dist.all_reduce(flat_grads, group=process_group)
+            flat_grads = all_reduce_flat(grads, process_group, copy_back=False)
             flat_grads.div_(world)  # the mean over ranks, as DDP averages
             offset = 0
             for ps, numel in active:  # the grads become views of the reduced buffer

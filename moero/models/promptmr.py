@@ -1,29 +1,34 @@
 """PromptMR+ re-implemented (reference section 1) with the optional VQ-Prompt bottleneck (section 2).
 
+The ``paper`` preset reproduces the structure of the published PromptMR+ (``hellopipu/PromptMR-plus``,
+``configs/model/pmr-plus.yaml`` with ``models/promptmr_v2.py``): 12 cascades, 82.49 M trainable plus
+10.37 M frozen prompt parameters (``book/conventions.md`` lists what still differs and why).
+
 Data interface of :meth:`PromptMR.forward`
 ------------------------------------------
 * ``masked_kspace``: complex64 ``(B, F, C, H, W)``, ``F = config.frames`` adjacent frames; the
   centre frame ``F // 2`` is the one reconstructed (the target is the RSS of its fully sampled data).
 * ``mask``: bool or float, ``(B, F|1, 1, H|1, W)`` or ``(B, F|1, H|1, W)`` (no coil axis), 1 = sampled.
-* ``num_low_frequencies``: width of the fully sampled calibration (ACS) block of phase-encode lines
-  at the k-space centre, an ``int`` or a ``(B,)`` tensor; ``None`` measures it on ``mask`` (the
-  central run of lines sampled in every frame).
+* ``num_low_frequencies``: side ``n`` of the calibration (ACS) region, an ``int`` or a ``(B,)``
+  tensor: a central band of ``n`` phase-encode columns for Cartesian masks, a centred ``n x n``
+  square for kt-radial masks (masks that vary along the rows); ``None`` measures it on ``mask``.
 
 Returns :class:`PromptMROutput`: ``image`` ``(B, H, W)`` real RSS of ``S x`` for the centre frame,
 ``vq_loss`` (sum of commitment losses, 0 without VQ), ``histograms`` (token histograms of eq. (8):
 ``histograms[0]`` from the sensitivity net, ``histograms[k + 1]`` from cascade ``k``, so cascade
-``k`` of Moero routes on ``histograms[k]``; empty without VQ) and ``maps`` ``(B, 1, C, H, W)``.
+``k`` of Moero routes on ``histograms[k]``; empty without VQ) and ``maps`` ``(B, F, C, H, W)``
+(one map set per frame).
 
 Cascade (eq. (2)): ``x_{k+1} = x_k - eta_k (A^H A x_k - A^H y) - D_k(...)`` with ``A = M F S`` per
 frame; ``D_k`` sees the adaptive-input buffer ``[x_k, A^H A x_k, s_k, A^H y, A^H A x_k - A^H y]``
-(5 buffers x F frames x 2 real channels) and returns the image update and the next latent ``s_{k+1}``.
-Its decoder also receives the decoder features of the previous ``num_history`` cascades ("momentum").
-For Moero, :func:`make_cascade` builds one cascade around an externally owned :class:`VQPromptBlock`,
-so the K experts of a cascade can share one block; :func:`run_cascade` applies one with optional
-gradient checkpointing.
-
-*Assumption* (not fixed by the paper): coil maps are shared by the F frames, estimated from the
-time-averaged ACS data (coils do not move across a cine series).
+(5 buffers x F frames x 2 real channels, normalised by one mean and std per sample and padded to a
+multiple of 8) and returns the image update and the next latent ``s_{k+1}``. Each decoder level first
+fuses the fixed-width history of the last ``num_history`` cascades' decoder inputs ("momentum";
+cascade 0 tiles its own). Data consistency: every preset uses the image-domain gradient step
+(``data_consistency="gradient"``, what the published training code runs); ``"kspace"`` offers the
+official v1 soft DC on a multi-coil k-space state. For Moero, :class:`Cascade` takes an externally
+owned :class:`VQPromptBlock`, so the K experts of a cascade can share one block; :func:`run_cascade`
+applies one with optional gradient checkpointing.
 """
 
 from __future__ import annotations
@@ -34,13 +39,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from moero.models.blocks import CAB, Downsample, PromptBlock, Upsample, VQPromptBlock, cab_stack, conv3x3
+from moero.models.blocks import Downsample, PromptBlock, UpBlock, VQPromptBlock, cab_stack, conv3x3
+from moero.models.io import ReconOutput
 from moero.models.vq import VQOutput, frozen_statistics, token_histogram
 from moero.physics.fft import ifft2c
-from moero.physics.sense import normalize_maps, rss, sense_adjoint, sense_forward
+from moero.physics.sense import rss, sense_adjoint, sense_forward, sense_normal
 
 __all__ = [
     "UNetConfig",
@@ -55,11 +62,19 @@ __all__ = [
     "CascadeOutput",
     "PromptMR",
     "PromptMROutput",
-    "make_cascade",
     "make_vq_block",
     "run_cascade",
+    "unroll",
     "parameter_counts",
     "acs_width_from_mask",
+    "acs_square_from_mask",
+    "acs_lowpass",
+    "is_radial_mask",
+    "normalized_unet",
+    "pad_to_multiple",
+    "to_channels",
+    "from_channels",
+    "update_history",
 ]
 
 _NUM_BUFFERS = 5  # x_k, A^H A x_k, s_k, A^H y, A^H A x_k - A^H y
@@ -99,7 +114,8 @@ class ModelConfig:
     frames: int
     unet: UNetConfig
     sens: UNetConfig
-    num_history: int = 11  # decoder features of this many previous cascades feed each decoder level
+    num_history: int = 11  # fixed-width history: decoder inputs of the last this many cascades
+    learnable_prompt: bool = False  # False: prompt maps frozen (official learnable_prompt: false)
     vq_prompt: bool = False
     sens_vq: bool = True  # the sensitivity net carries a VQ bottleneck too (when vq_prompt)
     num_codes: int = 1024
@@ -108,7 +124,8 @@ class ModelConfig:
     vq_distance: str = "euclidean"
     vq_restart_after: int | None = None
     vq_kmeans_init: bool = False
-    data_consistency: str = "gradient"  # "gradient" (image domain, eq. (2)) or "kspace" (soft DC)
+    vq_init_cluster_size: float = 1.0  # 0: the authors' EMA start (see VectorQuantizer)
+    data_consistency: str = "gradient"  # "gradient" (image domain, eq. (2), official v2) or "kspace" (v1 soft DC)
     checkpoint: bool = True  # gradient checkpointing per cascade (training only)
 
     def __post_init__(self) -> None:
@@ -128,10 +145,15 @@ class ModelConfig:
             "distance": self.vq_distance,
             "restart_after": self.vq_restart_after,
             "kmeans_init": self.vq_kmeans_init,
+            "init_cluster_size": self.vq_init_cluster_size,
         }
 
 
 _ONE = (1, 1, 1)
+# Every preset has the published structure (``paper``: configs/model/pmr-plus.yaml, 82.49 M trainable +
+# 10.37 M frozen); tiny/small/medium are narrower and shallower versions of it (``tiny`` is what the
+# whole test suite trains). All use the image-domain gradient step (data_consistency="gradient"), the
+# published training code's default; pass data_consistency="kspace" for the v1 soft DC.
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         "tiny", num_cascades=2, frames=3, num_history=1, num_codes=32, sens_num_codes=16, vq_decoder_blocks=1,
@@ -188,58 +210,54 @@ def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
 @dataclass
 class UNetOutput:
     out: torch.Tensor
-    features: list[torch.Tensor]  # decoder features per level (0 = finest), the next cascades' history
+    features: list[torch.Tensor]  # input of each decoder level (0 = finest): the next cascades' history
     vq: VQOutput | None
 
 
 class PromptUNet(nn.Module):
-    """U-Net of CABs with PromptBlocks on 3 decoder levels (reference section 1).
+    """U-Net of CABs with PromptBlocks on 3 decoder levels, structured as the published PromptMR+
+    (``PromptUnet``, reference section 1): 3x3 stem; per level CABs then a stride-2 conv; skip CABs;
+    bottleneck CABs (then the optional VQ-PromptBlock); three :class:`~moero.models.blocks.UpBlock`
+    levels; a bias-free 5x5 head. Inputs must have sizes divisible by 8 (see :func:`normalized_unet`).
 
     ``vq_block``: an optional, possibly shared, :class:`VQPromptBlock` applied at the bottleneck.
-    ``num_history``: how many previous cascades' decoder features each decoder level fuses (1x1 conv).
+    ``num_history``: how many earlier cascades' decoder inputs each decoder level fuses (0: none).
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, cfg: UNetConfig, vq_block: VQPromptBlock | None = None, num_history: int = 0
+        self, in_ch: int, out_ch: int, cfg: UNetConfig, vq_block: VQPromptBlock | None = None, num_history: int = 0,
+        learnable_prompt: bool = False,
     ) -> None:
         super().__init__()
         widths = (cfg.stem, *cfg.levels)
         if vq_block is not None and vq_block.quantizer.dim != widths[3]:
             raise ValueError(f"vq_block width {vq_block.quantizer.dim} != bottleneck width {widths[3]}")
-        self.num_history = num_history
+        self.num_history, self.widths = num_history, widths
         self.stem = conv3x3(in_ch, widths[0])
         self.enc = nn.ModuleList(cab_stack(widths[i], cfg.enc_blocks[i], cfg.reduction) for i in range(3))
-        self.skip = nn.ModuleList(cab_stack(widths[i], cfg.skip_blocks[i], cfg.reduction) for i in range(3))
         self.down = nn.ModuleList(Downsample(widths[i], widths[i + 1]) for i in range(3))
+        self.skip = nn.ModuleList(cab_stack(widths[i], cfg.skip_blocks[i], cfg.reduction) for i in range(3))
         self.bottleneck = cab_stack(widths[3], cfg.bottleneck_blocks, cfg.reduction)
         self.vq = vq_block
         self.prompt = nn.ModuleList(
-            PromptBlock(widths[i + 1], cfg.prompts[i], cfg.prompt_components, cfg.prompt_sizes[i]) for i in range(3)
-        )
-        self.prompt_fuse = nn.ModuleList(
-            nn.Sequential(
-                CAB(widths[i + 1] + cfg.prompts[i], cfg.reduction),
-                nn.Conv2d(widths[i + 1] + cfg.prompts[i], widths[i + 1], 1, bias=False),
-            )
+            PromptBlock(widths[i + 1], cfg.prompts[i], cfg.prompt_components, cfg.prompt_sizes[i], learnable_prompt)
             for i in range(3)
         )
-        self.up = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(3))
-        self.history_fuse = nn.ModuleList(
-            nn.Conv2d(widths[i] * (1 + num_history), widths[i], 1, bias=False) if num_history else nn.Identity()
+        self.dec = nn.ModuleList(
+            UpBlock(widths[i + 1], widths[i], cfg.prompts[i], cfg.dec_blocks[i], num_history, cfg.reduction)
             for i in range(3)
         )
-        self.dec = nn.ModuleList(cab_stack(widths[i], cfg.dec_blocks[i], cfg.reduction) for i in range(3))
-        self.head = conv3x3(widths[0], out_ch, bias=True)
+        self.head = nn.Conv2d(widths[0], out_ch, 5, padding=2, bias=False)
 
-    def forward(self, x: torch.Tensor, history: list[list[torch.Tensor]] | None = None) -> UNetOutput:
-        history = history or []
-        if len(history) != self.num_history:
-            raise ValueError(f"history must hold {self.num_history} cascades' features, got {len(history)}")
-        skips = []
+    def forward(self, x: torch.Tensor, history: list[torch.Tensor] | None = None) -> UNetOutput:
+        """``history``: per decoder level ``(B, num_history * C_level, h, w)`` (None: each level tiles its input)."""
+        if history is not None and len(history) != 3:
+            raise ValueError(f"history must hold one tensor per decoder level (3), got {len(history)}")
+        encoded = []
         x = self.stem(x)
         for i in range(3):
             x = self.enc[i](x)
-            skips.append(self.skip[i](x))
+            encoded.append(x)
             x = self.down[i](x)
         x = self.bottleneck(x)
         vq = None
@@ -247,13 +265,59 @@ class PromptUNet(nn.Module):
             x, vq = self.vq(x)
         features: list[torch.Tensor] = [x] * 3
         for i in (2, 1, 0):
-            x = self.prompt_fuse[i](torch.cat([x, self.prompt[i](x)], dim=1))
-            x = self.up[i](x, skips[i].shape[-2:]) + skips[i]
-            if self.num_history:
-                x = self.history_fuse[i](torch.cat([x, *(h[i] for h in history)], dim=1))
-            x = self.dec[i](x)
             features[i] = x
+            x = self.dec[i](x, self.prompt[i](x), self.skip[i](encoded[i]), None if history is None else history[i])
         return UNetOutput(self.head(x), features, vq)
+
+
+def to_channels(z: torch.Tensor) -> torch.Tensor:
+    """Complex ``(B, N, H, W)`` -> real ``(B, 2N, H, W)`` as ``[Re of all N, Im of all N]`` (the official
+    ``'b c h w two -> b (two c) h w'``)."""
+    return torch.cat([z.real, z.imag], dim=1)
+
+
+def from_channels(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_channels`."""
+    n = x.shape[1] // 2
+    return torch.complex(x[:, :n], x[:, n:])
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad the last two axes up to a multiple of ``multiple``, split floor/ceil as the official
+    ``NormPromptUnet.pad``; returns the padded tensor and ``(left, right, top, bottom)``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    return (F.pad(x, pads) if ph or pw else x), pads
+
+
+def normalized_unet(unet: PromptUNet, z: torch.Tensor, history: list[torch.Tensor] | None = None) -> tuple[
+        torch.Tensor, list[torch.Tensor], VQOutput | None]:
+    """The official ``NormPromptUnet``: complex ``(B, N, H, W)`` -> channels -> one scalar mean and (unbiased)
+    std per sample -> pad to a multiple of 8 -> U-Net -> unpad -> ``* std + mean`` -> complex.
+
+    Returns the complex output, the decoder-level features (at the padded size) and the VQ output.
+    """
+    x = to_channels(z)
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1)[:, None, None, None]
+    std = flat.std(dim=1).clamp_min(1e-12)[:, None, None, None]  # the clamp only guards an all-zero input
+    x, (left, right, top, bottom) = pad_to_multiple((x - mean) / std)
+    out = unet(x, history)
+    hp, wp = out.out.shape[-2:]
+    y = out.out[..., top : hp - bottom, left : wp - right]
+    return from_channels(y * std + mean), out.features, out.vq
+
+
+def update_history(history: list[torch.Tensor] | None, features: list[torch.Tensor],
+                   num_history: int) -> list[torch.Tensor] | None:
+    """Fixed-width history of the last ``num_history`` cascades' decoder inputs, newest first; the first
+    cascade fills it with copies of its own features (official ``PromptMR.forward``)."""
+    if num_history == 0:
+        return None
+    if history is None:
+        return [f.repeat(1, num_history, 1, 1) for f in features]
+    return [torch.cat([f, h[:, : h.shape[1] - f.shape[1]]], dim=1) for f, h in zip(features, history, strict=True)]
 
 
 def make_vq_block(config: ModelConfig, sens: bool = False) -> VQPromptBlock:
@@ -263,63 +327,108 @@ def make_vq_block(config: ModelConfig, sens: bool = False) -> VQPromptBlock:
     return VQPromptBlock(cfg.levels[-1], num_codes, config.vq_decoder_blocks, **config.vq_kwargs())
 
 
+def _central_run(line: torch.Tensor) -> torch.Tensor:
+    """Symmetric central run ``(B,)`` of True in ``line`` ``(B, n)`` as the official ``KspaceACSExtractor``
+    measures it: ``2 min(left, right)`` with ``right`` the run from index ``n // 2`` on and ``left`` the
+    run before it (0 if the centre is unsampled)."""
+    centre = line.shape[-1] // 2
+    right = line[:, centre:].long().cumprod(dim=1).sum(dim=1)
+    left = line[:, :centre].flip(1).long().cumprod(dim=1).sum(dim=1)
+    return 2 * torch.minimum(left, right)
+
+
 def acs_width_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Per-sample width ``(B,)`` of the central run of phase-encode lines sampled in all frames and rows.
+    """Per-sample width ``(B,)`` of the symmetric central run of phase-encode lines sampled in all frames
+    and rows (see :func:`_central_run`).
 
     ``mask``: ``(B, ..., W)``; the centre line is ``W // 2`` (centred FFT). Raises if it is unsampled.
     """
     cols = (mask.reshape(mask.shape[0], -1, mask.shape[-1]) > 0).all(dim=1)  # (B, W)
-    w = cols.shape[-1]
-    centre = w // 2
-    if not bool(cols[:, centre].all()):
+    if not bool(cols[:, cols.shape[-1] // 2].all()):
         raise ValueError("mask does not sample the k-space centre line; pass num_low_frequencies explicitly")
-    right = cols[:, centre:].long().cumprod(dim=1).sum(dim=1)  # sampled run from the centre rightwards
-    left = cols[:, : centre + 1].flip(1).long().cumprod(dim=1).sum(dim=1)
-    return left + right - 1
+    return _central_run(cols).clamp_min(1)
+
+
+def is_radial_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` True where the mask ``(B, F|1, 1, H|1, W)`` varies along the readout rows (kt-radial)."""
+    if mask.shape[-2] == 1:
+        return torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+    return (mask != mask[..., :1, :]).flatten(1).any(dim=1)
+
+
+def acs_square_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample side ``(B,)`` of the centred square sampled in every frame: the shorter of the central
+    runs along the centre row and the centre column (a kt-radial mask's 20 x 20 ACS)."""
+    full = (mask > 0).all(dim=1).reshape(mask.shape[0], mask.shape[-2], mask.shape[-1])  # (B, H, W)
+    h, w = full.shape[-2:]
+    side = torch.minimum(_central_run(full[:, h // 2, :]), _central_run(full[:, :, w // 2]))
+    if bool((side < 1).any()):
+        raise ValueError("mask does not sample the k-space centre; pass num_low_frequencies explicitly")
+    return side
+
+
+def acs_lowpass(mask: torch.Tensor, num_low_frequencies: int | torch.Tensor | None, height: int,
+                width: int) -> torch.Tensor:
+    """The calibration region ``(B, 1, 1, H, W)`` (real 0/1) of the official ``KspaceACSExtractor``:
+    a centred ``n x n`` square for kt-radial masks, a central band of ``n`` phase-encode columns over all
+    rows for Cartesian masks. ``n`` is ``num_low_frequencies`` or measured on ``mask``."""
+    b = mask.shape[0]
+    radial = is_radial_mask(mask)
+    if num_low_frequencies is None:
+        widths = torch.zeros(b, dtype=torch.long, device=mask.device)
+        if bool(radial.any()):
+            widths = torch.where(radial, acs_square_from_mask(mask), widths)
+        if not bool(radial.all()):
+            widths = torch.where(radial, widths, acs_width_from_mask(mask))
+    else:
+        widths = torch.as_tensor(num_low_frequencies, device=mask.device).long().reshape(-1).expand(b)
+        if bool((widths < 1).any()) or bool((widths > width).any()):
+            raise ValueError(f"num_low_frequencies must lie in [1, W={width}], got {widths.tolist()}")
+    cols, rows = torch.arange(width, device=mask.device), torch.arange(height, device=mask.device)
+    start = (width - widths + 1) // 2
+    band = (cols >= start[:, None]) & (cols < (start + widths)[:, None])  # (B, W), official batched_mask_center
+    row0, col0 = height // 2 - widths // 2, width // 2 - widths // 2  # official kt_radial square
+    in_rows = (rows >= row0[:, None]) & (rows < (row0 + widths)[:, None])
+    in_cols = (cols >= col0[:, None]) & (cols < (col0 + widths)[:, None])
+    square = in_rows[:, :, None] & in_cols[:, None, :]  # (B, H, W)
+    region = torch.where(radial[:, None, None], square, band[:, None, :].expand(-1, height, -1))
+    return region[:, None, None].float()
 
 
 class SensitivityNet(nn.Module):
-    """Coil maps from the ACS block (reference section 1): low-res estimate, per-coil PromptUNet refinement,
-    normalisation ``S_c / sqrt(sum |S_c|^2 + eps)``. Optional VQ bottleneck whose histogram (averaged over
-    coils) routes Moero's cascade 0.
+    """Coil maps as the published PromptMR+ (``SensitivityModel`` with ``use_sens_adj``): ACS k-space of
+    each of the F adjacent frames -> coil images -> one normalised PromptUNet sample per coil with the F
+    frames as channels -> the output *is* the map set of each frame -> divided by the RSS over coils.
+    Optional VQ bottleneck whose histogram (averaged over coils) routes Moero's cascade 0.
     """
 
     def __init__(self, config: ModelConfig, vq_block: VQPromptBlock | None = None) -> None:
         super().__init__()
-        self.unet = PromptUNet(2, 2, config.sens, vq_block)
+        channels = 2 * config.frames
+        self.unet = PromptUNet(channels, channels, config.sens, vq_block, learnable_prompt=config.learnable_prompt)
 
     def forward(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: int | torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, VQOutput | None]:
-        """Returns maps ``(B, 1, C, H, W)``, the histogram ``(B, K)`` (or None) and the VQ output."""
-        b, _, c, h, w = masked_kspace.shape
-        if num_low_frequencies is None:
-            widths = acs_width_from_mask(mask)
-        else:
-            widths = torch.as_tensor(num_low_frequencies, device=masked_kspace.device).long().reshape(-1).expand(b)
-            if bool((widths < 1).any()) or bool((widths > w).any()):
-                raise ValueError(f"num_low_frequencies must lie in [1, W={w}], got {widths.tolist()}")
-        start = (w - widths + 1) // 2
-        cols = torch.arange(w, device=masked_kspace.device)
-        lowpass = (cols >= start[:, None]) & (cols < (start + widths)[:, None])  # (B, W)
-        acs = masked_kspace.mean(dim=1) * lowpass[:, None, None, :].to(masked_kspace.real.dtype)
-        coil_images = ifft2c(acs)  # (B, C, H, W)
-        coil_images = coil_images / rss(coil_images, dim=1).unsqueeze(1).clamp_min(1e-12)
-        real = complex_to_channels(coil_images.reshape(b * c, 1, h, w))
-        out = self.unet(real)
-        maps = normalize_maps(coil_images + channels_to_complex(out.out).reshape(b, c, h, w))
+        """Maps ``(B, F, C, H, W)`` (one set per frame), the histogram ``(B, K)`` (or None) and the VQ output."""
+        b, f, c, h, w = masked_kspace.shape
+        acs = masked_kspace * acs_lowpass(mask, num_low_frequencies, h, w).to(masked_kspace.real.dtype)
+        coil_images = ifft2c(acs).transpose(1, 2).reshape(b * c, f, h, w)
+        maps, _, vq = normalized_unet(self.unet, coil_images)
+        maps = maps.reshape(b, c, f, h, w).transpose(1, 2)
+        maps = maps / rss(maps, dim=2).unsqueeze(2).clamp_min(1e-12)
         histogram = None
-        if out.vq is not None:
-            idx = out.vq.indices
+        if vq is not None:
+            idx = vq.indices
             histogram = token_histogram(idx.reshape(b, c, *idx.shape[1:]), self.unet.vq.num_codes)
-        return maps.unsqueeze(1), histogram, out.vq
+        return maps, histogram, vq
 
 
 @dataclass
 class CascadeOutput:
-    image: torch.Tensor  # x_{k+1}, complex (B, F, H, W)
+    image: torch.Tensor  # the next state: x_{k+1} (B, F, H, W), or the k-space k_{k+1} (B, F, C, H, W)
     latent: torch.Tensor  # s_{k+1}, complex (B, F, H, W)
-    features: list[torch.Tensor]  # decoder features (history for later cascades)
+    features: list[torch.Tensor]  # decoder-level inputs (history for later cascades)
     vq_loss: torch.Tensor
     histogram: torch.Tensor | None  # (B, K) token histogram of this cascade's bottleneck
 
@@ -327,58 +436,54 @@ class CascadeOutput:
 class Cascade(nn.Module):
     """One unrolled step of eq. (2) with a PromptUNet denoiser on the adaptive-input buffer.
 
-    ``index``: the cascade's position (sets how many history features it fuses). ``vq_block``: an
-    externally owned, possibly shared, VQ-PromptBlock (None: plain PromptMR+).
+    ``index``: the cascade's position (every cascade has the same structure: cascade 0 tiles its own
+    features as history). ``vq_block``: an externally owned, possibly shared, VQ-PromptBlock (None:
+    plain PromptMR+). ``config.data_consistency``: ``"gradient"`` (image state, the published
+    ``promptmr_v2``) or ``"kspace"`` (multi-coil k-space state, ``promptmr`` v1's soft DC).
     """
 
     def __init__(self, config: ModelConfig, index: int, vq_block: VQPromptBlock | None = None) -> None:
         super().__init__()
+        self.index = index
         self.frames, self.data_consistency = config.frames, config.data_consistency
-        self.num_history = min(index, config.num_history)
-        self.denoiser = PromptUNet(
-            _NUM_BUFFERS * 2 * config.frames, 4 * config.frames, config.unet, vq_block, self.num_history
-        )
+        channels = _NUM_BUFFERS * 2 * config.frames  # adaptive input: in = out (official)
+        self.denoiser = PromptUNet(channels, channels, config.unet, vq_block, config.num_history,
+                                   config.learnable_prompt)
         self.eta = nn.Parameter(torch.ones(()))  # learnable step size, initialised to 1
 
-    def gradient_step(self, x: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor,
-                      ata_x: torch.Tensor, atb: torch.Tensor) -> torch.Tensor:
-        """``x - eta (A^H A x - A^H y)`` (image domain) or its k-space soft-DC form ``S^H F^-1 (k - eta M(k - y))``."""
-        if self.data_consistency == "gradient":
-            return x - self.eta * (ata_x - atb)
-        k = sense_forward(x, maps)
-        residual = (k - kspace) * mask.to(k.real.dtype)
-        return sense_adjoint(k - self.eta * residual, maps)
+    def denoise(self, buffers: torch.Tensor, history: list[torch.Tensor] | None) -> tuple[
+            torch.Tensor, list[torch.Tensor], VQOutput | None]:
+        """``D_k``: complex buffers ``(B, 5F, H, W)`` -> complex ``(B, 5F, H, W)`` (normalised, padded U-Net)."""
+        return normalized_unet(self.denoiser, buffers, history)
 
     def forward(
         self, x: torch.Tensor, latent: torch.Tensor, atb: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor,
-        maps: torch.Tensor, history: list[list[torch.Tensor]] | None = None,
+        maps: torch.Tensor, history: list[torch.Tensor] | None = None,
     ) -> CascadeOutput:
-        """``x``, ``latent``, ``atb``: complex ``(B, F, H, W)``; ``kspace`` ``(B, F, C, H, W)``;
-        ``maps`` ``(B, 1, C, H, W)``; ``history``: decoder features of earlier cascades (oldest first)."""
-        history = list(history or [])[-self.num_history :] if self.num_history else []
-        ata_x = sense_adjoint(sense_forward(x, maps, mask), maps)
+        """``x``: the state, complex ``(B, F, H, W)`` (image) or ``(B, F, C, H, W)`` (k-space DC);
+        ``latent``, ``atb``: ``(B, F, H, W)``; ``kspace`` ``(B, F, C, H, W)``; ``maps`` ``(B, F, C, H, W)``;
+        ``history``: per decoder level, the last cascades' features (None: tile this cascade's own)."""
+        state = x
+        if self.data_consistency == "kspace":
+            x = sense_adjoint(state, maps)
+        ata_x = sense_normal(x, maps, mask)
         buffers = torch.cat([x, ata_x, latent, atb, ata_x - atb], dim=1)  # (B, 5F, H, W)
-        scale = buffers.abs().flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None, None]
-        out = self.denoiser(complex_to_channels(buffers / scale), history)
-        update = channels_to_complex(out.out) * scale
-        denoised, new_latent = update[:, : self.frames], update[:, self.frames :]
-        image = self.gradient_step(x, kspace, mask, maps, ata_x, atb) - denoised
-        vq_loss = out.vq.loss if out.vq is not None else x.real.new_zeros(())
-        histogram = None
-        if out.vq is not None:
-            histogram = token_histogram(out.vq.indices, self.denoiser.vq.num_codes)
-        return CascadeOutput(image, new_latent, out.features, vq_loss, histogram)
-
-
-def make_cascade(config: ModelConfig, index: int, vq_block: VQPromptBlock | None = None) -> Cascade:
-    """Factory of cascade ``index``; Moero calls it K times per cascade with one shared ``vq_block``."""
-    return Cascade(config, index, vq_block)
+        update, features, vq = self.denoise(buffers, history)
+        f = self.frames
+        denoised, new_latent = update[:, :f], update[:, 2 * f : 3 * f]  # official split [cc, cc, cc, rest]
+        if self.data_consistency == "gradient":
+            nxt = x - self.eta * (ata_x - atb) - denoised
+        else:  # k - eta M (k - y) - F S D(S^H F^-1 k)
+            nxt = state - self.eta * (state - kspace) * mask - sense_forward(denoised, maps)
+        vq_loss = vq.loss if vq is not None else x.real.new_zeros(())
+        histogram = token_histogram(vq.indices, self.denoiser.vq.num_codes) if vq is not None else None
+        return CascadeOutput(nxt, new_latent, features, vq_loss, histogram)
 
 
 def run_cascade(fn: Callable[..., CascadeOutput], *args: Any, use_checkpoint: bool = False) -> CascadeOutput:
     """Call ``fn(*args)``, with gradient checkpointing (non-reentrant) when asked and gradients are on.
 
-    The recomputation during backward runs under :func:`moero.vq.frozen_statistics`, so VQ statistics
+    The recomputation during backward runs under :func:`moero.models.vq.frozen_statistics`, so VQ statistics
     of the batch are counted once.
     """
     if not use_checkpoint or not torch.is_grad_enabled():
@@ -396,9 +501,9 @@ def run_cascade(fn: Callable[..., CascadeOutput], *args: Any, use_checkpoint: bo
 
 
 @dataclass
-class PromptMROutput:
-    image: torch.Tensor  # (B, H, W) RSS of S x for the centre frame
-    vq_loss: torch.Tensor  # scalar, sum of commitment losses (0 without VQ)
+class PromptMROutput(ReconOutput):
+    """``image`` (B, H, W): RSS of S x for the centre frame; ``vq_loss``: the sum of commitment losses."""
+
     histograms: list[torch.Tensor] = field(default_factory=list)  # [sens net, cascade 0, ..., cascade K-1]
     maps: torch.Tensor | None = None  # (B, 1, C, H, W)
     frames: torch.Tensor | None = None  # final complex images (B, F, H, W)
@@ -431,53 +536,90 @@ class PromptMR(nn.Module):
         use_vq = config.vq_prompt
         self.sens_net = SensitivityNet(config, make_vq_block(config, sens=True) if use_vq and config.sens_vq else None)
         self.cascades = nn.ModuleList(
-            make_cascade(config, k, make_vq_block(config) if use_vq else None) for k in range(config.num_cascades)
+            Cascade(config, k, make_vq_block(config) if use_vq else None) for k in range(config.num_cascades)
         )
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute each cascade in backward (memory for time); the ReconModel hook of the trainer."""
+        self.config = dataclasses.replace(self.config, checkpoint=bool(enabled))
 
     def forward(
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: int | torch.Tensor | None = None
     ) -> PromptMROutput:
         mask = check_inputs(masked_kspace, mask, self.config.frames)
-        maps, sens_hist, sens_vq = self.sens_net(masked_kspace, mask, num_low_frequencies)
-        vq_loss = sens_vq.loss if sens_vq is not None else masked_kspace.real.new_zeros(())
-        histograms = [sens_hist] if sens_hist is not None else []
-        atb = sense_adjoint(masked_kspace, maps, mask)
-        x, latent, history = atb, atb, []
         use_checkpoint = self.config.checkpoint and self.training
-        for cascade in self.cascades:
-            out = run_cascade(cascade, x, latent, atb, masked_kspace, mask, maps, history,
-                              use_checkpoint=use_checkpoint)
-            x, latent = out.image, out.latent
-            history = (history + [out.features])[-max(self.config.num_history, 1) :]
-            vq_loss = vq_loss + out.vq_loss
-            if out.histogram is not None:
-                histograms.append(out.histogram)
-        centre = x[:, self.config.frames // 2]
-        image = rss(maps[:, 0] * centre.unsqueeze(1), dim=1)
-        return PromptMROutput(image, vq_loss, histograms, maps, x)
+
+        def step(k: int, inputs: tuple[torch.Tensor, ...], history: list[torch.Tensor] | None,
+                 histogram: torch.Tensor | None) -> CascadeOutput:
+            return run_cascade(self.cascades[k], *inputs, history, use_checkpoint=use_checkpoint)
+
+        return unroll(self.config, self.sens_net, masked_kspace, mask, num_low_frequencies, step)
+
+
+CascadeStep = Callable[[int, tuple[torch.Tensor, ...], "list[torch.Tensor] | None", "torch.Tensor | None"],
+                       CascadeOutput]
+
+
+def unroll(config: ModelConfig, sens_net: SensitivityNet, masked_kspace: torch.Tensor, mask: torch.Tensor,
+           num_low_frequencies: int | torch.Tensor | None, step: CascadeStep) -> PromptMROutput:
+    """The unrolled network of eq. (2), shared by PromptMR+ and Moero.
+
+    Coil maps from ``sens_net`` (one set per frame); ``x_0 = s_0 = A^H y``; then ``config.num_cascades``
+    times ``out = step(k, (x_k, s_k, A^H y, y, M, S), history, h)``, where ``history`` holds, per
+    decoder level, the features of the last ``num_history`` cascades (newest first, None before
+    cascade 0) and ``h`` the latest token histogram (eq. (8): the coil-map net's for cascade 0, cascade
+    k-1's after; None without VQ), which Moero routes on. ``step`` runs one cascade (PromptMR+) or
+    routes the batch to one expert per sample (Moero). With ``data_consistency="kspace"`` the state is
+    the multi-coil k-space ``k_0 = y`` and the output the RSS of its centre frame (official v1).
+    Returns the RSS of ``S x`` for the centre frame with the summed VQ losses and the histograms.
+    """
+    maps, sens_hist, sens_vq = sens_net(masked_kspace, mask, num_low_frequencies)
+    vq_loss = sens_vq.loss if sens_vq is not None else masked_kspace.real.new_zeros(())
+    histograms = [sens_hist] if sens_hist is not None else []
+    atb = sense_adjoint(masked_kspace, maps, mask)
+    kspace_state = config.data_consistency == "kspace"
+    state = masked_kspace if kspace_state else atb
+    latent, history = atb, None
+    for k in range(config.num_cascades):
+        out = step(k, (state, latent, atb, masked_kspace, mask, maps), history, histograms[-1] if histograms else None)
+        state, latent = out.image, out.latent
+        history = update_history(history, out.features, config.num_history)
+        vq_loss = vq_loss + out.vq_loss
+        if out.histogram is not None:
+            histograms.append(out.histogram)
+    c = config.frames // 2
+    if kspace_state:
+        frames = sense_adjoint(state, maps)
+        image = rss(ifft2c(state[:, c]), dim=1)
+    else:
+        frames = state
+        image = rss(maps[:, c] * frames[:, c].unsqueeze(1), dim=1)
+    return PromptMROutput(image, vq_loss, histograms, maps, frames)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters per part (shared modules counted once) plus codebook entries (EMA buffers).
+    """Trainable parameters per part (shared modules counted once), frozen parameters and codebook entries.
 
     Keys: ``sensitivity_net`` (without its VQ block), ``denoisers`` (cascade U-Nets without VQ blocks),
     ``vq_prompt`` (VQ-Prompt decoders, incl. the sensitivity net's), ``step_sizes`` (the etas),
-    ``other``, ``total``, ``codebook_entries`` (not trained by gradients).
+    ``other``, ``total`` (all trainable), ``frozen`` (parameters without gradient: the frozen prompts),
+    ``codebook_entries`` (EMA buffers, not trained by gradients).
     """
     vq_ids = {id(p) for m in model.modules() if isinstance(m, VQPromptBlock) for p in m.parameters()}
     sens_ids = {id(p) for m in model.modules() if isinstance(m, SensitivityNet) for p in m.parameters()} - vq_ids
     eta_ids = {id(m.eta) for m in model.modules() if isinstance(m, Cascade)}
     den_ids = {id(p) for m in model.modules() if isinstance(m, Cascade) for p in m.parameters()}
     den_ids -= vq_ids | eta_ids | sens_ids
-    params = {id(p): p.numel() for p in model.parameters()}
+    params = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
     counts = {
-        "sensitivity_net": sum(params[i] for i in sens_ids),
-        "denoisers": sum(params[i] for i in den_ids),
-        "vq_prompt": sum(params[i] for i in vq_ids),
-        "step_sizes": sum(params[i] for i in eta_ids),
+        "sensitivity_net": sum(params.get(i, 0) for i in sens_ids),
+        "denoisers": sum(params.get(i, 0) for i in den_ids),
+        "vq_prompt": sum(params.get(i, 0) for i in vq_ids),
+        "step_sizes": sum(params.get(i, 0) for i in eta_ids),
     }
     counts["other"] = sum(params.values()) - sum(counts.values())
     counts["total"] = sum(params.values())
+    counts["frozen"] = sum(p.numel() for p in {id(p): p for p in model.parameters() if not p.requires_grad}.values())
     seen: set[int] = set()
     codebook_entries = 0
     for m in model.modules():
@@ -486,4 +628,3 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
             codebook_entries += m.quantizer.codebook.numel()
     counts["codebook_entries"] = codebook_entries
     return counts
-

@@ -7,7 +7,7 @@ Names
 * ``moero-<C>x<K>``: Moero, a grid of ``C`` cascades x ``K`` experts routed by BranchNav (section 3),
   e.g. ``moero-12x2`` and ``moero-12x4`` of the paper.
 
-Sizes come from a preset, ``tiny``, ``small``, ``medium`` or ``paper`` (:data:`moero.models.promptmr.PRESETS`);
+Sizes come from a preset, ``tiny``, ``small``, ``medium`` or ``paper`` (``moero.models.promptmr.PRESETS``);
 a ``moero-CxK`` name fixes the cascade count, the preset everything else.
 """
 

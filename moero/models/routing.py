@@ -35,24 +35,35 @@ Without ``torch.distributed`` the navigator syncs itself at the end of every tra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BranchNav", "spherical_kmeans", "cosine_assign", "dispatch", "distributed_world"]
+from moero.models.collective import all_reduce_flat, distributed_world
+
+__all__ = ["BranchNav", "AUTHORS_NAV", "spherical_kmeans", "cosine_assign", "dispatch"]
 
 _EPS_RATIO = 1e-13  # the authors' epsilon in max/min
 
-
-def distributed_world(process_group: Any = None) -> tuple[int, int]:
-    """``(rank, world_size)`` of ``process_group``; ``(0, 1)`` when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(process_group), dist.get_world_size(process_group)
-    return 0, 1
+# BranchNav settings of the authors' code (5o1/Moero: models/modules/nav.py KmeansBranchNav with
+# plm/configs/model/moero-12x*.yaml): 2048 buffered histograms after skipping 8000 routed samples *per
+# rank*, cosine k-means with seed 42, the balance rule at ratio 3, the batch routed by the mode, and
+# the same rule at evaluation (route counts keep growing; "paper" eval mode).
+AUTHORS_NAV: dict[str, Any] = {
+    "buffer_size": 2048,
+    "warmup": 8000,
+    "warmup_scope": "rank",
+    "imbalance_ratio": 3.0,
+    "restarts": 8,
+    "max_iter": 100,
+    "seed": 42,
+    "eval_mode": "paper",
+    "route_by": "batch",
+}
 
 
 def cosine_assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -126,15 +137,19 @@ def spherical_kmeans(
 
 
 class BranchNav(nn.Module):
-    """Router of one Moero cascade over ``num_branches`` experts by token histograms (eq. (9)).
+    """Router of one Moero cascade over ``num_experts`` experts by token histograms (eq. (9)).
 
     Args:
-        num_branches: experts K of the cascade.
+        num_experts: experts K of the cascade.
         num_codes: length of the routing histograms (the codebook size).
         buffer_size: histograms gathered (over all ranks) before k-means is fitted, once.
         warmup: ``"epoch"``: buffer nothing while the epoch set by :meth:`set_epoch` is 0 (the paper's
             "no buffering in the first epoch"); an ``int``: buffer nothing until that many samples have
-            been routed over all ranks (the authors skip ~8000 samples per rank); ``0``: no warm-up.
+            been routed (see ``warmup_scope``); ``0``: no warm-up.
+        warmup_scope: ``"global"``: an ``int`` warm-up counts samples routed over all ranks; ``"rank"``:
+            per rank, as the authors' ``sample_idx`` (the synced count must reach ``warmup x world
+            size``, which equals every rank's own count because each rank routes its own equal-size
+            batches; the authors also count evaluation forwards, we do not).
         imbalance_ratio: the balance rule fires when ``max n / (min n + 1e-13)`` exceeds it.
         restarts, max_iter, seed: of :func:`spherical_kmeans`.
         eval_mode: ``"nearest"`` or ``"paper"`` (module docstring).
@@ -145,10 +160,11 @@ class BranchNav(nn.Module):
 
     def __init__(
         self,
-        num_branches: int,
+        num_experts: int,
         num_codes: int,
         buffer_size: int = 2048,
         warmup: str | int = "epoch",
+        warmup_scope: str = "global",
         imbalance_ratio: float = 3.0,
         restarts: int = 8,
         max_iter: int = 100,
@@ -158,14 +174,16 @@ class BranchNav(nn.Module):
         gather_per_step: int = 8,
     ) -> None:
         super().__init__()
-        if num_branches < 1:
-            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
         if num_codes < 1:
             raise ValueError(f"num_codes must be >= 1, got {num_codes}")
-        if buffer_size < num_branches:
-            raise ValueError(f"buffer_size must be >= num_branches={num_branches}, got {buffer_size}")
+        if buffer_size < num_experts:
+            raise ValueError(f"buffer_size must be >= num_experts={num_experts}, got {buffer_size}")
         if not (warmup == "epoch" or (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0)):
             raise ValueError(f"warmup must be 'epoch' or an int >= 0, got {warmup!r}")
+        if warmup_scope not in ("global", "rank"):
+            raise ValueError(f"warmup_scope must be 'global' or 'rank', got {warmup_scope!r}")
         if imbalance_ratio < 1.0:
             raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio}")
         if eval_mode not in ("nearest", "paper"):
@@ -174,21 +192,21 @@ class BranchNav(nn.Module):
             raise ValueError(f"route_by must be 'sample' or 'batch', got {route_by!r}")
         if gather_per_step < 1:
             raise ValueError(f"gather_per_step must be >= 1, got {gather_per_step}")
-        self.num_branches, self.num_codes, self.buffer_size = num_branches, num_codes, buffer_size
-        self.warmup, self.imbalance_ratio = warmup, float(imbalance_ratio)
+        self.num_experts, self.num_codes, self.buffer_size = num_experts, num_codes, buffer_size
+        self.warmup, self.warmup_scope, self.imbalance_ratio = warmup, warmup_scope, float(imbalance_ratio)
         self.restarts, self.max_iter, self.seed = restarts, max_iter, seed
         self.eval_mode, self.route_by, self.gather_per_step = eval_mode, route_by, gather_per_step
-        self.register_buffer("counts", torch.zeros(num_branches, dtype=torch.long))  # synced n_j
-        self.register_buffer("step_counts", torch.zeros(num_branches, dtype=torch.long))  # this rank, this step
+        self.register_buffer("counts", torch.zeros(num_experts, dtype=torch.long))  # synced n_j
+        self.register_buffer("step_counts", torch.zeros(num_experts, dtype=torch.long))  # this rank, this step
         self.register_buffer("buffer", torch.zeros(buffer_size, num_codes))
         self.register_buffer("fill", torch.zeros((), dtype=torch.long))
-        self.register_buffer("centres", torch.zeros(num_branches, num_codes))
+        self.register_buffer("centres", torch.zeros(num_experts, num_codes))
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
 
     def extra_repr(self) -> str:
-        return (f"num_branches={self.num_branches}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
+        return (f"num_experts={self.num_experts}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
                 f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}")
 
     # ------------------------------------------------------------------ state
@@ -201,7 +219,8 @@ class BranchNav(nn.Module):
         """Whether the warm-up is over (by the synced counts, so all ranks agree)."""
         if self.warmup == "epoch":
             return int(self.epoch) >= 1
-        return int(self.counts.sum()) >= int(self.warmup)
+        ranks = distributed_world()[1] if self.warmup_scope == "rank" else 1
+        return int(self.counts.sum()) >= int(self.warmup) * ranks
 
     @property
     def collecting(self) -> bool:
@@ -238,7 +257,7 @@ class BranchNav(nn.Module):
         if fitted:
             parts.append(cosine_assign(hist, self.centres).double())
         host = torch.cat(parts).cpu()
-        k = self.num_branches
+        k = self.num_experts
         counts = (host[:k] + host[k : 2 * k]).long()
         nearest = host[2 * k :].long() if fitted else None
         if eval_nearest:
@@ -268,7 +287,7 @@ class BranchNav(nn.Module):
             if nearest is None or self.imbalanced(counts):
                 choice = int(counts.argmin())
             else:
-                choice = int(torch.bincount(nearest, minlength=self.num_branches).argmax())  # mode, lowest on ties
+                choice = int(torch.bincount(nearest, minlength=self.num_experts).argmax())  # mode, lowest on ties
             return torch.full((batch,), choice, dtype=torch.long)
         routes = torch.empty(batch, dtype=torch.long)
         for i in range(batch):  # sequential, so a batch routes exactly as its samples one by one
@@ -283,19 +302,19 @@ class BranchNav(nn.Module):
     def sync_numel(self, world: int) -> int:
         """Length of this navigator's slice of the per-step all-reduce (same on every rank)."""
         gathered = world * (self.gather_per_step * self.num_codes + 1) if self.collecting else 0
-        return self.num_branches + gathered
+        return self.num_experts + gathered
 
     def sync_payload(self, rank: int, world: int) -> torch.Tensor:
         """float32 ``(sync_numel(world),)``: step counts, then (while collecting) this rank's queued
         histograms in its own slot, zeros in the others' slots, so that the SUM over ranks is a gather."""
         payload = torch.zeros(self.sync_numel(world), device=self.counts.device)
-        payload[: self.num_branches] = self.step_counts.float()
+        payload[: self.num_experts] = self.step_counts.float()
         if self.collecting and self._queue:
             queued = torch.cat(self._queue)
             take = queued[: self.gather_per_step]
             self._queue = [queued[self.gather_per_step :]] if queued.shape[0] > self.gather_per_step else []
             slot = self.gather_per_step * self.num_codes + 1
-            start = self.num_branches + rank * slot
+            start = self.num_experts + rank * slot
             payload[start] = take.shape[0]
             payload[start + 1 : start + 1 + take.numel()] = take.reshape(-1).to(payload.device)
         return payload
@@ -303,7 +322,7 @@ class BranchNav(nn.Module):
     @torch.no_grad()
     def apply_sync(self, summed: torch.Tensor, world: int) -> None:
         """Consume the all-reduced payload: add the counts, append gathered histograms, fit when full."""
-        k = self.num_branches
+        k = self.num_experts
         self.counts += summed[:k].round().long().to(self.counts.device)
         self.step_counts.zero_()
         if summed.numel() > k:
@@ -330,32 +349,62 @@ class BranchNav(nn.Module):
         """Sum this step's routing statistics over ranks (one all-reduce, none without distributed)."""
         rank, world = distributed_world(process_group)
         payload = self.sync_payload(rank, world)
-        if world > 1:
-            dist.all_reduce(payload, group=process_group)
+        all_reduce_flat([payload], process_group, dtype=payload.dtype)
         self.apply_sync(payload, world)
 
     @torch.no_grad()
     def fit(self) -> torch.Tensor:
         """Fit the centres by spherical k-means on the filled part of the buffer; returns the buffer labels."""
         fill = int(self.fill)
-        if fill < self.num_branches:
-            raise ValueError(f"the buffer holds {fill} histograms, fewer than num_branches={self.num_branches}")
-        centres, labels, _ = spherical_kmeans(self.buffer[:fill], self.num_branches, self.restarts,
+        if fill < self.num_experts:
+            raise ValueError(f"the buffer holds {fill} histograms, fewer than num_experts={self.num_experts}")
+        centres, labels, _ = spherical_kmeans(self.buffer[:fill], self.num_experts, self.restarts,
                                               self.max_iter, self.seed)
         self.centres.copy_(centres.to(self.centres.dtype))
         self.fitted.fill_(True)
         return labels
 
 
+def _split(value: Any, idx: torch.Tensor, batch: int) -> Any:
+    """The rows ``idx`` of every tensor with the batch axis in ``value`` (tensors, lists, tuples); a tensor
+    whose first axis is not the batch (a broadcasting mask, a scalar) goes through whole."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, idx.to(value.device)) if value.ndim and value.shape[0] == batch else value
+    if isinstance(value, list | tuple):
+        return type(value)(_split(v, idx, batch) for v in value)
+    return value
+
+
+def _merge(parts: list[Any], inverse: torch.Tensor, weights: list[float]) -> Any:
+    """Inverse of :func:`_split` on the experts' outputs: batched tensors are concatenated and put back in
+    batch order, scalars become the batch mean of the per-group values (weights: group sizes / batch)."""
+    first = parts[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        if first.ndim == 0:
+            return sum(w * p for w, p in zip(weights, parts, strict=True))
+        return torch.cat(parts).index_select(0, inverse.to(first.device))
+    if isinstance(first, list | tuple):
+        return type(first)(_merge([p[i] for p in parts], inverse, weights) for i in range(len(first)))
+    if dataclasses.is_dataclass(first):
+        return type(first)(**{f.name: _merge([getattr(p, f.name) for p in parts], inverse, weights)
+                              for f in dataclasses.fields(first)})
+    raise TypeError(f"dispatch: cannot merge expert outputs of type {type(first).__name__}")
+
+
 def dispatch(
-    experts: Sequence[Callable[..., Any]], routes: torch.Tensor, *batched: torch.Tensor, **shared: Any
+    experts: Sequence[Callable[..., Any]], routes: torch.Tensor, *batched: Any, **shared: Any
 ) -> Any:
     """Run ``experts[j]`` once on the samples routed to ``j`` and put the results back in batch order.
 
-    ``batched`` tensors share the batch axis 0 and are split by ``routes`` ``(B,)``; ``shared`` keyword
-    arguments go to every call unchanged. An expert returns a tensor or a tuple of tensors with the
-    batch axis first. When the whole batch goes to one expert (always at batch size 1) it runs on the
-    inputs as they are, without copies.
+    ``batched`` arguments hold tensors with the batch axis 0 (possibly nested in lists and tuples, e.g.
+    Moero's history features); they are split by ``routes`` ``(B,)``, except tensors whose first axis is
+    not the batch, which every expert gets whole. ``shared`` keyword arguments go to every call
+    unchanged. An expert returns a tensor, a tuple/list or a dataclass of them: batched tensors are
+    merged back in batch order, scalar tensors (losses) become the batch mean of the per-group values.
+    When the whole batch goes to one expert (always at batch size 1) it runs on the inputs as they are,
+    without copies.
     """
     routes = routes.detach().cpu().long()
     if routes.ndim != 1 or not batched or routes.shape[0] != batched[0].shape[0]:
@@ -366,18 +415,11 @@ def dispatch(
     active = torch.unique(routes).tolist()
     if len(active) == 1:
         return experts[active[0]](*batched, **shared)
+    batch = routes.shape[0]
     groups = [torch.nonzero(routes == j).flatten() for j in active]
-    outputs = []
-    for j, idx in zip(active, groups, strict=True):
-        dev_idx = idx.to(batched[0].device)
-        outputs.append(experts[j](*(t.index_select(0, dev_idx) for t in batched), **shared))
+    outputs = [experts[j](*(_split(v, idx, batch) for v in batched), **shared)
+               for j, idx in zip(active, groups, strict=True)]
     inverse = torch.empty_like(routes)
     order = torch.cat(groups)
     inverse[order] = torch.arange(order.numel())
-
-    def merge(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts).index_select(0, inverse.to(parts[0].device))
-
-    if isinstance(outputs[0], tuple):
-        return tuple(merge([o[i] for o in outputs]) for i in range(len(outputs[0])))
-    return merge(outputs)
+    return _merge(outputs, inverse, [idx.numel() / batch for idx in groups])

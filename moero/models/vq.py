@@ -40,6 +40,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from moero.models.collective import all_reduce_flat, distributed_world
+
 __all__ = [
     "VQOutput",
     "VectorQuantizer",
@@ -94,6 +96,12 @@ class VectorQuantizer(nn.Module):
             :attr:`dead_fraction` when restart is off (with restart, ``restart_after`` is used).
         auto_update: apply the accumulated statistics at the next training forward (see module doc).
         seed: seed of the codebook initialisation and of the choice of re-seeding vectors.
+        init_cluster_size: starting EMA cluster size of every code. ``1`` (ours): each code counts as
+            having held its initial value once. ``0`` is the authors' quantiser (rosinality's
+            ``Quantize`` in ``5o1/Moero: models/modules/vqvae.py``): after the first update an unused
+            code keeps a cluster size of ~0, the Laplace smoothing divides its sum by
+            ``~eps n / (n + K eps)`` and it grows to ~1e5 times its scale, unreachable from then on
+            (collapse by construction); offered for fidelity, not the default.
     """
 
     def __init__(
@@ -111,8 +119,11 @@ class VectorQuantizer(nn.Module):
         dead_after: int = 100,
         auto_update: bool = True,
         seed: int = 0,
+        init_cluster_size: float = 1.0,
     ) -> None:
         super().__init__()
+        if init_cluster_size < 0:
+            raise ValueError(f"init_cluster_size must be >= 0, got {init_cluster_size}")
         if num_codes < 1:
             raise ValueError(f"num_codes must be >= 1, got {num_codes}")
         if dim < 1:
@@ -135,7 +146,8 @@ class VectorQuantizer(nn.Module):
         if distance == "cosine":
             codebook = F.normalize(codebook, dim=1)
         self.register_buffer("codebook", codebook)
-        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.init_cluster_size = float(init_cluster_size)
+        self.register_buffer("cluster_size", torch.full((num_codes,), self.init_cluster_size))
         self.register_buffer("embed_sum", codebook.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # applied update steps
@@ -241,7 +253,7 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.fill_(1.0)
 
     # ------------------------------------------------------------------ EMA update
-    def _stats_tensors(self) -> list[torch.Tensor]:
+    def stats_tensors(self) -> list[torch.Tensor]:
         """The tensors summed across ranks, in a fixed order (see :func:`sync_vq_modules`)."""
         parts = [self.step_counts, self.step_sums]
         if self.restart_after is not None:
@@ -250,7 +262,7 @@ class VectorQuantizer(nn.Module):
             parts.append(self.codebook)  # a fresh k-means init, averaged over ranks
         return parts
 
-    def _prepare_for_sum(self, rank: int, world: int) -> None:
+    def prepare_for_sum(self, rank: int, world: int) -> None:
         """Zero what only rank 0 contributes, so that the sum equals rank 0's value on every rank."""
         if rank != 0 and self.restart_after is not None:
             self.recent_inputs.zero_()
@@ -310,17 +322,11 @@ class VectorQuantizer(nn.Module):
 
 
 def _sync(quantizers: list[VectorQuantizer], process_group: dist.ProcessGroup | None) -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(process_group) > 1:
-        rank, world = dist.get_rank(process_group), dist.get_world_size(process_group)
+    rank, world = distributed_world(process_group)
+    if world > 1:
         for vq in quantizers:
-            vq._prepare_for_sum(rank, world)
-        parts = [t for vq in quantizers for t in vq._stats_tensors()]
-        flat = torch.cat([t.reshape(-1).float() for t in parts])
-        dist.all_reduce(flat, group=process_group)
-        offset = 0
-        for t in parts:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
+            vq.prepare_for_sum(rank, world)
+        all_reduce_flat([t for vq in quantizers for t in vq.stats_tensors()], process_group)
     for vq in quantizers:
         vq.update()
 

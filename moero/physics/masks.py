@@ -17,6 +17,12 @@ then cut that frame's spokes at the radius that hits the budget. The ACS takes a
 budget (it shrinks on small matrices or at high ``R``; :func:`effective_acs` says to what), so at
 least half of the samples stay outside the centre.
 
+ACS width: the challenge uses 20 lines on its about 246-line phase-encode matrices (about 8 % of W).
+:func:`acs_width` scales that width with the phase-encode size, so that a smaller matrix of the same
+field of view keeps the same calibrated fraction of k-space; :class:`MaskSampler` takes its ``acs``
+as the width at the challenge's 246 lines. :func:`effective_acceleration` is the realised ``R_eff``
+(``H W`` over the sampled points of a frame, ACS included).
+
 Generation is vectorised over frames, lines and spokes; the only loops run over a handful of
 bisection or collision-resolution rounds.
 """
@@ -28,7 +34,22 @@ import numbers
 
 import torch
 
-__all__ = ["KINDS", "ACCELERATIONS", "GOLDEN_ANGLE_DEG", "make_mask", "effective_acs", "point_spread", "MaskSampler"]
+from moero.physics.fft import centred_slice
+
+__all__ = [
+    "KINDS",
+    "ACCELERATIONS",
+    "GOLDEN_ANGLE_DEG",
+    "ACS_LINES",
+    "ACS_REFERENCE_PE",
+    "acs_width",
+    "matched_spokes",
+    "make_mask",
+    "effective_acs",
+    "effective_acceleration",
+    "point_spread",
+    "MaskSampler",
+]
 
 KINDS = ("uniform", "kt_gaussian", "kt_radial")
 ACCELERATIONS = (4, 8, 10, 12, 16, 20, 24)
@@ -36,6 +57,32 @@ GOLDEN_ANGLE_DEG = 137.5
 _GAUSS_ALPHA = 0.2  # official kt-Gaussian constants (reference section 5)
 _GAUSS_SIGMA_FRACTION = 0.2  # s = ny / 5
 _RADIAL_RATE = 0.6  # effective radial rate 0.6 R
+ACS_LINES = 20  # the challenge's ACS width ...
+ACS_REFERENCE_PE = 246  # ... on its typical phase-encode matrix (cine 512 x 246): about 8 % of W
+
+
+def acs_width(phase_encode: int, acs: int = ACS_LINES) -> int:
+    """ACS width for a phase-encode size: ``acs`` lines at the challenge's 246, scaled in proportion.
+
+    ``round(acs * W / 246)``, at least 2 lines (a calibration block needs a centre pair) when
+    ``acs > 0``, at most ``W``; 0 stays 0 (no ACS).
+    """
+    if not isinstance(phase_encode, int) or phase_encode < 1:
+        raise ValueError(f"phase_encode must be a positive integer, got {phase_encode!r}")
+    if not isinstance(acs, int) or acs < 0:
+        raise ValueError(f"acs must be a non-negative integer, got {acs!r}")
+    if acs == 0:
+        return 0
+    return min(max(round(acs * phase_encode / ACS_REFERENCE_PE), 2), phase_encode)
+
+
+def effective_acceleration(mask: torch.Tensor) -> torch.Tensor:
+    """Realised acceleration ``R_eff = H W / |mask|`` of each frame of a ``(..., H, W)`` mask (ACS included)."""
+    if not torch.is_tensor(mask) or mask.ndim < 2:
+        raise ValueError("mask must be a tensor (..., H, W)")
+    h, w = mask.shape[-2:]
+    count = (mask != 0).sum(dim=(-2, -1)).to(torch.float64)
+    return (h * w) / count.clamp_min(1)
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -84,8 +131,7 @@ def _budget(n: int, acceleration: float) -> int:
 
 
 def _centre_slice(n: int, width: int) -> slice:
-    start = n // 2 - width // 2
-    return slice(start, start + width)
+    return centred_slice(n, width)
 
 
 def _acs_columns(w: int, acs: int) -> torch.Tensor:
@@ -111,10 +157,10 @@ def _uniform(t: int, h: int, w: int, r: float, acs: int, exact: bool) -> torch.T
         cols = acs_cols.clone()
         cols[free[pick.clamp(max=free.numel() - 1)]] = True
     else:
-        # every R-th line, anchored at the k-space centre column W // 2
-        k = torch.arange(-w, w + 1, dtype=torch.float64)
-        pos = (w // 2 + torch.round(k * r)).long()
-        pos = pos[(pos >= 0) & (pos < w)]
+        # every R-th line from line 0, as the official UniformSampling.m's mask(:, 1:R:end)
+        k = torch.arange(0, w + 1, dtype=torch.float64)
+        pos = torch.round(k * r).long()
+        pos = pos[pos < w]
         cols = acs_cols.clone()
         cols[pos] = True
     return _lines_to_mask(cols[None].expand(t, w), h)
@@ -190,11 +236,15 @@ def _kt_gaussian(t: int, h: int, w: int, r: float, acs: int, exact: bool, gen: t
 
 # -------------------------------------------------------------------------------------------- kt-Radial
 def _spoke_points(t: int, h: int, w: int, num_spokes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rasterised spokes: (frame index, flat pixel index, radius) of every in-image point.
+    """Rasterised spokes: (frame index, flat pixel index, radius) of every point.
 
-    Spoke ``k`` of frame ``f`` has angle ``k 180/N + f 137.5`` degrees. Each spoke steps one pixel
-    along its major axis and rounds the minor coordinate (a Bresenham line through the centre),
-    from edge to edge of the image ("cut to the image").
+    Spoke ``k`` of frame ``f`` has angle ``k 180/N + f 137.5`` degrees. As the official generator's
+    nearest-neighbour rotation of a one-pixel row does, a spoke holds every pixel whose centre lies
+    within half a pixel of the line through the k-space centre (one or two pixels per step along the
+    major axis), out to the radius ``max(H, W) / 2`` (the official ``cropcorner``: the corners
+    beyond it are never sampled), cut to the image. The official angle list includes its endpoint
+    (``theta : 180/N : 180 + theta``), whose row sits half a pixel off the centre on the other side:
+    the first spoke is therefore doubled to two pixels' width (``|d| < 1``).
     """
     theta = torch.deg2rad(
         torch.arange(num_spokes, dtype=torch.float64)[None] * (180.0 / num_spokes)
@@ -205,13 +255,20 @@ def _spoke_points(t: int, h: int, w: int, num_spokes: int) -> tuple[torch.Tensor
     span = max(h, w)
     u = torch.arange(-span, span + 1, dtype=torch.float64)  # (P,)
     slope = torch.where(horizontal, dr / torch.where(horizontal, dc, 1.0), dc / torch.where(horizontal, 1.0, dr))
-    minor = torch.round(u[None, None] * slope[..., None])
-    major = u.expand_as(minor)
-    rows = torch.where(horizontal[..., None], minor, major) + h // 2
-    cols = torch.where(horizontal[..., None], major, minor) + w // 2
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    frame = torch.arange(t)[:, None, None].expand_as(rows)
+    exact_minor = u[None, None] * slope[..., None]  # (T, N, P)
+    # candidates round(.) - 2 ... round(.) + 2; keep those within half a pixel (first spoke: one) of the line
+    minor = torch.round(exact_minor)[..., None] + torch.arange(-2.0, 3.0, dtype=torch.float64)
+    width = torch.full((num_spokes,), 0.5, dtype=torch.float64)
+    width[0] = 1.0
+    half_width = (width[None] * torch.sqrt(1 + slope**2))[..., None, None]
+    near = (minor - exact_minor[..., None]).abs() < half_width
+    major = u[:, None].expand_as(minor)
+    hor = horizontal[..., None, None]
+    rows = torch.where(hor, minor, major) + h // 2
+    cols = torch.where(hor, major, minor) + w // 2
     radius = torch.sqrt((rows - h // 2) ** 2 + (cols - w // 2) ** 2)
+    inside = near & (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w) & (radius <= span / 2)
+    frame = torch.arange(t)[:, None, None, None].expand_as(rows)
     flat = (rows * w + cols).long()
     return frame[inside], flat[inside], radius[inside]
 
@@ -223,11 +280,33 @@ def _radial_from_points(t: int, h: int, w: int, frame, flat, radius, max_radius,
     return mask.view(t, h, w) | acs_square
 
 
-def _kt_radial(t: int, h: int, w: int, r: float, acs: int, exact: bool) -> torch.Tensor:
+def _mean_spoke_length(h: int, w: int) -> float:
+    """Mean length (pixels) over angles of a spoke through the centre, cut to the image and to radius max(H, W)/2."""
+    theta = torch.linspace(0, math.pi, 721, dtype=torch.float64)[:-1]
+    s, c = torch.sin(theta).abs().clamp_min(1e-9), torch.cos(theta).abs().clamp_min(1e-9)
+    half = torch.minimum(torch.minimum(h / 2 / s, w / 2 / c), torch.tensor(max(h, w) / 2, dtype=torch.float64))
+    return float(2 * half.mean())
+
+
+def matched_spokes(acceleration: float, h: int, w: int, reference: tuple[int, int] = (512, 246)) -> int:
+    """Spoke count that samples the same fraction of an ``H x W`` frame as the official count does at ``reference``.
+
+    The official ``floor(180 / (0.6 R))`` spokes are set for the challenge's matrices; on a smaller
+    matrix of the same field of view the same count would sample far more than ``1/R`` (at 64 x 31,
+    R = 8 is realised as R_eff ~ 2). The count scales with the image area over the mean spoke length,
+    and equals the official count at ``reference``.
+    """
+    official = max(math.floor(180.0 / (_RADIAL_RATE * float(acceleration))), 1)
+    rh, rw = reference
+    density = official * _mean_spoke_length(rh, rw) / (rh * rw)  # sampled fraction without overlaps
+    return max(round(density * h * w / _mean_spoke_length(h, w)), 1)
+
+
+def _kt_radial(t: int, h: int, w: int, r: float, acs: int, exact: bool, spokes: int | None = None) -> torch.Tensor:
     acs_square = torch.zeros(h, w, dtype=torch.bool)
     acs_square[_centre_slice(h, acs), _centre_slice(w, acs)] = True
     if not exact:
-        num_spokes = max(math.floor(180.0 / (_RADIAL_RATE * r)), 1)
+        num_spokes = spokes or max(math.floor(180.0 / (_RADIAL_RATE * r)), 1)
         return _radial_from_points(t, h, w, *_spoke_points(t, h, w, num_spokes), None, acs_square)
 
     budget = _budget(h * w, r)
@@ -274,22 +353,27 @@ def make_mask(
     acs: int = 20,
     seed: int | torch.Generator | None = None,
     exact: bool = False,
+    spokes: int | None = None,
 ) -> torch.Tensor:
     """A CMRxRecon2025 sampling mask, boolean ``(T, H, W)`` (reference section 5).
 
     ``kind``: ``uniform`` | ``kt_gaussian`` | ``kt_radial``; ``shape``: ``(T, H, W)``;
     ``acceleration``: nominal ``R >= 1``; ``acs``: calibration width (central columns, or the side
     of the central square for radial; 0 for none); ``seed``: int or generator (kt-Gaussian draws;
-    the other kinds are deterministic); ``exact``: count the ACS in so each frame samples ``1/R``.
+    the other kinds are deterministic); ``exact``: count the ACS in so each frame samples ``1/R``;
+    ``spokes``: kt-radial spoke count instead of the official ``floor(180 / (0.6 R))`` (see
+    :func:`matched_spokes`; ignored with ``exact``).
     """
     t, h, w = _check(kind, tuple(shape), acceleration, acs)
+    if spokes is not None and (not isinstance(spokes, int) or spokes < 1):
+        raise ValueError(f"spokes must be a positive integer or None, got {spokes!r}")
     acs = effective_acs(kind, (t, h, w), acceleration, acs, exact)
     r = float(acceleration)
     if kind == "uniform":
         return _uniform(t, h, w, r, acs, exact)
     if kind == "kt_gaussian":
         return _kt_gaussian(t, h, w, r, acs, exact, _generator(seed))
-    return _kt_radial(t, h, w, r, acs, exact)
+    return _kt_radial(t, h, w, r, acs, exact, spokes)
 
 
 def point_spread(mask: torch.Tensor) -> torch.Tensor:
@@ -312,7 +396,10 @@ class MaskSampler:
     """Draws ``(kind, acceleration)`` per training example from configurable sets, then a mask.
 
     ``sample(shape, seed)`` is deterministic in ``seed`` (the kind, the acceleration and the
-    kt-Gaussian draws all come from one generator seeded by it) and records what it drew.
+    kt-Gaussian draws all come from one generator seeded by it) and records what it drew. ``acs`` is
+    the ACS width at the challenge's 246 phase-encode lines; each mask uses :func:`acs_width` of its
+    own ``W`` (recorded as ``info["acs"]``), so the calibrated fraction does not grow on small matrices;
+    likewise kt-radial uses :func:`matched_spokes` (``info["spokes"]``: the official count at 512 x 246).
     """
 
     def __init__(
@@ -336,12 +423,19 @@ class MaskSampler:
         self.exact = bool(exact)
 
     def sample(self, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, dict]:
-        """``(mask (T, H, W) bool, {"kind", "acceleration"})`` for this ``seed``."""
+        """``(mask (T, H, W) bool, {"kind", "acceleration", "acs"})`` for this ``seed``."""
         gen = _generator(int(seed))
         kind = self.kinds[int(torch.randint(len(self.kinds), (1,), generator=gen))]
         acceleration = self.accelerations[int(torch.randint(len(self.accelerations), (1,), generator=gen))]
-        mask = make_mask(kind, shape, acceleration, acs=self.acs, seed=gen, exact=self.exact)
-        return mask, {"kind": kind, "acceleration": acceleration}
+        limit = min(shape[-2], shape[-1]) if kind == "kt_radial" else shape[-1]
+        acs = min(acs_width(int(shape[-1]), self.acs), limit)
+        spokes = matched_spokes(acceleration, int(shape[-2]), int(shape[-1])) if kind == "kt_radial" else None
+        mask = make_mask(kind, shape, acceleration, acs=acs, seed=gen, exact=self.exact, spokes=spokes)
+        acs = effective_acs(kind, tuple(shape), acceleration, acs, self.exact)
+        info = {"kind": kind, "acceleration": acceleration, "acs": acs}
+        if spokes is not None:
+            info["spokes"] = spokes
+        return mask, info
 
     def __repr__(self) -> str:
         return (

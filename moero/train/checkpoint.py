@@ -7,6 +7,10 @@
   bool, None); :func:`save_checkpoint` refuses anything else, so :func:`load_checkpoint` can use
   ``torch.load(weights_only=True)``, which refuses foreign pickled objects; that refusal becomes a
   :class:`CheckpointError` naming the file.
+* The file gets the mode of any other file the process creates (``0o666`` less the umask), not the
+  ``0o600`` of the temporary file; :func:`remove_stale_temporaries` deletes the temporary files of
+  writers that died (call it while holding the run folder's lock).
+* :func:`non_finite_tensors` names the tensors of a state holding NaN or Inf (a diverged run).
 * :func:`rng_state` / :func:`set_rng_state` capture the Python, NumPy, torch and CUDA generators as
   tensors, for exact resume.
 """
@@ -34,6 +38,9 @@ __all__ = [
     "module_buffers",
     "load_module_buffers",
     "check_primitive",
+    "require_keys",
+    "non_finite_tensors",
+    "remove_stale_temporaries",
 ]
 
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -71,6 +78,40 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` gives every other run file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files of :func:`save_checkpoint` in ``folder`` (left by a killed writer);
+    only safe while no other process writes there (the caller holds the run folder's lock)."""
+    removed = []
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def require_keys(state: Mapping[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    """A :class:`CheckpointError` naming the file and the missing keys unless ``state`` holds all ``keys``."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing} (not a checkpoint written by the trainer?)")
+
+
+def non_finite_tensors(tensors: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point or complex tensors in ``tensors`` that hold NaN or Inf."""
+    bad = []
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                bad.append(str(name))
+    return bad
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (see module doc); returns the path."""
     path = Path(path)
@@ -84,6 +125,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0o600; a checkpoint is a run file like the others
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

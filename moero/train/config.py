@@ -15,10 +15,30 @@ from typing import Any
 
 from moero.models.registry import PRESET_NAMES, parse_model_name
 
-__all__ = ["TrainConfig", "parse_override", "parse_value"]
+__all__ = [
+    "AUTHORS_TRAINING", "TrainConfig", "parse_override", "parse_value", "resume_mismatch", "RESUME_FIXED",
+    "RESUME_FREE",
+]
 
 
 # ---------------------------------------------------------------------------- configuration
+# The Moero authors' optimisation (5o1/Moero: plm/models/cmr25module.py, plm/configs/task/*-train-moero*.yaml):
+# AdamW(2e-4, weight decay 1e-2) with no LR scheduler (constant), fp32 (precision 32; their TF32 matmul
+# callback is not reproduced), no gradient clipping, and the 7x7 Gaussian (sigma 1) SSIM loss of the
+# naneu submodule. Merge into a TrainConfig with ``TrainConfig.from_dict({**AUTHORS_TRAINING, ...})``.
+AUTHORS_TRAINING: dict[str, Any] = {
+    "lr": 2e-4,
+    "weight_decay": 1e-2,
+    "schedule": "constant",
+    "warmup_steps": 0,
+    "grad_clip": 0.0,
+    "amp": "off",
+    "ssim_window": "gaussian",
+    "ssim_sigma": 1.0,
+    "vq_weight": 1.0,
+}
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; load from YAML (:meth:`from_yaml`), override any field.
@@ -35,10 +55,20 @@ class TrainConfig:
     checkpoint, for time-sliced jobs), ``lr``, ``weight_decay``, ``schedule`` (``step``, ``cosine``,
     ``constant``), ``lr_step_epoch`` (-1: the last epoch, as PromptMR+), ``lr_gamma``,
     ``warmup_steps``, ``grad_clip`` (0: off), ``amp`` (``auto``: bf16 on GPU, off on CPU; ``bf16``,
-    ``fp16``, ``off``), ``vq_weight``, ``ssim_window``. Bookkeeping: ``checkpoint_every`` (steps, 0:
+    ``fp16``, ``off``), ``vq_weight``, ``ssim_window``, ``ssim_sigma`` (of the Gaussian window).
+    Bookkeeping: ``checkpoint_every`` (steps, 0:
     end of epoch and run only), ``val_every`` (epochs, 0: never), ``max_val_examples`` (0: all),
-    ``val_crop`` (official centre crop in validation), ``log_every``, ``resume``, ``progress``,
-    ``ddp_broadcast_buffers``.
+    ``val_crop`` (official centre crop in validation), ``log_every``, ``progress``,
+    ``ddp_broadcast_buffers``. Run ownership: ``resume`` (continue from ``run_dir/checkpoint.pt``; an
+    error when there is none), ``resume_if_present`` (resume when a checkpoint exists, else start afresh),
+    ``overwrite`` (a fresh run into a folder holding a run moves that run aside first), and
+    ``max_nonfinite`` (consecutive non-finite losses or gradient norms that stop a diverged run).
+
+    Resume checks (:func:`resume_mismatch`): the fields of :data:`RESUME_FIXED` define the model, the
+    data and its order, or the optimisation, and must equal the checkpoint's; :data:`RESUME_FREE` may
+    change. ``max_steps`` and ``epochs`` may change only when the learning-rate schedule does not depend
+    on the run length (``constant``, or ``step`` with an explicit ``lr_step_epoch``), so extending a run
+    never moves the schedule under it.
     """
 
     run_dir: str = "_build/runs/train"
@@ -77,6 +107,7 @@ class TrainConfig:
     amp: str = "auto"
     vq_weight: float = 1.0
     ssim_window: str = "uniform"
+    ssim_sigma: float = 1.5  # Gaussian window only; the authors' loss: 7x7, sigma 1
     # bookkeeping
     checkpoint_every: int = 100
     val_every: int = 1
@@ -84,6 +115,9 @@ class TrainConfig:
     val_crop: bool = True
     log_every: int = 1
     resume: bool = False
+    resume_if_present: bool = False
+    overwrite: bool = False
+    max_nonfinite: int = 3
     progress: bool = True
     ddp_broadcast_buffers: bool = False
 
@@ -93,13 +127,19 @@ class TrainConfig:
         "augment": ("none", "kspace", "image", "dual"),
         "ssim_window": ("uniform", "gaussian"),
     }
-    _POSITIVE: typing.ClassVar[tuple[str, ...]] = ("batch_size", "epochs", "lr", "log_every")
+    _POSITIVE: typing.ClassVar[tuple[str, ...]] = (
+        "batch_size", "epochs", "lr", "log_every", "max_nonfinite", "ssim_sigma",
+    )
     _NON_NEGATIVE: typing.ClassVar[tuple[str, ...]] = (
-        "num_workers", "max_steps", "max_steps_this_run", "weight_decay", "warmup_steps", "grad_clip",
+        "seed", "num_workers", "max_steps", "max_steps_this_run", "weight_decay", "warmup_steps", "grad_clip",
         "vq_weight", "checkpoint_every", "val_every", "max_val_examples", "acs",
     )
 
     def __post_init__(self) -> None:
+        # '' / none / null: no validation split (the command line documents --val-split '')
+        if self.val_split is None or (isinstance(self.val_split, str)
+                                      and self.val_split.strip().lower() in ("", "none", "null")):
+            self.val_split = ""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -124,6 +164,8 @@ class TrainConfig:
             raise ValueError(f"config field 'preset': {self.preset!r} is not one of {PRESET_NAMES}")
         if not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"config field 'lr_gamma' must lie in (0, 1], got {self.lr_gamma}")
+        if self.resume and self.overwrite:
+            raise ValueError("config fields 'resume' and 'overwrite' exclude each other")
 
     # -- loading and overriding
     @classmethod
@@ -166,6 +208,51 @@ class TrainConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Fields that define the model, the data and its order, or the optimisation: a resumed run must use the
+# checkpoint's values (the world size is compared with them: world size x batch size is the global batch).
+RESUME_FIXED: tuple[str, ...] = (
+    "model", "preset", "nav", "seed", "batch_size", "data_root", "dataset_profile", "train_split", "balanced",
+    "mask_kinds", "accelerations", "acs", "image_shape", "augment", "augment_probability", "lr", "weight_decay",
+    "schedule", "lr_step_epoch", "lr_gamma", "warmup_steps", "grad_clip", "amp", "vq_weight", "ssim_window",
+    "ssim_sigma", "gradient_checkpointing", "max_steps", "epochs",
+)
+# Fields a resumed run may change: where and how it runs, what it logs, when it checkpoints and validates.
+RESUME_FREE: tuple[str, ...] = (
+    "run_dir", "device", "num_workers", "val_split", "max_steps_this_run", "checkpoint_every", "val_every",
+    "max_val_examples", "val_crop", "log_every", "resume", "resume_if_present", "overwrite", "max_nonfinite",
+    "progress", "ddp_broadcast_buffers",
+)
+
+
+def _length_free(values: Mapping[str, Any]) -> bool:
+    """Whether the schedule of ``values`` is independent of the run length (``max_steps``, ``epochs``)."""
+    schedule = values.get("schedule")
+    return schedule == "constant" or (schedule == "step" and int(values.get("lr_step_epoch", -1)) >= 0)
+
+
+def resume_mismatch(saved: Mapping[str, Any], config: TrainConfig, saved_world: int = 1, world: int = 1) -> list[str]:
+    """``field old -> new`` for every :data:`RESUME_FIXED` field (and the world size) where ``config``
+    differs from the checkpoint's ``saved`` config; empty when the run may resume.
+
+    ``max_steps`` / ``epochs`` may grow or shrink when the schedule does not depend on them
+    (:func:`_length_free`). ``data_root`` is compared as a resolved path."""
+    current = config.to_dict()
+    old_cfg = TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.field_names()}).to_dict()
+    diffs = []
+    for name in RESUME_FIXED:
+        old, new = old_cfg.get(name), current.get(name)
+        if name in ("max_steps", "epochs") and _length_free(current) and _length_free(old_cfg):
+            continue
+        if name == "data_root" and old and new:
+            old, new = str(Path(old).resolve()), str(Path(new).resolve())
+        if old != new:
+            diffs.append(f"{name} {old!r} -> {new!r}")
+    if int(saved_world) != int(world):
+        diffs.append(f"world_size {saved_world} -> {world} (the per-rank data position and random streams are "
+                     f"defined per world size; resume with {saved_world} processes)")
+    return diffs
 
 
 def parse_override(text: str) -> tuple[str, Any]:

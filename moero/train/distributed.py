@@ -11,12 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from moero.models.collective import all_reduce_flat
 
 __all__ = [
     "DistInfo",
@@ -25,13 +28,12 @@ __all__ = [
     "is_distributed",
     "rank",
     "world_size",
-    "is_main_process",
     "barrier",
-    "all_reduce_sum",
     "all_reduce_mean",
     "all_gather_objects",
     "broadcast_object",
     "seed_everything",
+    "free_port",
     "rank_seed",
     "resolve_device",
 ]
@@ -110,27 +112,15 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    """Rank 0 (or a single process): the one that logs and writes files."""
-    return rank() == 0
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """In-place sum across ranks (identity when single); returns ``t``."""
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """In-place mean across ranks (identity when single); returns ``t``."""
+    """In-place mean across ranks (identity when single) through :func:`all_reduce_flat`; returns ``t``."""
     if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        all_reduce_flat([t], dtype=t.dtype)
         t.div_(dist.get_world_size())
     return t
 
@@ -151,6 +141,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box: list[Any] = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free now (for a local multi-process DDP rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def rank_seed(seed: int, rank_: int | None = None) -> int:

@@ -16,23 +16,28 @@ Model names: the registry's (``promptmr``, ``vq-prompt``, ``moero-CxK``, ours) a
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from moero.train.distributed import free_port
+
 __all__ = [
     "build_model",
     "phantom_batch",
     "training_step",
     "peak_memory",
+    "quiet_native_output",
     "throughput",
     "ddp_throughput",
     "stage_times",
@@ -85,7 +90,7 @@ def build_model(name: str, preset: str = "tiny", cascades: int | None = None, de
 def phantom_batch(shape: Sequence[int], frames: int = 3, coils: int = 4, seed: int = 0,
                   device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Shepp-Logan scan ``(1, F, C, H, W)`` undersampled x4 with a 12-line ACS block and its mask ``(1, F, H, W)``."""
-    from moero.physics.fft import fft2c
+    from moero.physics.fft import centred_slice, fft2c
     from moero.physics.phantom import coil_maps, shepp_logan
 
     h, w = int(shape[0]), int(shape[1])
@@ -93,7 +98,7 @@ def phantom_batch(shape: Sequence[int], frames: int = 3, coils: int = 4, seed: i
     x = torch.stack([img * (1 + 0.1 * f) for f in range(frames)])[None]
     mask = torch.zeros(1, frames, h, w, dtype=torch.bool)
     mask[..., seed % 4 :: 4] = True
-    mask[..., w // 2 - 6 : w // 2 + 6] = True
+    mask[..., centred_slice(w, 12)] = True
     kspace = fft2c(coil_maps(coils, h, w, seed=1) * x[:, :, None]) * mask[:, :, None]
     return kspace.to(device), mask.to(device)
 
@@ -133,6 +138,28 @@ def training_step(model: nn.Module, core: nn.Module, kspace: torch.Tensor, mask:
     return step
 
 
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Hold back what torch's native code writes to the process's stderr (the profiler's ``USDT ...``
+    start/stop lines, gloo and allocator notices of spawned DDP workers) and Python warnings, so a
+    measurement prints nothing; if the block raises, the held-back text is written out after all."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(held.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
 def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> int:
     """Peak bytes allocated while ``fn`` runs: the CUDA allocator's peak on GPU; on CPU the largest running
     sum of the allocations and frees the profiler records (torch tensors only)."""
@@ -144,7 +171,7 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> in
         return int(torch.cuda.max_memory_allocated(device))
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_native_output(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
     for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -211,11 +238,6 @@ def _experts(name: str) -> int:
     return parse_model_name(split_variant(name)[0]).num_experts
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _ddp_worker(rank: int, world: int, port: int, out: str, spec: dict[str, Any]) -> None:
     import torch.distributed as dist
@@ -265,7 +287,8 @@ def ddp_throughput(names: Sequence[str], world: int = 2, preset: str = "tiny", s
     spec = {"names": list(names), "preset": preset, "cascades": cascades, "shape": list(shape), "rounds": rounds,
             "warmup": warmup, "coils": coils, "cuda": use_cuda, "threads": threads or os.cpu_count() or 2}
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_ddp_worker, args=(world, _free_port(), tmp, spec), nprocs=world, join=True)
+        with quiet_native_output():
+            mp.spawn(_ddp_worker, args=(world, free_port(), tmp, spec), nprocs=world, join=True)
         times = torch.load(Path(tmp) / "ddp.pt", weights_only=True)
     ref = names[0]
     backend = "nccl" if use_cuda else "gloo"
@@ -304,7 +327,7 @@ def stage_times(model: nn.Module, dataset: Any, augment: Callable[..., Any] | No
         times["augmentation"] = time.perf_counter() - t0
         _sync(device)
         t0 = time.perf_counter()
-        args, kwargs = model_inputs(model, batch)
+        args, kwargs = model_inputs(batch)
         image, vq_loss = output_parts(model(*args, **kwargs))
         target = batch["target"].float()
         loss = (image - target).abs().mean() / target.abs().mean().clamp_min(1e-12)

@@ -11,24 +11,55 @@ from torch import nn
 from moero.data.dataset import SliceDataset
 from moero.eval.evaluate import TEST_SPLITS, ZeroFilled, evaluate, write_tables
 from moero.physics.masks import MaskSampler
-from moero.train.checkpoint import load_checkpoint, load_module_buffers
+from moero.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_module_buffers,
+    non_finite_tensors,
+    require_keys,
+)
 from moero.train.config import TrainConfig
 from moero.train.distributed import resolve_device
 from moero.train.trainer import build_model, dataset_root
 
-__all__ = ["load_trained", "evaluate_checkpoint"]
+__all__ = ["load_trained", "evaluate_checkpoint", "check_writable"]
 
 
 def load_trained(checkpoint: str | Path, overrides: dict[str, Any] | None = None
                  ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
     """``(model, config, state)`` of a checkpoint written by the trainer: the registry model of its
-    config (``model``, ``preset``, ``nav``) with weights and module buffers (codebooks, routing) restored."""
+    config (``model``, ``preset``, ``nav``) with weights and module buffers (codebooks, routing) restored.
+
+    A checkpoint lacking the trainer's keys, or holding non-finite weights (a diverged run), is a
+    :class:`CheckpointError` naming the file."""
     state = load_checkpoint(checkpoint)
+    require_keys(state, ("config", "model", "buffers"), checkpoint)
+    bad = non_finite_tensors({**state["model"], **state["buffers"]})
+    if bad:
+        raise CheckpointError(f"checkpoint {checkpoint} holds non-finite weights {bad[:3]} (a diverged run?); "
+                              f"refusing to evaluate it")
     config = TrainConfig.from_dict({**state["config"], **(overrides or {})})
     model = build_model(config)
     model.load_state_dict(state["model"])
     load_module_buffers(model, state["buffers"], checkpoint)
     return model, config, state
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` and prove a file can be written there, before any long work; an ``OSError``
+    names the folder otherwise."""
+    import os
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise OSError(f"output folder {folder} is not writable: {err.strerror or err}") from None
+    return folder
 
 
 def evaluate_checkpoint(
@@ -43,7 +74,15 @@ def evaluate_checkpoint(
     modalities: Sequence[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Load ``checkpoint`` (None: the zero-filled reference), evaluate on ``splits`` (and ``modalities``)
-    of ``data_root`` (default: the checkpoint config's), write the tables to ``out``."""
+    of ``data_root`` (default: the checkpoint config's), write the tables to ``out`` (checked writable first).
+
+    A fastMRI folder (``*.h5``, no manifest) is scored whole, by fastMRI's conventions
+    (:func:`moero.eval.evaluate.evaluate_fastmri`: 320 x 320 centre crop against ``reconstruction_rss``,
+    the volume's maximum as data range); ``splits`` does not apply to it."""
+    if max_files < 0:
+        raise ValueError(f"parameter 'max_files' must be >= 0 (0: all files), got {max_files}")
+    if out is not None:
+        check_writable(out)
     if checkpoint is not None:
         model, config, _ = load_trained(checkpoint, overrides)
         frames = int(model.config.frames)
@@ -55,8 +94,9 @@ def evaluate_checkpoint(
         config = config.replace(data_root=str(data_root))
     root = dataset_root(config)
     masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
-    dataset = SliceDataset(root, split=list(splits), frames=frames, mask_sampler=masks, seed=config.seed + 2,
-                           modalities=list(modalities) if modalities else None)
+    fastmri = not (root / "manifest.csv").is_file() and any(root.glob("*.h5"))  # one folder, one split
+    dataset = SliceDataset(root, split=None if fastmri else list(splits), frames=frames, mask_sampler=masks,
+                           seed=config.seed + 2, modalities=list(modalities) if modalities else None)
     if len(dataset) == 0:
         raise ValueError(f"no examples of splits {list(splits)} under {root}")
     results = evaluate(model, dataset, resolve_device(device), progress=progress, max_files=max_files)

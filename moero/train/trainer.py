@@ -9,6 +9,15 @@ Exact resume. The order of examples is a pure function of ``(seed, epoch)`` (the
 stores the model, every module buffer, the optimiser, scheduler, scaler, the random generators of
 every rank and the position ``(epoch, batch)``; a resumed run therefore replays exactly what an
 uninterrupted run does (bitwise on CPU with ``num_workers=0``).
+
+Reliability. :meth:`Trainer.fit` owns its run folder: an exclusive lock for the whole run
+(:class:`moero.train.rundir.RunLock`); a fresh run into a folder holding a checkpoint or log is refused
+unless ``overwrite`` (the old run is moved aside, never deleted); ``resume`` without a checkpoint is an
+error unless ``resume_if_present``; a resume whose model, data or optimisation fields differ from the
+checkpoint's (:func:`moero.train.config.resume_mismatch`), or whose world size differs, is refused
+before anything is written. ``max_nonfinite`` consecutive non-finite losses (or gradient norms) stop
+the run with a :class:`DivergenceError`; a checkpoint is written only from finite weights, so the last
+checkpoint stays the last finite one. ``metrics.jsonl`` is strict JSON (non-finite numbers become null).
 """
 
 from __future__ import annotations
@@ -43,20 +52,27 @@ from moero.train.checkpoint import (
     load_checkpoint,
     load_module_buffers,
     module_buffers,
+    non_finite_tensors,
+    remove_stale_temporaries,
+    require_keys,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from moero.train.config import TrainConfig
+from moero.train.config import TrainConfig, resume_mismatch
+from moero.train.rundir import RunLock, move_aside
 
 __all__ = [
     "Trainer",
+    "tensorboard_writer",
     "peak_memory_bytes",
     "build_model",
     "build_datasets",
     "build_sampler",
     "make_augment",
     "train",
+    "DivergenceError",
+    "json_line",
     "CHECKPOINT_NAME",
     "LOG_NAME",
 ]
@@ -65,6 +81,28 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "metrics.jsonl"
 ROUTES_NAME = "routing.jsonl"  # models with routing_state() (Moero): one record per logged step
 FORMAT = "moero-train/1"
+STATE_KEYS = ("format", "step", "epoch", "batch_in_epoch", "validated_step", "model", "buffers", "optimizer",
+              "scheduler", "scaler", "rng", "config")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced non-finite losses, gradient norms or weights; the last finite checkpoint is kept."""
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (recursively), for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One strict-JSON line (``NaN``/``Inf`` written as null, which every JSON reader accepts)."""
+    return json.dumps(_finite_or_none(dict(record)), allow_nan=False, default=str) + "\n"
 
 
 
@@ -123,7 +161,7 @@ class Trainer:
             split for this rank; default: ``DistributedSampler`` (shuffled by ``seed``; one replica when single).
         callbacks: called with every record (``kind`` = ``train``, ``val`` or ``summary``); an exception
             raised there stops the run (the last checkpoint stays valid).
-        dist_info: from :func:`moero.distributed.init_distributed` (default: read the environment).
+        dist_info: from :func:`moero.train.distributed.init_distributed` (default: read the environment).
 
     Hooks a model may define (the Moero experts use them):
         ``ddp_ignored_parameters() -> list[str]``: names of parameters (and buffers) DDP must leave alone;
@@ -133,7 +171,7 @@ class Trainer:
         clipping and the optimiser step (all-reduce expert gradients in a fixed order, sync routing
         statistics).
         ``handles_vq_sync = True``: the model's ``after_backward`` also syncs its VQ statistics; otherwise
-        the trainer calls :func:`moero.vq.sync_vq_modules` once per step after ``after_backward``
+        the trainer calls :func:`moero.models.vq.sync_vq_modules` once per step after ``after_backward``
         (quantisers are switched to ``auto_update=False`` at start).
 
     Records: ``self.history`` (list of dicts) and ``run_dir/metrics.jsonl`` (rank 0) hold every record;
@@ -199,16 +237,14 @@ class Trainer:
             raise ValueError(f"config field 'amp': {amp} autocast is for GPU runs only (device {self.device})")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
-        self.ssim_loss = SSIMLoss(window=config.ssim_window)
+        self.ssim_loss = SSIMLoss(window=config.ssim_window, sigma=config.ssim_sigma)
 
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
         self.validated_step = -1
+        self.nonfinite_streak = 0  # consecutive steps with a non-finite loss or gradient norm
         self._log_path = self.run_dir / LOG_NAME
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(config.to_yaml())
 
     # -- schedule
     def lr_factor(self, step: int) -> float:
@@ -253,7 +289,13 @@ class Trainer:
         return state
 
     def save(self) -> Path | None:
-        """Write the checkpoint (rank 0; every rank must call: RNG states are gathered)."""
+        """Write the checkpoint (rank 0; every rank must call: RNG states are gathered).
+
+        Non-finite weights are never written: a :class:`DivergenceError` keeps the last finite checkpoint."""
+        bad = non_finite_tensors(dict(self.model.state_dict()))
+        if bad:
+            raise DivergenceError(f"training diverged: weights {bad[:3]} are non-finite at step {self.step}; "
+                                  f"not saved, the last finite checkpoint stays at {self.checkpoint_path}")
         state = self.state_dict()
         if self.is_main:
             save_checkpoint(self.checkpoint_path, state)
@@ -266,6 +308,11 @@ class Trainer:
         state = load_checkpoint(path, map_location="cpu")
         if state.get("format") != FORMAT:
             raise ValueError(f"checkpoint {path}: format {state.get('format')!r}, expected {FORMAT!r}")
+        require_keys(state, STATE_KEYS, path)
+        diffs = resume_mismatch(state["config"], self.config, int(state.get("world_size", 1)), self.dist.world_size)
+        if diffs:
+            raise ValueError(f"cannot resume {path}: {'; '.join(diffs)} (these must match the checkpoint; "
+                             f"device, num_workers, logging, checkpoint and validation settings may change)")
         self.model.load_state_dict(state["model"])
         load_module_buffers(self.model, state["buffers"], path)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -275,11 +322,7 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_in_epoch, self.validated_step = int(state["batch_in_epoch"]), int(state["validated_step"])
-        rngs = state["rng"]
-        if len(rngs) == self.dist.world_size:
-            set_rng_state(rngs[self.dist.rank])
-        else:  # another world size: the data order is still exact, only per-rank RNG streams restart
-            mdist.seed_everything(self.config.seed + self.step)
+        set_rng_state(state["rng"][self.dist.rank])  # the world size matches (checked above)
         self._trim_log()
 
     def _trim_log(self) -> None:
@@ -291,12 +334,12 @@ class Trainer:
             if not line.strip():
                 continue
             rec = json.loads(line)
-            if rec.get("step", 0) <= self.step and rec.get("kind") != "summary":
+            if rec.get("step", 0) <= self.step and rec.get("kind") not in ("summary", "error"):
                 kept.append(rec)
         self.history = kept
         mdist.barrier()
         if self.is_main:
-            self._log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self._log_path.write_text("".join(json_line(r) for r in kept))
         mdist.barrier()
 
     # -- records
@@ -304,11 +347,12 @@ class Trainer:
         self.history.append(rec)
         if self.is_main:
             with open(self._log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(json_line(rec))
+            self._tensorboard(rec)
             routing_state = getattr(self.model, "routing_state", None)
             if rec.get("kind") == "train" and callable(routing_state):  # Moero: route counts per logged step
                 with open(Path(self.config.run_dir) / ROUTES_NAME, "a") as fh:
-                    fh.write(json.dumps({"step": rec["step"], **routing_state()}, default=str) + "\n")
+                    fh.write(json_line({"step": rec["step"], **routing_state()}))
         for cb in self.callbacks:
             cb(rec)
 
@@ -319,7 +363,7 @@ class Trainer:
 
     def model_inputs(self, batch: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
         """The model's inputs for a collated batch (see :func:`model_inputs`)."""
-        return model_inputs(self.model, batch, self.config.acs)
+        return model_inputs(batch, self.config.acs)
 
     # -- one step
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -343,11 +387,10 @@ class Trainer:
             from moero.models.vq import sync_vq_modules
 
             sync_vq_modules(self.model)
-        grad_norm = math.nan
-        if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        # the norm is always measured (divergence detection); max_norm inf scales by exactly 1 (no clipping)
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -355,6 +398,20 @@ class Trainer:
                              (vq_loss.detach().float() if vq_loss is not None else loss.new_zeros(()))])
         stats = mdist.all_reduce_mean(stats).tolist()
         return {"loss": stats[0], "ssim_loss": stats[1], "vq_loss": stats[2], "grad_norm": grad_norm, "lr": lr}
+
+    def _tensorboard(self, rec: dict[str, Any]) -> None:
+        """The record's numbers as TensorBoard scalars ``<kind>/<name>`` in ``run_dir/tensorboard`` (only
+        when the optional ``tensorboard`` package is installed; metrics.jsonl stays the record of truth)."""
+        if not hasattr(self, "_tb_writer"):
+            self._tb_writer = tensorboard_writer(self.run_dir)
+        if self._tb_writer is None or "step" not in rec:
+            return
+        for name, value in rec.items():
+            if name in ("kind", "step", "epoch") or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                self._tb_writer.add_scalar(f"{rec.get('kind', 'record')}/{name}", value, int(rec["step"]))
+        self._tb_writer.flush()
 
     # -- epochs
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -384,13 +441,65 @@ class Trainer:
                     mininterval=0.1 if tty else 10.0, disable=not (self.config.progress and self.is_main),
                     leave=True, file=sys.stderr)
 
-    def fit(self) -> dict[str, Any]:
-        """Train to ``total_steps`` (or ``max_steps_this_run``), validating and checkpointing on the way."""
+    def _claim_run_dir(self) -> RunLock | None:
+        """Rank 0 locks the run folder and applies the fresh / overwrite / resume rules; every rank learns
+        the outcome (an error is raised on all ranks). Returns rank 0's held lock."""
+        lock, error = None, None
+        if self.is_main:
+            try:
+                lock = RunLock(self.run_dir).acquire()
+                self._prepare_run_dir()
+            except Exception as exc:
+                if lock is not None:
+                    lock.release()
+                error = exc
+        message = mdist.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RuntimeError(f"rank 0 could not start the run: {message}")
+        return lock
+
+    def _prepare_run_dir(self) -> None:
+        """Rank 0, lock held: refuse to clobber a run, move it aside (``overwrite``), remove stale temporaries."""
         cfg = self.config
-        if cfg.resume and self.checkpoint_path.is_file():
+        has_checkpoint = self.checkpoint_path.is_file()
+        if cfg.resume and not cfg.resume_if_present and not has_checkpoint:
+            raise ValueError(f"config field 'resume': there is no checkpoint {self.checkpoint_path} to resume "
+                             f"(a typo in run_dir?); set resume_if_present to start afresh when there is none")
+        if not (cfg.resume or cfg.resume_if_present):
+            held = [p.name for p in (self.checkpoint_path, self._log_path) if p.exists()]
+            if held and not cfg.overwrite:
+                raise ValueError(f"run_dir {self.run_dir} holds a run ({', '.join(held)}): continue it with resume, "
+                                 f"move it aside with overwrite, or choose another run_dir")
+            if held:
+                moved = move_aside(self.run_dir)
+                print(f"overwrite: the previous run in {self.run_dir} was moved to {moved}", file=sys.stderr)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.run_dir, CHECKPOINT_NAME)  # left by a writer that was killed
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or ``max_steps_this_run``), validating and checkpointing on the way.
+
+        Holds the run folder's lock throughout (see the module doc for the refusals)."""
+        lock = self._claim_run_dir()
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> dict[str, Any]:
+        cfg = self.config
+        if (cfg.resume or cfg.resume_if_present) and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
-        elif self.is_main and self._log_path.exists():
-            self._log_path.unlink()  # a fresh run starts a fresh log
+        else:
+            mdist.barrier()
+            if self.is_main:  # a fresh run starts a fresh log (only a resume_if_present run gets here with one)
+                self._log_path.unlink(missing_ok=True)
+                (self.run_dir / ROUTES_NAME).unlink(missing_ok=True)
+        if self.is_main:  # written only after the checks: a refused resume leaves the folder as it was
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         mdist.barrier()
         steps_this_run, train_time = 0, 0.0
         if self.device.type == "cuda":
@@ -418,11 +527,16 @@ class Trainer:
                 steps_this_run += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
-                if self.step % cfg.log_every == 0:
+                finite = self._count_nonfinite(stats)
+                if self.step % cfg.log_every == 0 or not finite:
                     self._record({"kind": "train", "step": self.step, "epoch": self.epoch, **stats, "step_time_s": dt})
+                if self.nonfinite_streak >= cfg.max_nonfinite:
+                    bar.close()
+                    self._diverged()
                 last = self.step >= self.total_steps
                 stopped = bool(cfg.max_steps_this_run) and steps_this_run >= cfg.max_steps_this_run and not last
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopped:
+                # a non-finite step is never checkpointed: the checkpoint stays the last finite one
+                if ((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopped) and finite:
                     self.save()
                 if last or stopped:
                     break
@@ -436,9 +550,11 @@ class Trainer:
                 break
             self.epoch += 1
             self.batch_in_epoch = 0
-            if not cfg.checkpoint_every:
+            if not cfg.checkpoint_every and not self.nonfinite_streak:
                 self.save()
         bar.close()
+        if self.nonfinite_streak:  # the run ended on non-finite steps: its result is broken, not complete
+            self._diverged()
         if not stopped:
             self.save()
         summary = {
@@ -457,6 +573,27 @@ class Trainer:
             summary.update({k: vals[-1][k] for k in ("ssim", "psnr", "nmse")})
         self._record(summary)
         return summary
+
+    def _count_nonfinite(self, stats: Mapping[str, Any]) -> bool:
+        """Update the streak of non-finite steps; True when this step's loss (and gradient norm) are finite.
+
+        With fp16 autocast an infinite gradient norm is the loss scaler's normal overflow (the step is
+        skipped), so only the loss counts there."""
+        finite = math.isfinite(stats["loss"])
+        if self.amp_dtype is not torch.float16:
+            finite = finite and math.isfinite(stats["grad_norm"])
+        self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
+        return finite
+
+    def _diverged(self) -> None:
+        """Record and raise the :class:`DivergenceError` of a run that stopped on non-finite steps."""
+        kept = (f"the last finite checkpoint is {self.checkpoint_path}" if self.checkpoint_path.is_file()
+                else "no checkpoint was written")
+        message = (f"training diverged: {self.nonfinite_streak} consecutive non-finite losses or gradient norms "
+                   f"up to step {self.step} (config field 'max_nonfinite' = {self.config.max_nonfinite}; "
+                   f"lower 'lr'?); stopped, {kept}")
+        self._record({"kind": "error", "step": self.step, "epoch": self.epoch, "error": message})
+        raise DivergenceError(message)
 
     def _should_validate(self, epoch: int) -> bool:
         cfg = self.config
@@ -543,20 +680,38 @@ def make_augment(kind: str, probability: float) -> Any:
     raise ValueError(f"config field 'augment': unknown kind {kind!r}")
 
 
+def tensorboard_writer(run_dir: str | Path) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``run_dir/tensorboard``, or None when the optional
+    ``tensorboard`` package (``pip install moero[tensorboard]``) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+
+
 def build_datasets(config: TrainConfig, frames: int) -> tuple[Dataset, Dataset | None]:
-    """Training and validation ``moero.dataset.SliceDataset`` of the configured tree, masks and augmentation."""
+    """Training and validation ``moero.dataset.SliceDataset`` of the configured tree, masks and augmentation.
+
+    A fastMRI folder (``*.h5`` files, no manifest, e.g. ``multicoil_train``) is one split: every file
+    trains, whatever ``train_split`` says, and there is no validation from it (score ``multicoil_val``
+    with ``moero eval --data-root``)."""
     from moero.data.dataset import SliceDataset
     from moero.physics.masks import MaskSampler
 
     root = dataset_root(config)
     masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
     shape = tuple(config.image_shape) if config.image_shape else None
-    train_ds = SliceDataset(root, split=config.train_split, frames=frames, mask_sampler=masks, seed=config.seed,
-                            augment=make_augment(config.augment, config.augment_probability), shape=shape)
+    fastmri = not (root / "manifest.csv").is_file() and any(root.glob("*.h5"))
+    train_ds = SliceDataset(root, split=None if fastmri else config.train_split, frames=frames, mask_sampler=masks,
+                            seed=config.seed, augment=make_augment(config.augment, config.augment_probability),
+                            shape=shape)
     if len(train_ds) == 0:
         raise ValueError(f"config field 'train_split': no examples of split {config.train_split!r} under {root}")
     val_ds = None
-    if config.val_split and config.val_every:
+    if config.val_split and config.val_every and not fastmri:
         val_ds = SliceDataset(root, split=config.val_split, frames=frames, mask_sampler=masks,
                               seed=config.seed + 1, shape=shape)
         if len(val_ds) == 0:

@@ -1,0 +1,90 @@
+"""Sphinx extension: the API pages and the executed-notebook downloads of the book.
+
+* **API pages.** A page holding the line ``<!-- moero-api: moero.physics -->`` gets, in its place, one
+  section per public module of that subpackage (``automodule`` with the members of its ``__all__``), so
+  a module added to the package appears in the API reference without editing the page.
+* **Downloads.** Every chapter built from ``notebooks/*.py`` offers, beside the ``.py`` source, the
+  executed ``.ipynb`` that the page shows: the papermill execution of the profile being built
+  (``$MOERO_BUILD_DIR/executed/$MOERO_PROFILE``) or, for a light chapter, the notebook Jupyter Book
+  executed (``jupyter_execute/``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["API_MARKER", "public_modules", "api_markdown", "executed_notebook", "setup"]
+
+API_MARKER = re.compile(r"^<!-- moero-api: ([\w.]+) -->$", re.M)
+
+
+def public_modules(package: str) -> list[str]:
+    """Dotted names of the public (not ``_private``) modules of ``package``, sorted."""
+    pkg = importlib.import_module(package)
+    return sorted(f"{package}.{m.name}" for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def api_markdown(package: str) -> str:
+    """MyST text of the API page of ``package``: its docstring, then one section per public module."""
+    parts = ["```{eval-rst}", f".. automodule:: {package}", "   :no-members:", "```", ""]
+    for module in public_modules(package):
+        parts += [f"## `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "```", ""]
+    return "\n".join(parts)
+
+
+def _fill_api(app: Any, docname: str, source: list[str]) -> None:
+    source[0] = API_MARKER.sub(lambda m: api_markdown(m.group(1)), source[0])
+
+
+def executed_notebook(source_text: str, executed_dir: Path) -> Path | None:
+    """The papermill execution in ``executed_dir`` whose recorded source hash is that of ``source_text``."""
+    import hashlib
+
+    sha = hashlib.sha256(source_text.encode()).hexdigest()
+    for path in sorted(executed_dir.glob("*.ipynb")):
+        if path.name.endswith(".partial.ipynb"):
+            continue
+        try:
+            meta = json.loads(path.read_text()).get("metadata", {}).get("moero", {})
+        except ValueError:
+            continue
+        if meta.get("source_sha256") == sha:
+            return path
+    return None
+
+
+def _offer_ipynb(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    """Copy the executed notebook of a ``notebooks/*.py`` page to ``_sources/<page>.ipynb`` and hand it to the
+    theme's download menu (sphinx-book-theme offers ``context["ipynb_source"]`` next to the source)."""
+    if not pagename.startswith("notebooks/") or doctree is None:
+        return
+    source = Path(app.env.doc2path(pagename))
+    if source.suffix != ".py":
+        return
+    from moero.paths import build_dir
+
+    executed = build_dir() / "executed" / os.environ.get("MOERO_PROFILE", "cpu")
+    found = executed_notebook(source.read_text(), executed)
+    if found is None:  # a light chapter: the notebook Jupyter Book executed for this page
+        candidate = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+        found = candidate if candidate.is_file() else None
+    if found is None:
+        return
+    dest = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found, dest)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("source-read", _fill_api)
+    # before sphinx-book-theme builds its header buttons (priority 501)
+    app.connect("html-page-context", _offer_ipynb, priority=500)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

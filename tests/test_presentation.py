@@ -1,0 +1,172 @@
+"""What a reader of the book sees: HTML tables with units, verdicts, quiet measurements, API pages, downloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from moero.book import experiments as E
+from moero.book.run import start_run
+from moero.book.runner import hide_injected_parameters, toc_files
+from moero.book.sphinx_pages import api_markdown, executed_notebook, public_modules
+from moero.eval.tables import Table, column_header, format_value
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBPACKAGES = ("physics", "data", "augment", "models", "eval", "train", "book")
+
+
+def test_headers_carry_units_and_metric_names():
+    assert column_header("psnr") == "PSNR (dB)"
+    assert column_header("peak_memory_mib") == "peak memory (MiB)"
+    assert column_header("train_iterations_per_s") == "train (it/s)"
+    assert column_header("it_per_s") == "it/s"
+    assert column_header("ssim_total") == "SSIM total"
+    assert column_header("paper_memory_gb") == "memory (GB)"
+    assert column_header("forward", {"forward": "s"}) == "forward (s)"
+
+
+def test_numbers_at_the_precision_of_their_quantity():
+    assert format_value("ssim", 0.123456) == "0.1235"
+    assert format_value("paper_psnr", 30.4) == "30.40"
+    assert format_value("peak_memory_mib", 12.345) == "12.3"
+    assert format_value("it_per_s", 1.23456) == "1.235"
+    assert format_value("files", 3) == "3"
+    assert format_value("ssim", float("nan")) == format_value("ssim", None) == "–"
+
+
+def test_table_renders_one_html_table_with_the_paper_columns_grouped_apart():
+    rows = [{"method": "a", "paper_ssim": 0.8, "ssim": 0.5, "psnr": 30.0}]
+    tab = Table(rows, caption="Tab. 1 counterpart")
+    html = tab._repr_html_()
+    assert html.count("<table") == 1 and "<caption>Tab. 1 counterpart</caption>" in html
+    assert not hasattr(tab, "_repr_markdown_"), "a Markdown repr renders as '|' text in the book"
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", html)
+    assert headers[:2] == ["", "paper (reported)"]  # the group row: ours, then the paper's
+    assert headers[2:] == ["method", "SSIM", "PSNR (dB)", "SSIM"]  # paper column moved after ours
+    paper_cells = re.findall(r"<td style=\"[^\"]*border-left[^\"]*\"[^>]*>([^<]*)</td>", html)
+    assert paper_cells == ["0.8000"]
+
+
+def test_csv_keeps_every_digit_and_reads_back():
+    tab = Table([{"m": "x", "ssim": 0.123456789, "n": 3, "none": None}])
+    back = Table.from_csv(tab.to_csv())
+    assert back.rows == [{"m": "x", "ssim": 0.123456789, "n": 3, "none": None}]
+
+
+def test_show_result_shows_the_recorded_table_as_html_with_caption_and_units(tmp_path):
+    run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path)
+    run.table([{"model": "promptmr", "forward": 0.5}], "stages", caption="Seconds per stage", units={"forward": "s"})
+    shown = E.show_result(tmp_path, "stages")
+    html = shown._repr_html_()
+    assert "<caption>Seconds per stage</caption>" in html and "forward (s)" in html
+    assert json.loads((tmp_path / "provenance.json").read_text())["files"]["stages.csv"]["units"] == {"forward": "s"}
+
+
+def test_verdict_rows_and_admonitions():
+    assert E.compare_row("x", 0.1, 0.2)["trend_here"] == "holds"
+    assert E.compare_row("x", -0.1, 0.2)["trend_here"] == "does not hold"
+    assert E.compare_row("x", float("nan"), 0.2)["trend_here"] == "not measured"
+    box = E.admonition("a < b", title="Verdict").data
+    assert 'class="admonition note"' in box and "a &lt; b" in box
+
+
+def test_show_source_does_not_repeat_this_runs_own_table(tmp_path):
+    run = start_run("07_augmentation_ablation", profile="smoke", results_dir=tmp_path / "own")
+    run.table([{"method": "baseline", "ssim": 0.5}], "table1")
+    own = E.show_source(E.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "none"), run, "table1")
+    assert "<table" not in own.data and "admonition" in own.data
+    gpu = tmp_path / "gpu" / "07_augmentation_ablation"
+    committed = start_run("07_augmentation_ablation", profile="smoke", results_dir=gpu)
+    committed.table([{"method": "baseline", "ssim": 0.7}], "table1")
+    committed.finish()
+    other = E.show_source(E.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "gpu"), run, "table1")
+    assert other.data.count("<table") == 1 and "0.7000" in other.data
+
+
+def test_papermills_injected_parameters_cell_is_hidden():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'cpu'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+    ])
+    hide_injected_parameters(nb)
+    assert "remove-cell" not in nb.cells[0].metadata["tags"]
+    assert "remove-cell" in nb.cells[1].metadata["tags"]
+
+
+def test_quiet_native_output_holds_back_native_stderr_unless_the_block_fails(capfd):
+    from moero.train.efficiency import quiet_native_output
+
+    with quiet_native_output():
+        os.write(2, b"USDT:profiler_start\n")
+    assert "USDT" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError), quiet_native_output():
+        os.write(2, b"the reason it failed\n")
+        raise RuntimeError("boom")
+    sys.stderr.flush()
+    assert "the reason it failed" in capfd.readouterr().err
+
+
+def test_peak_memory_prints_no_profiler_lines(capfd):
+    import torch
+
+    from moero.train.efficiency import peak_memory
+
+    assert peak_memory(lambda: torch.ones(256, 256) @ torch.ones(256, 256)) > 0
+    captured = capfd.readouterr()
+    assert "USDT" not in captured.err + captured.out
+
+
+def test_api_pages_cover_every_subpackage_and_every_public_module():
+    toc = toc_files(ROOT)
+    for sub in SUBPACKAGES:
+        assert f"book/api/{sub}" in toc, f"book/api/{sub} is not in _toc.yml"
+        page = (ROOT / "book" / "api" / f"{sub}.md").read_text()
+        assert f"<!-- moero-api: moero.{sub} -->" in page
+        text = api_markdown(f"moero.{sub}")
+        modules = public_modules(f"moero.{sub}")
+        assert modules and all(f".. automodule:: {m}" in text for m in modules)
+        on_disk = {p.stem for p in (ROOT / "moero" / sub).glob("*.py") if not p.stem.startswith("_")}
+        assert {m.rsplit(".", 1)[1] for m in modules} == on_disk
+
+
+def test_download_finds_the_execution_of_this_source_only(tmp_path):
+    src = "# %%\nx = 1\n"
+    import hashlib
+
+    for name, text in (("a.ipynb", src), ("b.ipynb", src + "y = 2\n")):
+        meta = {"moero": {"source_sha256": hashlib.sha256(text.encode()).hexdigest()}}
+        (tmp_path / name).write_text(json.dumps({"metadata": meta, "cells": []}))
+    assert executed_notebook(src, tmp_path) == tmp_path / "a.ipynb"
+    assert executed_notebook("# %%\nz = 3\n", tmp_path) is None
+
+
+def test_bibliography_holds_the_works_the_issue_lists_and_every_citation_resolves():
+    bib = (ROOT / "references.bib").read_text()
+    keys = set(re.findall(r"^@\w+\{([^,]+),", bib, re.M))
+    assert len(keys) >= 14
+    cited = set()
+    for path in [*ROOT.glob("book/*.md"), *ROOT.glob("notebooks/*.py")]:
+        for group in re.findall(r"\{cite\}`([^`]+)`", path.read_text()):
+            cited |= {k.strip() for k in group.split(",")}
+    assert cited and cited <= keys, cited - keys
+    assert "li2025branch" in cited
+
+
+def test_version_is_one_number_in_package_pyproject_citation_and_cli():
+    import subprocess
+
+    import moero
+
+    version = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert moero.__version__ == version
+    assert re.search(rf"^version: {re.escape(version)}$", (ROOT / "CITATION.cff").read_text(), re.M)
+    out = subprocess.run([sys.executable, "-m", "moero", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == f"moero {version}"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
