@@ -42,7 +42,7 @@ def run() -> list[dict]:
 
     prof = get_profile("cpu")
     t0 = time.perf_counter()
-    root = ensure_synthetic(default_data_root(prof.dataset), profile=prof.dataset, seed=0)
+    root = ensure_synthetic(default_data_root(prof.dataset), size=prof.dataset, seed=0)
     ensure_s = time.perf_counter() - t0
     from moero.models.promptmr import preset
     from moero.physics.masks import MaskSampler

@@ -30,7 +30,7 @@ MOVES = {  # (model, description): the two values a move alternates between
 def run(repeat: int = 5) -> list[dict[str, Any]]:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     with tempfile.TemporaryDirectory() as tmp:
-        root = ensure_synthetic(Path(tmp) / "smoke", profile="smoke", seed=0, progress=False)
+        root = ensure_synthetic(Path(tmp) / "smoke", size="smoke", seed=0, progress=False)
         params = {"profile": "smoke", "data_root": str(root), "results_dir": str(Path(tmp) / "results"),
                   "params": {"gre": False}}
         rows = []

@@ -85,9 +85,9 @@ def _launch(world: int, threads: int, tmp: str, data_root: str) -> list[dict[str
 
 def run() -> list[dict[str, Any]]:
     from moero.data.synthetic import ensure_synthetic
-    from moero.paths import build_dir
+    from moero.paths import default_data_root
 
-    root = str(ensure_synthetic(build_dir() / "data" / "smoke", profile="smoke", seed=0, progress=False))
+    root = str(ensure_synthetic(default_data_root("smoke"), size="smoke", seed=0, progress=False))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         single1 = _launch(1, 1, tmp, root)[0]

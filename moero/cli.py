@@ -36,8 +36,8 @@ FIELD_HELP: dict[str, str] = {
     "run_dir": "folder of checkpoint.pt, metrics.jsonl and config.yaml",
     "seed": "seed of weights, data order, masks and augmentation",
     "device": "auto | cpu | cuda",
-    "data_root": "a CMRxRecon2025 tree (default: the synthetic set of --dataset-profile)",
-    "dataset_profile": "synthetic dataset size when data_root is empty: smoke | cpu | gpu | paper",
+    "data_root": "a CMRxRecon2025 tree (default: the synthetic set of --dataset-size)",
+    "dataset_size": "synthetic dataset size when data_root is empty: smoke | cpu | gpu | paper",
     "train_split": "manifest split used for training",
     "val_split": "manifest split used for validation ('' or none: no validation)",
     "batch_size": "examples per step and rank",
@@ -137,15 +137,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def with_default_data(config: Any, progress: bool = True) -> Any:
-    """``config`` with ``data_root`` set: the synthetic set of ``dataset_profile`` when none is given
+    """``config`` with ``data_root`` set: the synthetic set of ``dataset_size`` when none is given
     (generated once under the build folder)."""
     if config.data_root:
         return config
     from moero.data.synthetic import ensure_synthetic
     from moero.paths import default_data_root
 
-    size = config.dataset_profile
-    root = ensure_synthetic(default_data_root(size), profile=size, seed=0, progress=progress)
+    size = config.dataset_size
+    root = ensure_synthetic(default_data_root(size), size=size, seed=0, progress=progress)
     return config.replace(data_root=str(root))
 
 
@@ -289,7 +289,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else default_data_root(args.size)
     if args.force and (root / STAMP_NAME).is_file():
         (root / STAMP_NAME).write_text("{}")  # a stamp that matches nothing: regenerate
-    ensure_synthetic(root, profile=args.size, seed=args.seed, verify=args.verify)
+    ensure_synthetic(root, size=args.size, seed=args.seed, verify=args.verify)
     rows = read_manifest(root)
     print(f"{root}: {len(rows)} files, {len({r['subject'] for r in rows})} subjects")
     if args.test_phase:

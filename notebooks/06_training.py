@@ -63,7 +63,7 @@ display(E.admonition(f"data: {root}; model preset {P['train']['preset']}; budget
 runs = {}
 for name in MODELS:
     runs[name] = E.ensure_run(catalogue[name], P, run.profile.name, data_root=root,
-                              dataset_profile=run.profile.dataset, nproc=nproc)
+                              dataset_size=run.profile.dataset, nproc=nproc)
 summary = []
 for name, rd in runs.items():
     curve = E.validation_curve(rd, P, root, run.device)

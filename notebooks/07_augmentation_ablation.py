@@ -58,7 +58,7 @@ unit = P["budget_unit"]
 
 
 def ensure(name: str):
-    return E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_profile=run.profile.dataset,
+    return E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_size=run.profile.dataset,
                         nproc=nproc)
 
 

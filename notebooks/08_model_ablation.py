@@ -85,7 +85,7 @@ cost = {r["model"]: r for r in efficiency.throughput(
     P["train"].get("image_shape") or (256, 192), rounds=2, warmup=1, device=run.device)}
 rows = []
 for name in MODELS:
-    rd = E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_profile=run.profile.dataset,
+    rd = E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_size=run.profile.dataset,
                       nproc=nproc)
     step_cost = cost[name]
     key = E.paper_model(name)

@@ -36,7 +36,7 @@ def _numbers(text: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def chapter(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live02")
-    root = ensure_synthetic(tmp / "smoke", profile="smoke", seed=0, progress=False)
+    root = ensure_synthetic(tmp / "smoke", size="smoke", seed=0, progress=False)
     params = {"profile": "smoke", "data_root": str(root), "results_dir": str(tmp / "results"), "params": {"gre": False}}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

@@ -22,7 +22,7 @@ from moero.physics.sense import rss
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return ensure_synthetic(tmp_path_factory.mktemp("ds") / "smoke", profile="smoke", seed=0, progress=False)
+    return ensure_synthetic(tmp_path_factory.mktemp("ds") / "smoke", size="smoke", seed=0, progress=False)
 
 
 def test_adjacent_frames_clamped():

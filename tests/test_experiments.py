@@ -83,7 +83,7 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     in the real layout: snapshots, resume without retraining, evaluation by split, references, logs."""
     p = shrunk_paper_params()
     cat = E.catalogue(p)
-    dirs = {n: E.ensure_run(cat[n], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=lambda _: None)
+    dirs = {n: E.ensure_run(cat[n], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
             for n in ("promptmr", "moero-2x2")}
     for rd in dirs.values():
         assert [E.snapshot_path(rd, b).is_file() for b in (1, 2)] == [True, True]
@@ -98,13 +98,13 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     assert any(not torch.equal(a, s2["model"][k]) for k, a in s1["model"].items() if a.is_floating_point())
     # a second call resumes: nothing is retrained
     stamp = E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns
-    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=lambda _: None)
+    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
     assert E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns == stamp
     # an interrupted run (checkpoint at step 1, last snapshot missing) continues from its checkpoint
     E.snapshot_path(dirs["promptmr"], 2).unlink()
     (dirs["promptmr"] / "checkpoint.pt").write_bytes(E.snapshot_path(dirs["promptmr"], 1).read_bytes())
     logs = []
-    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_profile="gpu", log=logs.append)
+    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=logs.append)
     assert logs == ["promptmr: training to steps 2 (from 1)"]
     resumed = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert all(torch.equal(a, resumed["model"][k]) for k, a in s2["model"].items())  # exact resume
@@ -125,7 +125,7 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     # other settings under the same name start afresh; the paper profile's multi-process path (torchrun, gloo)
     changed = {**p, "train": {**p["train"], "lr": 1e-3}, "budgets": [1], "curve_budgets": [1]}
     logs = []
-    rd = E.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_profile="gpu", nproc=2,
+    rd = E.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_size="gpu", nproc=2,
                       log=logs.append)
     assert logs[0] == "moero-2x2: settings changed, starting the run afresh"
     assert not E.snapshot_path(rd, 2).exists() and E.snapshot_path(rd, 1).is_file()

@@ -104,7 +104,7 @@ def test_tree_without_manifest_runs_manifest_eval_and_a_chapter(tmp_path, monkey
     from moero.data.readers import read_manifest
     from moero.data.synthetic import ensure_synthetic
 
-    root = ensure_synthetic(tmp_path / "data", profile="smoke", seed=0, progress=False)
+    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
     (root / "manifest.csv").unlink()
     rows = read_manifest(root)  # falls back to the layout
     assert rows and {"train", "test-total"} <= {r["split"] for r in rows}

@@ -28,7 +28,7 @@ STATIC = ("BlackBlood", "T1w", "T2w")
 def phase(tmp_path_factory) -> dict[str, Path]:
     """Smoke synthetic set and its test phase with one deterministic pattern (Uniform R = 4)."""
     tmp = tmp_path_factory.mktemp("phase")
-    root = ensure_synthetic(tmp / "data", profile="smoke", seed=0, progress=False)
+    root = ensure_synthetic(tmp / "data", size="smoke", seed=0, progress=False)
     rows = write_test_phase(root, tmp / "test", tmp / "truth", task="TaskR1", patterns={"Uniform": [4]}, seed=3)
     return {"root": root, "test": tmp / "test", "truth": tmp / "truth", "tmp": tmp, "rows": rows}
 

@@ -31,7 +31,7 @@ from moero.train.trainer import DivergenceError, Trainer
 def smoke_root(tmp_path_factory):
     from moero.data.synthetic import ensure_synthetic
 
-    return ensure_synthetic(tmp_path_factory.mktemp("reliability") / "smoke", profile="smoke", seed=0, progress=False)
+    return ensure_synthetic(tmp_path_factory.mktemp("reliability") / "smoke", size="smoke", seed=0, progress=False)
 
 
 def _trainer(run_dir, callbacks=(), model=None, **overrides) -> Trainer:

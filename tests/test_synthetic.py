@@ -30,7 +30,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def smoke_root(tmp_path_factory):
-    return ensure_synthetic(tmp_path_factory.mktemp("syn") / "smoke", profile="smoke", seed=0, progress=False)
+    return ensure_synthetic(tmp_path_factory.mktemp("syn") / "smoke", size="smoke", seed=0, progress=False)
 
 
 def test_manifest_matches_files_and_layout(smoke_root):
@@ -112,22 +112,22 @@ def test_same_seed_same_arrays_other_seed_differs(tmp_path):
 
 def test_ensure_synthetic_is_idempotent_and_stamped(tmp_path):
     root = tmp_path / "d"
-    ensure_synthetic(root, profile="smoke", seed=1, progress=False)
+    ensure_synthetic(root, size="smoke", seed=1, progress=False)
     manifest = root / "manifest.csv"
     before = manifest.stat().st_mtime_ns
-    assert ensure_synthetic(root, profile="smoke", seed=1, progress=False) == root
+    assert ensure_synthetic(root, size="smoke", seed=1, progress=False) == root
     assert manifest.stat().st_mtime_ns == before
     stamp = (root / STAMP_NAME).read_text()
     assert '"seed": 1' in stamp and syn.code_hash() in stamp
     (root / STAMP_NAME).write_text("{}")  # stale stamp -> regenerate
-    ensure_synthetic(root, profile="smoke", seed=1, progress=False)
+    ensure_synthetic(root, size="smoke", seed=1, progress=False)
     assert manifest.stat().st_mtime_ns != before
     other = tmp_path / "foreign"
     other.mkdir()
     (other / "real.mat").write_text("x")
     with pytest.raises(ValueError, match="foreign"):
-        ensure_synthetic(other, profile="smoke", seed=0, progress=False)
-    with pytest.raises(ValueError, match="unknown dataset profile"):
+        ensure_synthetic(other, size="smoke", seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown dataset size"):
         syn.generate(tmp_path / "e", "huge", progress=False)
 
 

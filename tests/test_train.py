@@ -204,7 +204,7 @@ def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, 
     from moero.cli import main
     from moero.data.synthetic import ensure_synthetic
 
-    root = ensure_synthetic(tmp_path / "data", profile="smoke", seed=0, progress=False)
+    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
     run_dir = tmp_path / "run"
     common = ["--data-root", str(root), "--run-dir", str(run_dir), "--device", "cpu", "--progress", "false",
               "--accelerations", "[4,8]"]
@@ -248,7 +248,7 @@ def test_cli_trains_moero_and_eval_loads_its_checkpoint(tmp_path, capsys):
     from moero.train.runs import load_trained
 
     assert "moero-<C>x<K>" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    root = ensure_synthetic(tmp_path / "data", profile="smoke", seed=0, progress=False)
+    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
     run_dir = tmp_path / "moero"
     assert main(["train", "--model", "moero-2x2", "--preset", "tiny", "--data-root", str(root), "--run-dir",
                  str(run_dir), "--device", "cpu", "--progress", "false", "--max-steps", "2", "--val-every", "0",

@@ -209,25 +209,25 @@ def subset_root(root: str | Path, subjects: int, out: str | Path) -> Path:
     return out
 
 
-def _base_root(params: dict[str, Any], data_root: str | Path | None, dataset_profile: str) -> Path:
+def _base_root(params: dict[str, Any], data_root: str | Path | None, dataset_size: str) -> Path:
     if data_root:
         return Path(data_root)
     from moero.data.synthetic import ensure_synthetic
     from moero.paths import default_data_root
 
-    return ensure_synthetic(default_data_root(dataset_profile), profile=dataset_profile, seed=0, progress=False)
+    return ensure_synthetic(default_data_root(dataset_size), size=dataset_size, seed=0, progress=False)
 
 
 def experiment_config(exp: Experiment, params: dict[str, Any], run_dir: str | Path,
-                      data_root: str | Path | None = None, dataset_profile: str = "smoke"):
+                      data_root: str | Path | None = None, dataset_size: str = "smoke"):
     """The ``TrainConfig`` of ``exp``: the profile's ``train`` settings, then the experiment's overrides."""
     from moero.train.config import TrainConfig
 
     nav = dict(params.get("nav", {})) if parse_model_name(exp.model).family == "moero" else {}
     values = {**dict(params.get("train", {})), **exp.config, "model": exp.model, "nav": nav,
-              "run_dir": str(run_dir), "dataset_profile": dataset_profile, "progress": False, "resume": True,
+              "run_dir": str(run_dir), "dataset_size": dataset_size, "progress": False, "resume": True,
               "resume_if_present": True}  # the first segment starts the run, later ones continue it
-    root = _base_root(params, data_root, dataset_profile)
+    root = _base_root(params, data_root, dataset_size)
     if exp.subjects:
         root = subset_root(root, exp.subjects, Path(run_dir).parent / f"data-{exp.subjects}-subjects")
     values["data_root"] = str(root)
@@ -274,14 +274,14 @@ def _checkpoint_position(run_dir: Path) -> tuple[int, int]:
 
 
 def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root: str | Path | None = None,
-               dataset_profile: str = "smoke", nproc: int = 1, log: Any = LOG.info) -> Path:
+               dataset_size: str = "smoke", nproc: int = 1, log: Any = LOG.info) -> Path:
     """Run (or resume) ``exp`` to every snapshot budget of ``params``; return its run folder.
 
     A folder whose ``experiment.json`` names other settings is started afresh (its files belong to
     another configuration); otherwise finished snapshots are kept and training resumes from
     ``checkpoint.pt``."""
     run_dir = runs_dir(profile) / exp.name
-    config = experiment_config(exp, params, run_dir, data_root, dataset_profile)
+    config = experiment_config(exp, params, run_dir, data_root, dataset_size)
     spec = _spec(exp, config, params)
     spec_path = run_dir / SPEC_NAME
     if spec_path.is_file() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
@@ -423,22 +423,22 @@ def evaluate_checkpoint(run_dir: str | Path, budget: int | None, params: dict[st
     if cache.is_file() and snap.is_file() and cache.stat().st_mtime >= snap.stat().st_mtime:
         return json.loads(cache.read_text())
     model, config, _ = load_model(run_dir, budget)
-    base = data_root or _base_root(params, None, config.dataset_profile)
+    base = data_root or _base_root(params, None, config.dataset_size)
     res = _evaluate(model, config, int(model.config.frames), base, splits, int(params.get("eval_files", 0)),
                     params.get("eval_shape") or None, device)
     cache.write_text(json.dumps(res, default=float))
     return res
 
 
-def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset_profile: str,
+def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset_size: str,
                    splits: Sequence[str] = TEST_SPLITS,
                    device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
     """Official-protocol metrics of the zero-filled and CG-SENSE reconstructions on the same test files and masks."""
     from moero.eval.evaluate import CGSense, ZeroFilled
     from moero.train.config import TrainConfig
 
-    config = TrainConfig.from_dict({**dict(params.get("train", {})), "dataset_profile": dataset_profile})
-    root = data_root or _base_root(params, None, dataset_profile)
+    config = TrainConfig.from_dict({**dict(params.get("train", {})), "dataset_size": dataset_size})
+    root = data_root or _base_root(params, None, dataset_size)
     cg = params.get("cg", {})
     out = {}
     for name, model in (("zero-filled", ZeroFilled()), ("CG-SENSE", CGSense(cg.get("iters", 10), cg.get("lam", 1e-2)))):

@@ -31,7 +31,7 @@ import torch
 from moero.book.plots import apply_style
 from moero.book.profiles import Profile, get_profile, notebook_params
 from moero.eval.tables import Table
-from moero.paths import build_dir, repo_root
+from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.distributed import resolve_device
 
 __all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "STAGING_ENV"]
@@ -203,7 +203,7 @@ class Run:
         from moero.data.synthetic import ensure_synthetic
 
         # no progress bar: a tqdm widget in a chapter is chatter, not a result
-        return ensure_synthetic(build_dir() / "data" / self.profile.dataset, profile=self.profile.dataset, seed=0,
+        return ensure_synthetic(default_data_root(self.profile.dataset), size=self.profile.dataset, seed=0,
                                 progress=False)
 
 

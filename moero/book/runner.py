@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from moero.book.profiles import get_profile
-from moero.paths import build_dir, repo_root
+from moero.paths import build_dir, default_data_root, repo_root
 
 __all__ = [
     "NotebookFailed",
@@ -368,7 +368,7 @@ def run_notebooks(
         # the embedded synthetic data of the profile, generated once (a stamp makes reruns instant)
         from moero.data.synthetic import ensure_synthetic
 
-        ensure_synthetic(build_dir() / "data" / prof.dataset, profile=prof.dataset, seed=0)
+        ensure_synthetic(default_data_root(prof.dataset), size=prof.dataset, seed=0)
     results = []
     bar = tqdm(notebooks, desc=f"notebooks [{profile}]", unit="nb", dynamic_ncols=True)
     for path in bar:

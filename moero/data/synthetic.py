@@ -34,7 +34,7 @@ Model, per file (``y = M F S x + n``, reference eq. (1), with ``M`` = all ones h
 
 Output: ``MultiCoil/<Modality>/TrainingSet/FullSample/<Center>/<Vendor>/<Pnnn>/<name>.mat`` with key
 ``kspace`` (MATLAB ``(nx, ny, nc, nz, nt)``; no ``nt`` for LGE/T1w/T2w/black-blood), plus
-``manifest.csv``. The same ``(profile, seed)`` gives identical arrays.
+``manifest.csv``. The same ``(size, seed)`` gives identical arrays.
 """
 
 from __future__ import annotations
@@ -948,7 +948,7 @@ def code_hash() -> str:
 def _resolve_size(profile: str | DatasetSize, overrides: dict[str, Any] | None) -> DatasetSize:
     if isinstance(profile, str):
         if profile not in SIZES:
-            raise ValueError(f"unknown dataset profile {profile!r}; choose one of {sorted(SIZES)}")
+            raise ValueError(f"unknown dataset size {profile!r}; choose one of {sorted(SIZES)}")
         profile = SIZES[profile]
     if overrides:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(DatasetSize)}
@@ -958,14 +958,14 @@ def _resolve_size(profile: str | DatasetSize, overrides: dict[str, Any] | None) 
     return profile
 
 
-def generate(root: str | Path, profile: str | DatasetSize = "smoke", seed: int = 0, progress: bool = True,
+def generate(root: str | Path, size: str | DatasetSize = "smoke", seed: int = 0, progress: bool = True,
              overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Write the dataset of ``profile`` (a name of :data:`SIZES` or a :class:`DatasetSize`) under ``root``.
+    """Write the dataset of ``size`` (a name of :data:`SIZES` or a :class:`DatasetSize`) under ``root``.
 
     Returns the manifest rows (also written to ``root/manifest.csv``). Prefer
     :func:`moero.data.synthetic.ensure_synthetic`, which skips the work when the tree is already there.
     """
-    size = _resolve_size(profile, overrides)
+    size = _resolve_size(size, overrides)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     specs = plan_dataset(size, seed)
@@ -1009,8 +1009,8 @@ def _write_one(root: Path, spec: FileSpec, seed: int, render_factor: int) -> dic
 STAMP_NAME = "moero_synthetic.json"
 
 
-def _stamp(profile: str, seed: int) -> dict[str, Any]:
-    return {"profile": profile, "seed": int(seed), "generator": GENERATOR_VERSION, "code": code_hash()}
+def _stamp(size: str, seed: int) -> dict[str, Any]:
+    return {"size": size, "seed": int(seed), "generator": GENERATOR_VERSION, "code": code_hash()}
 
 
 def _file_sha256(path: Path) -> str:
@@ -1061,11 +1061,11 @@ def remove_stale_folders(root: Path) -> list[Path]:
     return removed
 
 
-def ensure_synthetic(root: str | Path, profile: str = "smoke", seed: int = 0, progress: bool = True,
+def ensure_synthetic(root: str | Path, size: str = "smoke", seed: int = 0, progress: bool = True,
                      verify: bool = False) -> Path:
-    """Generate the ``profile``'s synthetic CMRxRecon-layout tree at ``root`` unless it is already there.
+    """Generate the synthetic CMRxRecon-layout tree of ``size`` at ``root`` unless it is already there.
 
-    A stamp file (profile, seed, generator version, code hash, and every file's size and SHA-256)
+    A stamp file (size, seed, generator version, code hash, and every file's size and SHA-256)
     decides: same stamp and every file of the size it records (and, with ``verify``, of the SHA-256
     it records) -> return at once; otherwise regenerate into a temporary sibling folder and swap it
     in. A non-empty ``root`` without our stamp is refused (it could be real data). Temporary folders
@@ -1074,7 +1074,7 @@ def ensure_synthetic(root: str | Path, profile: str = "smoke", seed: int = 0, pr
     root = Path(root)
     if root.parent.is_dir():
         remove_stale_folders(root)
-    want = _stamp(profile, seed)
+    want = _stamp(size, seed)
     stamp_path = root / STAMP_NAME
     if stamp_path.is_file():
         try:
@@ -1094,7 +1094,7 @@ def ensure_synthetic(root: str | Path, profile: str = "smoke", seed: int = 0, pr
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    generate(tmp, profile=profile, seed=seed, progress=progress)
+    generate(tmp, size=size, seed=seed, progress=progress)
     (tmp / STAMP_NAME).write_text(json.dumps({**want, "files": _inventory(tmp)}, indent=2, sort_keys=True))
     if root.exists():
         old = root.with_name(f"{root.name}.old-{os.getpid()}")

@@ -45,7 +45,7 @@ class TrainConfig:
 
     Paths and run: ``run_dir`` (checkpoint, ``metrics.jsonl``, ``config.yaml``), ``seed``, ``device``
     (``auto``/``cpu``/``cuda``). Data: ``data_root`` (a CMRxRecon2025 tree; ``None``: the synthetic
-    set of ``dataset_profile``), splits, ``batch_size`` (per rank), ``num_workers``, ``balanced``
+    set of ``dataset_size``), splits, ``batch_size`` (per rank), ``num_workers``, ``balanced``
     (``BalancedSampler`` of eq. (10)), mask kinds/accelerations/ACS, ``image_shape`` (``[H, W]``:
     centre crop / pad every image so that batches stack; empty: native sizes), ``augment`` (``none``,
     ``kspace``, ``image``, ``dual``) with ``augment_probability``. Model: ``model`` (a registry name:
@@ -76,7 +76,7 @@ class TrainConfig:
     device: str = "auto"
     # data
     data_root: str | None = None
-    dataset_profile: str = "smoke"
+    dataset_size: str = "smoke"
     train_split: str = "train"
     val_split: str = "val"
     batch_size: int = 1
@@ -213,7 +213,7 @@ class TrainConfig:
 # Fields that define the model, the data and its order, or the optimisation: a resumed run must use the
 # checkpoint's values (the world size is compared with them: world size x batch size is the global batch).
 RESUME_FIXED: tuple[str, ...] = (
-    "model", "preset", "nav", "seed", "batch_size", "data_root", "dataset_profile", "train_split", "balanced",
+    "model", "preset", "nav", "seed", "batch_size", "data_root", "dataset_size", "train_split", "balanced",
     "mask_kinds", "accelerations", "acs", "image_shape", "augment", "augment_probability", "lr", "weight_decay",
     "schedule", "lr_step_epoch", "lr_gamma", "warmup_steps", "grad_clip", "amp", "vq_weight", "ssim_window",
     "ssim_sigma", "gradient_checkpointing", "max_steps", "epochs",

@@ -660,7 +660,7 @@ def dataset_root(config: TrainConfig) -> Path:
     """``config.data_root``; the trainer never generates data (the command line fills in the default)."""
     if not config.data_root:
         raise ValueError("config field 'data_root': no dataset given (python -m moero train fills in the "
-                         "synthetic set of dataset_profile)")
+                         "synthetic set of dataset_size)")
     return Path(config.data_root)
 
 
