@@ -96,7 +96,7 @@ for name in MODELS:
         rows.append({
             "method": catalogue[name].label, "run": name, unit: b, "paper_epochs": PAPER_EPOCHS[min(i, 2)],
             "ssim_total": s["total"]["ssim"], "ssim_rare": s["rare"]["ssim"], "ssim_fresh": s["fresh"]["ssim"],
-            "peak_memory_mib": step_cost["peak_mib"], "iterations_per_s": step_cost["it_per_s"],
+            "r_eff": s["total"]["r_eff"], "peak_memory_mib": step_cost["peak_mib"], "iterations_per_s": step_cost["it_per_s"],
             "train_iterations_per_s": E.segment_speed(rd),
             "paper_ssim_total": ref.get("ssim_total"), "paper_ssim_rare": ref.get("ssim_rare"),
             "paper_ssim_fresh": ref.get("ssim_fresh"),
@@ -107,8 +107,8 @@ refs = E.reference_rows(P, root, run.profile.dataset, device=run.device)
 for name, res in refs.items():
     s = res["splits"]
     rows.append({"method": name, "run": "reference", unit: 0, "ssim_total": s["total"]["ssim"],
-                 "ssim_rare": s["rare"]["ssim"], "ssim_fresh": s["fresh"]["ssim"]})
-COLUMNS = ["method", "run", unit, "paper_epochs", "ssim_total", "ssim_rare", "ssim_fresh", "peak_memory_mib",
+                 "ssim_rare": s["rare"]["ssim"], "ssim_fresh": s["fresh"]["ssim"], "r_eff": s["total"]["r_eff"]})
+COLUMNS = ["method", "run", unit, "paper_epochs", "ssim_total", "ssim_rare", "ssim_fresh", "r_eff", "peak_memory_mib",
            "iterations_per_s", "train_iterations_per_s", "paper_ssim_total", "paper_ssim_rare", "paper_ssim_fresh", "paper_memory_gb",
            "paper_iterations_per_s"]
 run.table(rows, "table2", columns=COLUMNS,

@@ -391,7 +391,7 @@ def _test_datasets(config: Any, frames: int, data_root: str | Path | None, split
 
 def _evaluate(model: nn.Module, config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
               files_per_split: int, shape: Sequence[int] | None, device: str | torch.device) -> dict[str, Any]:
-    from moero.eval.evaluate import evaluate, protocol_indices
+    from moero.eval.evaluate import SCORED, evaluate, protocol_indices
     from moero.eval.metrics import split_aggregates
 
     recorder = _RouteRecorder(model)
@@ -403,7 +403,7 @@ def _evaluate(model: nn.Module, config: Any, frames: int, data_root: str | Path 
             f = ds.locate(i)[0]
             if not files_per_split or f < files_per_split:
                 labels.append({k: ds.records[f].get(k, "") for k in ("modality", "vendor", "centre", "split")})
-    aggregates = split_aggregates(files)
+    aggregates = split_aggregates(files, metrics=SCORED)
     return {"files": files, "splits": aggregates, "routes": recorder.routes, "labels": labels}
 
 
@@ -546,10 +546,22 @@ def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None) 
             return ResultsSource(gpu / notebook, "gpu",
                                  f"Shown: the gpu-profile results committed under book/results/gpu/{notebook} "
                                  f"(commit {meta.get('commit', '?')}, {card}); "
-                                 f"this run's {run.profile.name}-profile results are in {run.results_dir}.")
+                                 f"this run's {run.profile.name}-profile results are in {_shown_path(run)}.")
     return ResultsSource(run.results_dir, run.profile.name,
-                         f"Shown: this run's {run.profile.name}-profile results ({run.results_dir}); no gpu-profile "
+                         f"Shown: this run's {run.profile.name}-profile results ({_shown_path(run)}); no gpu-profile "
                          f"results are committed under book/results/gpu/{notebook}.")
+
+
+def _shown_path(run: Any) -> str:
+    """Where the run's results live once the runner has swapped them in (not the staging folder it writes to),
+    relative to the checkout when inside it."""
+    from moero.paths import repo_root
+
+    final = Path(getattr(run, "final_dir", run.results_dir)).resolve()
+    try:
+        return final.relative_to(repo_root().resolve()).as_posix()
+    except ValueError:
+        return str(final)
 
 
 def require_result(folder: str | Path, name: str) -> Path:

@@ -8,6 +8,7 @@ fresh) are means over files. Tables: ``eval_files``, ``eval_groups``, ``eval_spl
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def evaluate(
     if getattr(dataset, "fmt", "") == "fastmri":
         return evaluate_fastmri(model, dataset, device, progress, max_files)
 
-    from moero.models.io import collate_examples, model_inputs, output_parts
+    from moero.models.io import collate_examples, example_meta, model_inputs, output_parts
 
     device = torch.device(device)
     model = model.to(device).eval()
@@ -79,17 +80,25 @@ def evaluate(
         out = model(*args, **kwargs)
         image, _ = output_parts(out)
         scores = score_images(batch["target"].to(device).float(), image.float())
-        per_file.setdefault(f, []).append({k: float(v[0]) for k, v in scores.items()})
+        row = {k: float(v[0]) for k, v in scores.items()}
+        r_eff = example_meta(batch, "r_eff", 0, default=None)  # sampled fraction of the centre frame, ACS included
+        row["r_eff"] = float(r_eff) if r_eff is not None else math.nan
+        per_file.setdefault(f, []).append(row)
     files = []
     for f, rows in sorted(per_file.items()):
         rec = dataset.records[f]
         meta = {k: rec.get(k, "") for k in ("file", "modality", "centre", "vendor", "pathology", "split")}
         files.append({**meta, "images": len(rows),
-                      **{m: sum(r[m] for r in rows) / len(rows) for m in ("ssim", "psnr", "nmse")}})
+                      **{m: sum(r[m] for r in rows) / len(rows) for m in SCORED}})
     if not files:
         raise ValueError("evaluate: the dataset holds no example the protocol scores")
-    splits = split_aggregates(files)
-    return {"files": files, **group_means(files), "splits": [{"split": k, **v} for k, v in splits.items()]}
+    splits = split_aggregates(files, metrics=SCORED)
+    return {"files": files, **group_means(files, metrics=SCORED),
+            "splits": [{"split": k, **v} for k, v in splits.items()]}
+
+
+# metrics per file and their means per group and split; r_eff: the mean effective acceleration of the scored images
+SCORED = ("ssim", "psnr", "nmse", "r_eff")
 
 
 FASTMRI_CROP = (320, 320)

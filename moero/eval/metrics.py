@@ -320,7 +320,8 @@ def score_volume(target: torch.Tensor, prediction: torch.Tensor, modality: str,
 
 
 def _mean_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> dict[str, float]:
-    return {m: float(sum(float(r[m]) for r in rows) / len(rows)) for m in metrics}
+    # a row without a metric (e.g. r_eff of a file read without masks) makes that mean NaN, not an error
+    return {m: float(sum(float(r.get(m, math.nan)) for r in rows) / len(rows)) for m in metrics}
 
 
 def cmrxrecon_score(
