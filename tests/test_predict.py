@@ -189,3 +189,20 @@ def test_generate_data_writes_the_test_phase_with_challenge_masks(phase, tmp_pat
     write_test_phase(phase["root"], again, tmp_path / "again-truth", seed=0)
     for r in kus:  # the same seed draws the same patterns and masks
         assert (again / r["mask_file"]).read_bytes() == (out / r["mask_file"]).read_bytes()
+
+
+def test_official_group_scores_per_centre_and_per_disease_count_missing_files():
+    """TaskR1 (centre, vendor) and TaskR2 (disease) groups of Val_Score2025.py: SSIM/PSNR are sums over
+    the EXPECTED files (a missing file counts 0), NMSE is mean * (2 - n / N); a group with no scored file
+    is still listed."""
+    from moero.eval.submission import _group_scores as group_scores
+
+    expected = [{"centre": "C1", "vendor": "V", "pathology": "scar"}, {"centre": "C1", "vendor": "V", "pathology": ""},
+                {"centre": "C2", "vendor": "W", "pathology": "scar"}]
+    scored = [{"centre": "C1", "vendor": "V", "pathology": "scar", "ssim": 0.8, "psnr": 30.0, "nmse": 0.1}]
+    out = group_scores(scored, expected)
+    c1, c2 = out["groups"]
+    assert (c1["expected"], c1["files"], c1["ssim"], c1["psnr"]) == (2, 1, 0.4, 15.0)
+    assert c1["nmse"] == pytest.approx(0.1 * (2 - 1 / 2)) and c2["files"] == 0 and c2["ssim"] == 0.0
+    (scar,) = out["diseases"]
+    assert (scar["disease"], scar["expected"], scar["files"], scar["ssim"]) == ("scar", 2, 1, 0.4)

@@ -58,6 +58,7 @@ __all__ = [
     "split_aggregates",
     "group_means",
     "official_group_scores",
+    "group_key_values",
     "SINGLE_IMAGE_MODALITIES",
     "ALL_FRAME_MODALITIES",
     "ALL_SLICE_MODALITIES",
@@ -376,13 +377,10 @@ def official_group_scores(
     0), ``NMSE = mean * (2 - n / N)``. The scripts stop at the group level; a mean over groups, if
     wanted, is the caller's choice.
     """
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {key: [] for key in (expected or {})}
     for row in file_rows:
-        if tuple(group_keys) == ("disease",):
-            for disease in _diseases(row):
-                groups.setdefault((disease,), []).append(row)
-        else:
-            groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
+        for key in group_key_values(row, group_keys):
+            groups.setdefault(key, []).append(row)
     out = []
     for key, rows in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         n = len(rows)
@@ -392,12 +390,20 @@ def official_group_scores(
         row_out: dict[str, Any] = {**dict(zip(group_keys, key, strict=True)), "files": n, "expected": total}
         for m in metrics:
             values = [float(r[m]) for r in rows]
-            if m == "nmse":
-                row_out[m] = sum(values) / n * (2 - n / total)
+            if m == "nmse":  # a group whose files are all missing has no NMSE (the script would divide by 0)
+                row_out[m] = sum(values) / n * (2 - n / total) if n else math.nan
             else:
-                row_out[m] = sum(values) / total
+                row_out[m] = sum(values) / max(total, 1)
         out.append(row_out)
     return out
+
+
+def group_key_values(row: Mapping[str, Any], group_keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The group keys a file row belongs to: one ``(centre, vendor, ...)`` tuple, or one per disease of its
+    patient when grouping by ``("disease",)`` (TaskR2)."""
+    if tuple(group_keys) == ("disease",):
+        return [(d,) for d in _diseases(row)]
+    return [tuple(row.get(k) for k in group_keys)]
 
 
 def group_means(

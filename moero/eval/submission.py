@@ -22,11 +22,12 @@ calls ``calmetric(gt, recon)`` while ``calmetric`` expects ``(pred, gt)`` and sw
 its 4-D branch (notes/fidelity-audit.md section 3.2): so for 4-D files (more than one frame) the
 *submission's* normalised maximum is the data range and ``||submission||^2`` the NMSE denominator,
 for 3-D files the truth's. ``official_order=True`` (default) reproduces that; ``False`` uses the
-truth everywhere, as ``moero eval`` does for models. Per (centre, vendor)
-group with ``N`` expected ground-truth files and ``n`` scored ones: ``ssim = sum / N`` and
-``psnr = sum / N`` (a missing file counts as 0), ``nmse = mean * (2 - n / N)``. ``overall`` is the
-mean of the group values (the official scripts stop at the groups; this last mean is an assumption)
-next to the plain mean over scored files.
+truth everywhere, as ``moero eval`` does for models. Per (centre, vendor) group (TaskR1) and per
+disease (TaskR2: the truth manifest's ``disease`` column, else ``pathology``; the challenge's disease
+sheet can be supplied as that column) with ``N`` expected ground-truth files and ``n`` scored ones:
+``ssim = sum / N`` and ``psnr = sum / N`` (a missing file counts as 0), ``nmse = mean * (2 - n / N)``.
+``overall`` is the mean of the (centre, vendor) group values (the official scripts stop at the groups;
+this last mean is an assumption) next to the plain mean over scored files.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ import torch
 from moero.eval.metrics import (
     center_crop,
     central_slices,
+    group_key_values,
+    official_group_scores,
     protocol_crop_size,
     score_images,
     selected_frames,
@@ -245,24 +249,23 @@ def score_submission(submission: str | Path, ground_truth: str | Path, progress:
 
 
 def _group_scores(scored: Sequence[dict[str, Any]], expected: Sequence[dict[str, Any]]) -> dict[str, list]:
-    """Official adjusted group means (``Val_Score2025.py``) and their mean over groups."""
-    keys = sorted({(r["centre"], r["vendor"]) for r in expected} | {(r["centre"], r["vendor"]) for r in scored})
-    groups = []
-    for centre, vendor in keys:
-        n_expected = sum(1 for r in expected if (r["centre"], r["vendor"]) == (centre, vendor))
-        rows = [r for r in scored if (r["centre"], r["vendor"]) == (centre, vendor)]
-        n = len(rows)
-        denom = max(n_expected, 1)
-        nmse = (sum(r["nmse"] for r in rows) / n) * (2 - n / denom) if n else math.nan
-        groups.append({"centre": centre, "vendor": vendor, "expected": n_expected, "files": n,
-                       "ssim": sum(r["ssim"] for r in rows) / denom, "psnr": sum(r["psnr"] for r in rows) / denom,
-                       "nmse": nmse})
-    overall = {"groups": len(groups), "files": len(scored)}
+    """Official adjusted group means (``Val_Score2025.py``, :func:`official_group_scores`): per (centre,
+    vendor) as TaskR1 and per disease as TaskR2 (from the truth's ``disease`` column, else its
+    ``pathology``), every expected file counted; plus the mean over the centre/vendor groups."""
+    def with_disease(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "disease": r.get("disease") or r.get("pathology") or ""} for r in rows]
+
+    tables = {}
+    for name, keys, rows, truth in (("groups", ("centre", "vendor"), scored, expected),
+                                    ("diseases", ("disease",), with_disease(scored), with_disease(expected))):
+        count = Counter(k for r in truth for k in group_key_values(r, keys))
+        tables[name] = official_group_scores(rows, keys, expected=count, metrics=METRICS)
+    overall = {"groups": len(tables["groups"]), "files": len(scored)}
     for m in METRICS:
-        vals = [g[m] for g in groups if not math.isnan(g[m])]
+        vals = [g[m] for g in tables["groups"] if not math.isnan(g[m])]
         overall[m] = sum(vals) / len(vals) if vals else math.nan
         overall[f"{m}_files"] = sum(r[m] for r in scored) / len(scored) if scored else math.nan
-    return {"groups": groups, "overall": [overall]}
+    return {**tables, "overall": [overall]}
 
 
 def _missing(scored: Sequence[dict[str, Any]], expected: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -272,13 +275,13 @@ def _missing(scored: Sequence[dict[str, Any]], expected: Sequence[dict[str, Any]
 
 
 def write_submission_tables(results: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
-    """``submission_{files,groups,overall,splits,missing}`` as CSV and Markdown in ``out``."""
+    """``submission_{files,groups,diseases,overall,splits,missing}`` as CSV and Markdown in ``out``."""
     from moero.eval.tables import Table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("files", "groups", "overall", "splits", "missing"):
+    for name in ("files", "groups", "diseases", "overall", "splits", "missing"):
         rows = results[name] or [{"note": "none"}]
         table = Table(rows, caption=f"submission {name}")
         for suffix, text in (("csv", table.to_csv()), ("md", table.to_markdown())):
