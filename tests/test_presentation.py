@@ -68,8 +68,12 @@ def test_show_result_shows_the_recorded_table_as_html_with_caption_and_units(tmp
 
 
 def test_verdict_rows_and_admonitions():
-    assert E.compare_row("x", 0.1, 0.2)["trend_here"] == "holds"
-    assert E.compare_row("x", -0.1, 0.2)["trend_here"] == "does not hold"
+    # the book's rule: >= 3 seeds and a difference beyond 2 SE, otherwise "inconclusive at this scale"
+    assert E.compare_row("x", 0.1, 0.2, se=0.01, seeds=3)["trend_here"] == "holds"
+    assert E.compare_row("x", -0.1, 0.2, se=0.01, seeds=3)["trend_here"] == "contradicts"
+    assert E.compare_row("x", 0.1, 0.2)["trend_here"].startswith("inconclusive at this scale (1 seed; sign agrees")
+    assert E.compare_row("x", 0.1, 0.2, se=0.01, seeds=2)["trend_here"].startswith("inconclusive at this scale (2 s")
+    assert E.compare_row("x", 0.015, 0.2, se=0.01, seeds=5)["trend_here"].startswith("inconclusive at this scale (w")
     assert E.compare_row("x", float("nan"), 0.2)["trend_here"] == "not measured"
     box = E.admonition("a < b", title="Verdict").data
     assert 'class="admonition note"' in box and "a &lt; b" in box

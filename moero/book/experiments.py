@@ -70,6 +70,7 @@ __all__ = [
     "results_source",
     "require_result",
     "compare_sentence",
+    "verdict",
     "compare_row",
     "admonition",
     "show_source",
@@ -609,25 +610,35 @@ def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
     return show_result(run.results_dir, stem)
 
 
-def _trend(ours: float, theirs: float) -> str:
+MIN_SEEDS = 3  # the book's rule: a verdict needs >= 3 seeds and a difference beyond twice its standard error
+
+
+def verdict(ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> str:
+    """``holds`` / ``contradicts`` only when ``seeds >= MIN_SEEDS`` and ``|ours| > 2 se`` (``se``: the
+    standard error of our difference, from paired differences over seeds and test files); otherwise
+    ``inconclusive at this scale``, saying which way our single estimate points."""
     if any(math.isnan(v) for v in (ours, theirs)):
         return "not measured"
     agree = (ours > 0) == (theirs > 0) if theirs != 0 else abs(ours) < 1e-3
-    return "holds" if agree else "does not hold"
+    if se is None or seeds < MIN_SEEDS or not abs(ours) > 2 * se:
+        why = f"{seeds} seed{'s' if seeds != 1 else ''}" if se is None or seeds < MIN_SEEDS else "within 2 SE"
+        return f"inconclusive at this scale ({why}; sign {'agrees' if agree else 'differs'})"
+    return "holds" if agree else "contradicts"
 
 
-def compare_sentence(name: str, ours: float, theirs: float, higher_is_better: bool = True) -> str:
+def compare_sentence(name: str, ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> str:
     """A plain sentence on whether our difference to the reference points the way the paper's does."""
-    word = _trend(ours, theirs)
+    word = verdict(ours, theirs, se, seeds)
     if word == "not measured":
         return f"{name}: not measured."
-    return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend {word} here."
+    return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend: {word}."
 
 
-def compare_row(name: str, ours: float, theirs: float) -> dict[str, Any]:
-    """One row of a chapter's verdict table (shown with ``run.table``): our difference, the paper's, and
-    whether the paper's trend (the sign of its difference) holds here."""
-    return {"comparison": name, "ours_difference": float(ours), "trend_here": _trend(ours, theirs),
+def compare_row(name: str, ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> dict[str, Any]:
+    """One row of a chapter's verdict table (shown with ``run.table``): our difference, its standard error
+    and seed count, the paper's, and the :func:`verdict` (never "holds" from one seed)."""
+    return {"comparison": name, "ours_difference": float(ours), "seeds": int(seeds),
+            "ours_se": float("nan") if se is None else float(se), "trend_here": verdict(ours, theirs, se, seeds),
             "paper_difference": float(theirs)}
 
 

@@ -55,6 +55,8 @@ def column_header(column: str, units: Mapping[str, str] | None = None) -> str:
                 break
     if unit is None and name.split("_")[0] == "psnr":
         unit = "dB"
+    if label == "r_eff":  # the effective acceleration, a symbol rather than two words
+        return "R_eff" + (f" ({unit})" if unit else "")
     words = [_ACRONYMS.get(w, w) for w in label.split("_") if w]
     text = " ".join(words)
     if unit:
