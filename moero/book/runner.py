@@ -388,7 +388,9 @@ def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None 
     env["MOERO_PROFILE"] = profile
     env["MOERO_BUILD_DIR"] = str(build_dir())
     jb = "from jupyter_book.cli.main import main; main()"
-    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", "html"]
+    # --all: Sphinx's incremental build tracks the .py sources only, not the executed notebooks the reader
+    # serves, so a re-executed chapter whose source did not change would keep its stale page
+    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", "html", "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, env=env, cwd=root)
