@@ -20,7 +20,7 @@ __all__ = ["Table", "PAPER_PREFIX", "column_header", "format_value", "parse_cell
 PAPER_PREFIX = "paper_"
 # metric names written in capitals in headers
 _ACRONYMS = {"ssim": "SSIM", "psnr": "PSNR", "nmse": "NMSE", "ari": "ARI", "nmi": "NMI", "pca": "PCA",
-             "snr": "SNR", "psf": "PSF", "cg": "CG", "ddp": "DDP", "acs": "ACS", "val": "val.", "vq": "VQ"}
+             "snr": "SNR", "psf": "PSF", "se": "SE", "cg": "CG", "ddp": "DDP", "acs": "ACS", "val": "val.", "vq": "VQ"}
 # unit suffixes of column names -> (words dropped from the label, unit shown)
 _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
     ("_iterations_per_s", "it/s"), ("iterations_per_s", "it/s"), ("it_per_s", "it/s"), ("s_per_it", "s/it"),
