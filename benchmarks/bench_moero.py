@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from benchmarks.common import peak_memory, sync
+from benchmarks.common import peak_memory
 from moero.train.distributed import free_port
-from moero.train.efficiency import FIND_UNUSED, build_model, phantom_batch, training_step
+from moero.train.efficiency import FIND_UNUSED, build_model, interleaved_times, phantom_batch, training_step
 
 TITLE = "Moero 4 cascades x K experts vs the 4-cascade baseline: training iterations/s and memory"
 EXPERTS = (2, 4)
@@ -75,22 +74,6 @@ def static_bytes(model: torch.nn.Module) -> int:
     return 3 * params + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
-                 barrier: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
-    """Seconds per call of each function in each of ``rounds`` rounds that alternate the functions."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            barrier()
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(repeat):
-                fn()
-            sync(device)
-            times[name].append((time.perf_counter() - t0) / repeat)
-    return times
-
-
 def _ratio(times: dict[str, list[float]], ref: str, name: str) -> float:
     """Median over rounds of the reference's time over the model's time in the same round (drift cancels)."""
     return statistics.median(r / t for r, t in zip(times[ref], times[name], strict=True))
@@ -104,7 +87,7 @@ def single_process(device: torch.device) -> list[dict[str, Any]]:
     for fn in steps.values():  # warm-up: allocator, AdamW state, routing centres fitted
         for _ in range(WARMUP):
             fn()
-    times = _interleaved(steps, _rounds(), 3, device)
+    times = interleaved_times(steps, _rounds(), 3, device)
     peaks = {n: peak_memory(fn, device) for n, fn in steps.items()}
     static = {n: static_bytes(m) for n, m in models.items()}
     ref = "vq-prompt"
@@ -146,7 +129,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, use_cuda: bool) -> N
             steps[n] = step_fn(wrapped, core, kspace, mask)
             for _ in range(WARMUP):
                 steps[n]()
-        times = _interleaved(steps, _rounds(), 3, device, dist.barrier)
+        times = interleaved_times(steps, _rounds(), 3, device, dist.barrier)
         if rank == 0:
             torch.save(times, Path(out) / "ddp.pt")
     finally:

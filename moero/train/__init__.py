@@ -46,6 +46,7 @@ from moero.train.distributed import (
 from moero.train.efficiency import (
     STAGES,
     ddp_throughput,
+    interleaved_times,
     peak_memory,
     phantom_batch,
     quiet_native_output,
@@ -137,6 +138,7 @@ __all__ = [
     "load_trained",
     "evaluate_checkpoint",
     "check_writable",
+    "interleaved_times",
     "phantom_batch",
     "training_step",
     "peak_memory",

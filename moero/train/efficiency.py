@@ -33,6 +33,7 @@ from torch import nn
 from moero.train.distributed import free_port
 
 __all__ = [
+    "interleaved_times",
     "build_model",
     "phantom_batch",
     "training_step",
@@ -180,10 +181,10 @@ def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> in
     return int(peak)
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
-                 barrier: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median seconds per call of each function over ``rounds`` rounds that alternate the functions
-    (load drift on a shared machine hits every model alike)."""
+def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
+                      barrier: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of ``rounds`` rounds that alternate the functions (load
+    drift on a shared machine hits every model alike); ``barrier`` lines the ranks up under DDP."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
@@ -194,7 +195,13 @@ def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, d
                 fn()
             _sync(device)
             times[name].append((time.perf_counter() - t0) / repeat)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
+                 barrier: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Median over rounds of :func:`interleaved_times`."""
+    return {name: statistics.median(ts) for name, ts in interleaved_times(fns, rounds, repeat, device, barrier).items()}
 
 
 def _check_counts(rounds: int, warmup: int) -> None:
