@@ -125,19 +125,18 @@ def save_img4ranking(path: str | Path, array: np.ndarray) -> Path:
 def load_img4ranking(path: str | Path) -> np.ndarray:
     """``img4ranking`` of a file as the official ``loadFun.loadmat`` reads it: ``scipy.io.loadmat``
     first, h5py (no transpose, so reversed axes) for v7.3 files. ``ValueError`` naming file and key."""
+    import h5py
     import scipy.io
 
     path = Path(path)
-    try:
-        data = scipy.io.loadmat(path)
-    except NotImplementedError:  # v7.3 (HDF5)
-        import h5py
-
+    if path.is_file() and h5py.is_hdf5(path):  # v7.3: scipy cannot read it, the official loader falls back to h5py
         with h5py.File(path, "r") as f:
             if RANKING_KEY not in f:
                 keys = sorted(f.keys())
                 raise ValueError(f"{path} [key {RANKING_KEY!r}]: key missing; the file has {keys}") from None
             return np.asarray(f[RANKING_KEY][:])
+    try:
+        data = scipy.io.loadmat(path)
     except (ValueError, OSError, TypeError) as err:
         raise ValueError(f"{path}: not a readable MATLAB file ({err})") from None
     if RANKING_KEY not in data:
