@@ -25,9 +25,8 @@
 # The paper {cite}`li2025branch` found that on the large benchmark both augmentations *lower* SSIM, PSNR and NMSE after
 # 12 epochs (Tab. 1), while on a small dataset k-space motion + noise helped; and that the ratio
 # decides: too low gives no gain, too high distorts training. This chapter evaluates the models of
-# chapter 6 (trained there, or here if that chapter has not run) at the first snapshot (the paper's
-# 12 epochs) by the official protocol, then sweeps $p$ on a small subset of the training subjects and
-# on the full training set.
+# chapter 6 (trained there, or here if that chapter has not run) over several training seeds by the
+# official protocol, then sweeps $p$ on a training set small enough to overfit.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | gpu | paper
@@ -36,13 +35,14 @@ results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
 # %% tags=["hide-input"]
-
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from IPython.display import display
 
 from moero.book import experiments as E
 from moero.book import paper
+from moero.book import results as R
 from moero.book.run import start_run
 from moero.train.trainer import make_augment
 
@@ -53,95 +53,136 @@ torch.set_num_threads(P["threads"])
 root = run.dataset_root()
 catalogue = E.catalogue(P)
 nproc = E.resolve_nproc(P["nproc"])
-budget = min(P["budgets"])  # the paper's 12 epochs
 unit = P["budget_unit"]
+last = max(P["budgets"])
+SEEDS = E.seeds(P)
+TAB1 = [("promptmr", "baseline"), ("kspace-aug", "+ k-space aug"), ("image-aug", "+ image aug")]
+E.prepare(P, run.profile.name, root, run.profile.dataset, nproc=nproc, workers=P["workers"], device=str(run.device))
+refs = R.reference_results(P, run.profile.name, root, run.profile.dataset, device=str(run.device))
 
-
-def ensure(name: str):
-    return E.ensure_run(catalogue[name], P, run.profile.name, data_root=root, dataset_size=run.profile.dataset,
-                        nproc=nproc)
-
-
-def test_metrics(name: str) -> dict:
-    return E.evaluate_checkpoint(ensure(name), budget, P, root, device=run.device)["splits"]["total"]
-
+# %% tags=["hide-input"]
+folders = [f for name, _ in TAB1 for f in R.run_folders(P, run.profile.name, name)]
+small_set = R.training_examples(root, P, subjects=int(P["small_subjects"]))
+display(E.admonition(R.setting_text(
+    run.profile.name, str(run.device), P, ["promptmr"], root, refs["zero-filled"], folders, len(SEEDS),
+    extra=f"Tab. 1 is read after {last} {unit} (the paper: 12 epochs). Augmentation ratio p = "
+          f"{P['augment_probability']}. Ratio sweep: {small_set['subjects']} training subject(s), "
+          f"{small_set['files']} files, {small_set['examples']} examples, {max(P['small_budgets'])} {unit}, "
+          f"{len(E.seeds(P, small=True))} seed(s) per ratio."), title="Setting"))
 
 # %% [markdown]
 # ## Tab. 1: baseline, + k-space augmentation, + image augmentation
+#
+# Mean over seeds on the test grid (every test file at every test acceleration), next to the references
+# and the paper's numbers.
 
 # %%
-TAB1 = [("promptmr", "baseline"), ("kspace-aug", "+ k-space aug"), ("image-aug", "+ image aug")]
 paper_rows = {r["method"]: r for r in paper.TABLE1}
-ours = {name: test_metrics(name) for name, _ in TAB1}
-rows = []
+ours = {name: R.seed_results(P, run.profile.name, name, last, root) for name, _ in TAB1}
+rows = [R.method_row("zero-filled", [refs["zero-filled"]], P),
+        R.method_row(f"CG-SENSE (lambda {refs['CG-SENSE']['lam']:g})", [refs["CG-SENSE"]], P)]
 for name, method in TAB1:
-    m, ref = ours[name], paper_rows[method]
-    rows.append({"method": method, "ssim": m["ssim"], "psnr": m["psnr"], "nmse": m["nmse"], "files": m["files"],
-                 "r_eff": m["r_eff"],
-                 "paper_ssim": ref["ssim"], "paper_psnr": ref["psnr"], "paper_nmse": ref["nmse"]})
-run.table(rows, "table1", caption=f"Tab. 1 counterpart: test metrics after {budget} {unit} (paper: 12 epochs)")
-display(E.show_result(run.results_dir, "table1"))
+    ref = paper_rows[method]
+    rows.append({**R.method_row(method, ours[name], P), "paper_ssim": ref["ssim"], "paper_psnr": ref["psnr"],
+                 "paper_nmse": ref["nmse"]})
+display(run.table(rows, "table1", caption=f"Tab. 1 counterpart: test metrics after {last} {unit}, mean over "
+                  f"{len(SEEDS)} seeds (paper: 12 epochs, one run)"))
+
+# %% [markdown]
+# Each verdict compares the sign of our difference with the paper's, and says "holds" or "contradicts"
+# only when the difference is more than twice its standard error (paired over seeds and test files).
 
 # %%
-base = ours["promptmr"]
-display(E.admonition(
-    f"Here: {P['train']['preset']!r} preset, {budget} {unit}, crops {P['train'].get('image_shape') or 'native'}, "
-    f"{rows[0]['files']} test files of the {'given' if run.data_root else 'synthetic'} data, augmentation ratio "
-    f"{P['augment_probability']}; paper: 12-cascade PromptMR+, 12 epochs, CMRxRecon2025.", title="Setting"))
 verdicts = []
-for (_name, method), row in zip(TAB1[1:], rows[1:], strict=True):
+for name, method in TAB1[1:]:
     ref = paper_rows[method]
-    verdicts.append(E.compare_row(f"{method}, SSIM vs baseline", row["ssim"] - base["ssim"],
-                                  ref["ssim"] - paper_rows["baseline"]["ssim"]))
-    verdicts.append(E.compare_row(f"{method}, PSNR (dB) vs baseline", row["psnr"] - base["psnr"],
-                                  ref["psnr"] - paper_rows["baseline"]["psnr"]))
+    for metric, col in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
+        d = R.paired(ours[name], ours["promptmr"], metric=metric)
+        verdicts.append(E.compare_row(f"{method}, {col} vs baseline", d["mean"],
+                                      ref[metric] - paper_rows["baseline"][metric], d["se"], d["seeds"]))
 display(run.table(verdicts, "verdicts", caption="Does the sign of each of the paper's differences hold here?"))
 
 # %% [markdown]
-# ## The augmentation ratio, on a small and on the full training set
+# ## The augmentation ratio on a small training set
 #
-# The same k-space augmentation at ratios $p$ from the profile, trained on `small_subjects` training
-# subjects (spread over centres) and on all of them; $p = 0$ is the unaugmented baseline of each.
+# The paper's claim is about data-poor training: k-space augmentation should help where the network would
+# otherwise overfit. The sweep trains on `small_subjects` training subject(s) at ratios $p$ (the share of
+# examples that get at least one artefact, measured below on 2000 draws). First, the unaugmented run
+# overfits: its training loss keeps falling while its validation loss ($1 -$ validation SSIM) turns up.
+
+# %%
+ratios = [float(r) for r in P["ratios"]]
+small_budgets = sorted(int(b) for b in P["small_budgets"])
+sweep_dirs = {r: R.run_folders(P, run.profile.name, E.ratio_experiment(P, r, True), small=True) for r in ratios}
+val = {r: np.array([[v for _, v in E.validation_curve(d, P, root, run.device, budgets=small_budgets)]
+                    for d in dirs]) for r, dirs in sweep_dirs.items()}
+fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+for r in ratios:
+    steps, loss = zip(*E.learning_curves(sweep_dirs[r][0], smooth=P.get("curve_smooth", 5))["loss"], strict=True)
+    ax_loss.plot(steps, loss, label=f"p = {r:g}")
+    ax_val.plot(small_budgets, 1 - val[r].mean(0), marker="o", label=f"p = {r:g}")
+ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss (small set)")
+ax_val.set(xlabel=unit, ylabel="validation loss (1 - SSIM)", title="Validation loss (small set)")
+ax_loss.legend(fontsize=8)
+fig.tight_layout()
+display(E.publish_figure(run, fig, "small_set_curves", caption="Small training set: training and validation loss "
+                         "per augmentation ratio"))
+base_curve = 1 - val[0.0].mean(0)
+lowest = int(np.argmin(base_curve))
+overfits = lowest < len(small_budgets) - 1 and base_curve[-1] > base_curve[lowest]
+train_curve = [v for _, v in E.learning_curves(sweep_dirs[0.0][0], smooth=P.get("curve_smooth", 5))["loss"]]
+display(E.admonition(
+    (f"Without augmentation the validation loss is lowest after {small_budgets[lowest]} {unit} "
+     f"({base_curve[lowest]:.4f}) and rises to {base_curve[-1]:.4f} by {small_budgets[-1]} {unit}" if overfits else
+     f"Without augmentation the validation loss reaches {base_curve[-1]:.4f} by {small_budgets[-1]} {unit} without "
+     "rising on the way")
+    + f", while the training loss goes from {train_curve[len(train_curve) // 4]:.4f} (a quarter of the way) to "
+      f"{train_curve[-1]:.4f}" + (": the small set overfits." if overfits else ": no overfitting at this budget."),
+    title="Overfitting", kind="note" if overfits else "warning"))
+
+# %% [markdown]
+# The ratio is chosen on validation (the best validation SSIM over the snapshots); the test SSIM at the
+# last snapshot shows how the choice carries over.
 
 # %%
 sweep = []
-for small in (True, False):
-    for ratio in P["ratios"]:
-        name = E.ratio_experiment(P, ratio, small)
-        m = test_metrics(name)
-        # the ratio is the probability of at least one artefact: measured on 2000 draws of the same augmentation
-        measured = make_augment("kspace", float(ratio)).artefact_fraction((3, 4, 64, 64), draws=2000) if ratio else 0.0
-        sweep.append({"dataset": "small" if small else "full", "ratio": float(ratio), "measured_fraction": measured,
-                      "run": name, "ssim": m["ssim"], "psnr": m["psnr"], "nmse": m["nmse"], "r_eff": m["r_eff"]})
-display(run.table(sweep, "ratio_sweep", caption="Test SSIM / PSNR / NMSE against the k-space augmentation ratio; "
-                  "measured_fraction: share of 2000 drawn examples that got at least one artefact"))
+for r in ratios:
+    measured = make_augment("kspace", r).artefact_fraction((3, 4, 64, 64), draws=2000) if r else 0.0
+    test = [E.evaluate_checkpoint(d, small_budgets[-1], P, root, device=run.device) for d in sweep_dirs[r]]
+    row = R.method_row(f"p = {r:g}", test, P)
+    sweep.append({"ratio": r, "measured_fraction": measured, "seeds": row["seeds"],
+                  "val_ssim_best": float(val[r].mean(0).max()),
+                  "best_at": small_budgets[int(val[r].mean(0).argmax())], "val_ssim_last": float(val[r].mean(0)[-1]),
+                  "test_ssim_total": row["ssim_total"], **{c: row[c] for c in R.acceleration_columns(P)}})
+display(run.table(sweep, "ratio_sweep", caption="Small training set: validation SSIM (best snapshot, last snapshot) "
+                  "and test SSIM after the last snapshot against the k-space augmentation ratio"))
 fig, ax = plt.subplots(figsize=(6, 4))
-for ds in ("small", "full"):
-    pts = [(r["ratio"], r["ssim"]) for r in sweep if r["dataset"] == ds]
-    ax.plot(*zip(*pts, strict=True), marker="o", label=f"{ds} training set")
-ax.set(xlabel="augmentation ratio $p$", ylabel="test SSIM (official protocol)",
-       title="k-space augmentation ratio sweep")
+ax.plot(ratios, [s["val_ssim_best"] for s in sweep], "o-", label="validation, best snapshot")
+ax.plot(ratios, [s["val_ssim_last"] for s in sweep], "s--", label="validation, last snapshot")
+ax.plot(ratios, [s["test_ssim_total"] for s in sweep], "^-", label="test, last snapshot")
+ax.set(xlabel="augmentation ratio $p$", ylabel="SSIM (official protocol)", title="k-space augmentation ratio, small set")
 ax.legend()
 fig.tight_layout()
-display(E.publish_figure(run, fig, "ratio_sweep", caption="Test SSIM against the k-space augmentation ratio, small and full set"))
+display(E.publish_figure(run, fig, "ratio_sweep", caption="SSIM against the k-space augmentation ratio on the small "
+                         "training set"))
 
 # %%
-best_rows = []
-for ds in ("small", "full"):
-    pts = sorted((r["ratio"], r["ssim"]) for r in sweep if r["dataset"] == ds)
-    best = max(pts, key=lambda t: t[1])
-    best_rows.append({"dataset": ds, "best_ratio": best[0], "ssim_at_best": best[1],
-                      "ssim_gain_at_best": best[1] - pts[0][1], "highest_ratio": pts[-1][0],
-                      "ssim_gain_at_highest": pts[-1][1] - pts[0][1]})
-display(run.table(best_rows, "best_ratio", caption="Best augmentation ratio per training set (gains over ratio 0)"))
-small_gain = max(r["ssim"] for r in sweep if r["dataset"] == "small") - next(
-    r["ssim"] for r in sweep if r["dataset"] == "small" and r["ratio"] == 0.0)
-full_gain = max(r["ssim"] for r in sweep if r["dataset"] == "full") - next(
-    r["ssim"] for r in sweep if r["dataset"] == "full" and r["ratio"] == 0.0)
-word = E.verdict(small_gain - full_gain, 1.0)  # one seed per ratio here
+chosen = max(sweep, key=lambda s: s["val_ssim_best"])
+none = next(s for s in sweep if s["ratio"] == 0.0)
+small_tests = {r: [E.evaluate_checkpoint(d, small_budgets[-1], P, root, device=run.device) for d in sweep_dirs[r]]
+               for r in ratios}
+small_gain = R.paired(small_tests[chosen["ratio"]], small_tests[0.0]) if chosen["ratio"] else \
+    {"mean": 0.0, "se": 0.0, "seeds": none["seeds"]}
+full_gain = R.paired(ours["kspace-aug"], ours["promptmr"])
+word = E.verdict(small_gain["mean"], 1.0, small_gain["se"], small_gain["seeds"])  # the paper: helps the small set
 display(E.admonition(
-    f"The paper's finding (k-space augmentation helps the small set more than the large one): {word}. "
-    f"Best gain {small_gain:+.4f} (small) vs {full_gain:+.4f} (full).",
+    (f"Ratio chosen on validation for the small set: p = {chosen['ratio']:g} (validation SSIM "
+     f"{chosen['val_ssim_best']:.4f} against {none['val_ssim_best']:.4f} without augmentation). On test, "
+     f"p = {chosen['ratio']:g} minus p = 0: {small_gain['mean']:+.4f} ± {small_gain['se']:.4f} "
+     f"({small_gain['seeds']} seed(s)); " if chosen["ratio"] else
+     "On the small set no augmentation ratio beats p = 0 on validation; ")
+    + f"on the full set, p = {P['augment_probability']} minus p = 0: {full_gain['mean']:+.4f} ± {full_gain['se']:.4f} "
+    f"({full_gain['seeds']} seeds). The paper's finding that k-space augmentation helps a small training set: {word}.",
     title="Verdict", kind="tip" if word == "holds" else "warning"))
 
 # %%

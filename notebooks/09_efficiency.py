@@ -51,8 +51,14 @@ from moero.train import efficiency
 run = start_run("09_efficiency", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
 torch.set_num_threads(P["threads"])
-display(E.admonition(f"device {run.device}; preset {P['preset']!r} with {P['cascades']} cascades; "
-                     f"phantom {P['shape']}", title="Setting"))
+counts = {n: efficiency.build_model(n.split(":")[0], P["preset"], P["cascades"]) for n in P["names"]}
+counts = {n: sum(p.numel() for p in m.parameters() if p.requires_grad) for n, m in counts.items()}
+display(E.admonition(
+    f"Profile {run.profile.name!r} on {run.device} with {P['threads']} threads. Model preset {P['preset']!r} with "
+    f"{P['cascades']} cascades (trainable parameters: {', '.join(f'{n} {c:,}' for n, c in counts.items())}); phantom "
+    f"{P['shape'][0]}x{P['shape'][1]}; {P['rounds']} timed rounds after {P['warmup']} warm-up steps per model, "
+    f"DDP with {P['ddp_world']} processes; no training and no seeds: these are timings of single steps, each "
+    "ratio against a baseline measured in the same run.", title="Setting"))
 
 # %% [markdown]
 # ## Iterations/s and peak memory against the number of experts (one process)

@@ -26,8 +26,9 @@ def shrunk_paper_params(notebook: str = "08_model_ablation") -> dict:
              "accelerations": [4, 8], "acs": 8, "device": "cpu", "checkpoint_every": 1}
     return {"train": train, "budget_unit": "steps", "budgets": [1, 2], "curve_budgets": [1, 2], "experts": [2],
             "nav": {"warmup": 1, "buffer_size": 2, "restarts": 1, "max_iter": 5}, "eval_files": 1,
-            "eval_shape": [48, 32], "nproc": 1, "ratios": [0.0], "small_subjects": 1, "threads": 2,
-            "cg": {"iters": 2, "lam": 0.01}}
+            "eval_shape": [48, 32], "nproc": 1, "workers": 1, "ratios": [0.0], "small_subjects": 1,
+            "small_budgets": [1], "small_seeds": [0], "seeds": [0], "test_accelerations": [8, 16], "threads": 2,
+            "cg": {"iters": 2, "lams": [0.01, 0.1]}}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +53,23 @@ def test_catalogue_names_and_ratio_runs():
     assert cat["vq-prompt"].model == "vq-prompt" and cat["promptmr"].model == "promptmr"
     assert E.model_names(p) == ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"]
     assert [E.paper_model(n) for n in E.model_names(p)] == ["promptmr", "vq-prompt", "moero-12x2", "moero-12x4"]
-    # the sweep reuses the baseline (ratio 0) and kspace-aug (the default ratio) on the full set
+    # the full set's ratios are the baseline (ratio 0) and kspace-aug (the default ratio); the sweep is small-set
     assert E.ratio_experiment(p, 0.0, small=False) == "promptmr"
     assert E.ratio_experiment(p, p["augment_probability"], small=False) == "kspace-aug"
-    for small in (True, False):
-        for r in p["ratios"]:
-            assert E.ratio_experiment(p, r, small) in cat
-    assert all(cat[E.ratio_experiment(p, r, True)].subjects == p["small_subjects"] for r in p["ratios"])
+    with pytest.raises(KeyError, match="0.25"):
+        E.ratio_experiment(p, 0.25, small=False)
+    assert p["ratios"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for r in p["ratios"]:
+        exp = cat[E.ratio_experiment(p, r, True)]
+        assert exp.subjects == p["small_subjects"] and exp.budgets == tuple(p["small_budgets"])
+        assert E.snapshot_budgets(p, exp) == p["small_budgets"]
+    # seeds: one folder per seed, the seed reaches the training config
+    assert E.seeds(p) == [0, 1, 2] and cat["promptmr"].with_seed(2).run_name == "promptmr/seed-2"
+    assert E.experiment_config(cat["promptmr"].with_seed(2), p, "/tmp/x", data_root="/tmp").seed == 2
+    with pytest.raises(ValueError, match="seed"):
+        E.Experiment("x", "x", seed=-1)
+    with pytest.raises(ValueError, match="seeds"):
+        E.seeds({"seeds": [0, 0]})
     with pytest.raises(ValueError, match="model"):
         E.Experiment("x", "x", model="resnet")
     with pytest.raises(ValueError, match="nproc"):
@@ -87,7 +98,7 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
             for n in ("promptmr", "moero-2x2")}
     for rd in dirs.values():
         assert [E.snapshot_path(rd, b).is_file() for b in (1, 2)] == [True, True]
-        assert rd.parent == build / "runs" / "paper"
+        assert rd.parent.parent == build / "runs" / "paper" and rd.name == "seed-0"
     # the snapshots differ (training happened between them) and the schedule is the paper's
     s1 = torch.load(E.snapshot_path(dirs["promptmr"], 1), weights_only=True)
     s2 = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
@@ -105,19 +116,29 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     (dirs["promptmr"] / "checkpoint.pt").write_bytes(E.snapshot_path(dirs["promptmr"], 1).read_bytes())
     logs = []
     E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=logs.append)
-    assert logs == ["promptmr: training to steps 2 (from 1)"]
+    assert logs == ["promptmr/seed-0: training to steps 2 (from 1)"]
     resumed = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert all(torch.equal(a, resumed["model"][k]) for k, a in s2["model"].items())  # exact resume
-    # evaluation: the three Tab. 2 splits, Moero routes one expert per cascade for every scored image
+    # evaluation: the three Tab. 2 splits on the test grid (every file at each test acceleration), Moero routes
+    # one expert per cascade for every scored image
     res = E.evaluate_checkpoint(dirs["moero-2x2"], 2, p, smoke_data)
     assert set(res["splits"]) == {"total", "rare", "fresh"}
-    assert res["splits"]["fresh"]["files"] >= 1 and 0 < res["splits"]["total"]["ssim"] <= 1
+    assert res["splits"]["fresh"]["files"] >= 2 and 0 < res["splits"]["total"]["ssim"] <= 1
+    assert sorted({f["acceleration"] for f in res["files"]}) == [8.0, 16.0]
     assert len(res["routes"]) == len(res["labels"]) > 0 and all(len(r) == 2 for r in res["routes"])
+    assert {lab["acceleration"] for lab in res["labels"]} == {8.0, 16.0}
     spec = E.specialisation_over_training(dirs["moero-2x2"], p, smoke_data)
-    assert {r["label"] for r in spec} == {"modality", "vendor"} and {r["budget"] for r in spec} == set(p["budgets"])
+    assert {r["label"] for r in spec} == set(E.ROUTE_LABELS) and {r["budget"] for r in spec} == set(p["budgets"])
+    assert all(sum(int(c) for c in r["route_counts"].split("/")) == r["samples"] for r in spec)
     refs = E.reference_rows(p, smoke_data, "gpu")
     assert set(refs) == {"zero-filled", "CG-SENSE"}
     assert refs["zero-filled"]["splits"]["total"]["files"] == res["splits"]["total"]["files"]
+    # CG-SENSE's weight is the validation-best of the sweep; the test files and masks are the models'
+    sweep = refs["CG-SENSE"]["val_sweep"]
+    assert [r["lam"] for r in sweep] == [0.01, 0.1]
+    assert refs["CG-SENSE"]["lam"] == max(sweep, key=lambda r: r["val_ssim"])["lam"]
+    assert [(f["file"], f["kind"], f["acceleration"]) for f in refs["CG-SENSE"]["files"]] == [
+        (f["file"], f["kind"], f["acceleration"]) for f in res["files"]]
     curves = E.learning_curves(dirs["moero-2x2"])
     assert [s for s, _ in curves["loss"]] == [1, 2] and curves["val_ssim"]  # the paper profile validates
     assert [h["step"] for h in E.route_history(dirs["moero-2x2"])] == [1, 2]
@@ -127,7 +148,7 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     logs = []
     rd = E.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_size="gpu", nproc=2,
                       log=logs.append)
-    assert logs[0] == "moero-2x2: settings changed, starting the run afresh"
+    assert logs[0] == "moero-2x2/seed-0: settings changed, starting the run afresh"
     assert not E.snapshot_path(rd, 2).exists() and E.snapshot_path(rd, 1).is_file()
     segment = [json.loads(line) for line in (rd / "segments.jsonl").read_text().splitlines()]
     assert [s["world_size"] for s in segment] == [2]
@@ -149,9 +170,11 @@ def test_model_ablation_notebook_paper_profile_table_and_provenance(smoke_data, 
     for col in ("method", "ssim_total", "ssim_rare", "ssim_fresh", "peak_memory_mib", "iterations_per_s",
                 "train_iterations_per_s", "paper_ssim_total", "paper_ssim_rare", "paper_ssim_fresh", "paper_memory_gb"):
         assert col in rows[0], col
+    for col in ("seeds", "ssim_total_sd", "ssim_r8", "ssim_r16", "r_eff"):
+        assert col in rows[0], col
     runs = [r["run"] for r in rows]
     assert runs == ["promptmr"] * 2 + ["vq-prompt"] * 2 + ["moero-2x2"] * 2 + ["reference"] * 2
-    assert [r["method"] for r in rows[-2:]] == ["zero-filled", "CG-SENSE"]
+    assert rows[-2]["method"] == "zero-filled" and rows[-1]["method"].startswith("CG-SENSE (lambda ")
     assert rows[0]["paper_ssim_total"] == "0.836" and rows[0]["paper_epochs"] == "12"
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["complete"] and prov["commit"] == git_commit() and prov["profile"] == "paper"

@@ -51,12 +51,22 @@ __all__ = [
     "experiment_config",
     "subset_root",
     "snapshot_budgets",
+    "nav_settings",
     "ensure_run",
     "ratio_experiment",
     "resolve_nproc",
     "model_names",
     "paper_model",
     "segment_speed",
+    "read_segments",
+    "seeds",
+    "Job",
+    "plan",
+    "run_job",
+    "prepare",
+    "test_accelerations",
+    "EVAL_SEED",
+    "ROUTE_LABELS",
     "segment_peak_memory",
     "read_table",
     "show_result",
@@ -78,6 +88,8 @@ __all__ = [
 ]
 
 SPEC_NAME = "experiment.json"
+# what Moero's test routes are compared with: the image's contrast, view, vendor, centre and its undersampling
+ROUTE_LABELS = ("modality", "view", "vendor", "centre", "kind", "acceleration")
 SEGMENTS_NAME = "segments.jsonl"
 TEST_SPLITS = ("test-total", "rare", "fresh")
 # progress of training segments: a log line, not notebook output (the chapters show results, not chatter)
@@ -91,13 +103,17 @@ class MissingResultError(FileNotFoundError):
 @dataclass(frozen=True)
 class Experiment:
     """One training run: a registry model (``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), TrainConfig
-    overrides (``augment``, ``augment_probability``...) and an optional subset of training subjects."""
+    overrides (``augment``, ``augment_probability``...), an optional subset of training subjects, the
+    training seed (initial weights, data order, masks and augmentation draws) and optional budgets of its
+    own (the small-set runs stop earlier)."""
 
     name: str
     label: str
     model: str = "promptmr"
     config: dict[str, Any] = field(default_factory=dict)
     subjects: int = 0  # train on this many subjects only (0: all): the "small dataset"
+    seed: int = 0
+    budgets: tuple[int, ...] = ()  # snapshot budgets of this run (empty: the profile's)
 
     def __post_init__(self) -> None:
         try:
@@ -106,10 +122,20 @@ class Experiment:
             raise ValueError(f"Experiment {self.name!r}: {err}") from None
         if self.subjects < 0:
             raise ValueError(f"Experiment {self.name!r}: subjects must be >= 0, got {self.subjects}")
+        if self.seed < 0:
+            raise ValueError(f"Experiment {self.name!r}: seed must be >= 0, got {self.seed}")
 
     @property
     def num_experts(self) -> int:
         return parse_model_name(self.model).num_experts
+
+    @property
+    def run_name(self) -> str:
+        """Folder of the run under :func:`runs_dir`: ``<name>/seed-<seed>``."""
+        return f"{self.name}/seed-{self.seed}"
+
+    def with_seed(self, seed: int) -> Experiment:
+        return dataclasses.replace(self, seed=int(seed))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,10 +160,12 @@ def paper_model(name: str) -> str:
 
 
 def catalogue(params: dict[str, Any]) -> dict[str, Experiment]:
-    """The experiments of a profile, by name. ``params``: the notebook parameters (``experts``,
-    ``augment_probability``, ``ratios``, ``small_subjects``). Names: the registry names of
-    :func:`model_names` (``promptmr`` is the baseline), ``kspace-aug``, ``image-aug``,
-    ``ratio-<r>-small``/``ratio-<r>-full`` (ratio 0 of the full set is the baseline itself)."""
+    """The experiments of a profile, by name (seed 0; :meth:`Experiment.with_seed` for the others).
+    ``params``: the notebook parameters (``experts``, ``augment_probability``, ``ratios``,
+    ``small_subjects``, ``small_budgets``). Names: the registry names of :func:`model_names` (``promptmr`` is
+    the baseline), ``kspace-aug``, ``image-aug``, and ``ratio-<r>-small`` for the augmentation-ratio sweep
+    on ``small_subjects`` training subjects (on the full set, ratio 0 is the baseline and the profile's
+    ratio is ``kspace-aug``, see :func:`ratio_experiment`)."""
     prob = float(params.get("augment_probability", 0.5))
     base, vq, *moeros = model_names(params)
     exps = [
@@ -149,24 +177,117 @@ def catalogue(params: dict[str, Any]) -> dict[str, Experiment]:
         Experiment("image-aug", "+ image aug", config={"augment": "image", "augment_probability": prob}),
     ]
     small = int(params.get("small_subjects", 0))
-    for ratio in params.get("ratios", ()):
-        for is_small in ((True, False) if small else (False,)):
-            if not is_small and float(ratio) in (0.0, prob):
-                continue  # the baseline, or kspace-aug itself
+    if small:
+        small_budgets = tuple(int(b) for b in params.get("small_budgets", ()))
+        for ratio in params.get("ratios", ()):
             cfg = {"augment": "kspace", "augment_probability": float(ratio)} if ratio else {}
-            exps.append(Experiment(_ratio_name(float(ratio), is_small),
-                                   f"k-space aug ratio {ratio:g} ({'small' if is_small else 'full'} set)",
-                                   config=cfg, subjects=small if is_small else 0))
+            exps.append(Experiment(_ratio_name(float(ratio), True), f"k-space aug ratio {ratio:g} (small set)",
+                                   config=cfg, subjects=small, budgets=small_budgets))
     return {e.name: e for e in exps}
 
 
 def ratio_experiment(params: dict[str, Any], ratio: float, small: bool) -> str:
-    """Name of the sweep experiment of ``ratio`` on the small or full set (``promptmr`` for 0 on the full set)."""
-    if not small and float(ratio) == 0.0:
+    """Name of the sweep experiment of ``ratio`` on the small set, or of the full-set run with that ratio
+    (``promptmr`` for 0, ``kspace-aug`` for the profile's ratio; a ``KeyError`` for any other)."""
+    if small:
+        return _ratio_name(float(ratio), True)
+    if float(ratio) == 0.0:
         return "promptmr"
-    if not small and float(ratio) == float(params.get("augment_probability", 0.5)):
+    if float(ratio) == float(params.get("augment_probability", 0.5)):
         return "kspace-aug"
-    return _ratio_name(float(ratio), small)
+    raise KeyError(f"no full-set run with augmentation ratio {ratio:g}")
+
+
+def seeds(params: dict[str, Any], small: bool = False) -> list[int]:
+    """Training seeds of the headline runs (``seeds``) or of the small-set sweep (``small_seeds``)."""
+    values = [int(s) for s in params.get("small_seeds" if small else "seeds", params.get("seeds", [0]))]
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise ValueError(f"parameter '{'small_seeds' if small else 'seeds'}' must list distinct seeds >= 0, "
+                         f"got {values}")
+    return values
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of the chapters' work: train ``exp`` (None: the zero-filled / CG-SENSE references) and run
+    its evaluations, ``("test" | "val", budget)``."""
+
+    exp: Experiment | None
+    evals: tuple[tuple[str, int], ...] = ()
+
+
+def plan(params: dict[str, Any]) -> list[Job]:
+    """Everything chapters 06-08 show, as jobs: every headline model and augmentation (all ``seeds``; the
+    validation curve, the test grid at the last budget, and at every budget for the Tab. 2 models), the
+    small-set ratio sweep (all ``small_seeds``; validation at every snapshot, test at the last) and the
+    references. Longest first, so parallel workers finish together."""
+    cat = catalogue(params)
+    budgets = sorted(int(b) for b in params.get("budgets", ()))
+    curve = sorted(int(b) for b in params.get("curve_budgets", budgets))
+    headline = [*model_names(params), "kspace-aug", "image-aug"]
+    jobs = [Job(None)]
+    tab2 = set(model_names(params))
+    for name in headline:
+        for seed in seeds(params):
+            tests = budgets if name in tab2 else budgets[-1:]  # Tab. 2 is read at every budget
+            evals = [("test", b) for b in tests] + [("val", b) for b in curve]
+            jobs.append(Job(cat[name].with_seed(seed), tuple(dict.fromkeys(evals))))
+    for exp in cat.values():
+        if exp.subjects:
+            for seed in seeds(params, small=True):
+                own = snapshot_budgets(params, exp)
+                jobs.append(Job(exp.with_seed(seed), (*(("val", b) for b in own), ("test", own[-1]))))
+
+    def cost(job: Job) -> float:
+        if job.exp is None:
+            return 0.0
+        steps = max(snapshot_budgets(params, job.exp))
+        return steps * (1.5 if job.exp.model != "promptmr" else 1.0) + 200 * len(job.evals)
+
+    return sorted(jobs, key=cost, reverse=True)
+
+
+def run_job(job: Job, params: dict[str, Any], profile: str, data_root: str | Path | None, dataset_size: str,
+            nproc: int = 1, threads: int = 0, device: str = "cpu") -> str:
+    """Train and evaluate one :class:`Job` (what a worker process of :func:`prepare` runs); returns its folder."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    if job.exp is None:
+        reference_rows(params, data_root, dataset_size, device=device, cache_dir=runs_dir(profile))
+        return str(runs_dir(profile))
+    run_dir = ensure_run(job.exp, params, profile, data_root=data_root, dataset_size=dataset_size, nproc=nproc)
+    for kind, budget in job.evals:
+        splits = ("val",) if kind == "val" else TEST_SPLITS
+        evaluate_checkpoint(run_dir, budget, params, data_root, splits=splits, device=device)
+    return str(run_dir)
+
+
+def prepare(params: dict[str, Any], profile: str, data_root: str | Path, dataset_size: str, nproc: int = 1,
+            workers: int = 1, device: str = "cpu", jobs: Sequence[Job] | None = None) -> dict[str, float]:
+    """Run every job of :func:`plan` (or ``jobs``) not yet done, ``workers`` at a time in spawned processes of
+    one thread each (``workers`` 1: here, with the threads already set). Finished runs and cached evaluations
+    are kept, so a re-execution only does what is missing. Returns the wall time in seconds per run folder."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    jobs = list(plan(params) if jobs is None else jobs)
+    if workers > 1 and nproc > 1:
+        raise ValueError("parameters 'workers' and 'nproc' cannot both exceed 1 (torchrun runs one job at a time)")
+    times: dict[str, float] = {}
+    if workers <= 1:
+        for job in jobs:
+            start = time.perf_counter()
+            folder = run_job(job, params, profile, data_root, dataset_size, nproc=nproc, device=device)
+            times[folder] = time.perf_counter() - start
+        return times
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=get_context("spawn")) as pool:
+        start = time.perf_counter()
+        futures = [pool.submit(run_job, job, params, profile, str(data_root), dataset_size, 1, 1, device)
+                   for job in jobs]
+        for fut in as_completed(futures):
+            times[fut.result()] = time.perf_counter() - start
+    return times
 
 
 def resolve_nproc(value: int | str) -> int:
@@ -201,7 +322,7 @@ def subset_root(root: str | Path, subjects: int, out: str | Path) -> Path:
     keep = set(train_subjects[::step][:subjects])
     kept = [dict(r, file=str(root / r["file"])) for r in rows if r["split"] != "train" or r["subject"] in keep]
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (MANIFEST_NAME + ".tmp")
+    tmp = out / f"{MANIFEST_NAME}.{os.getpid()}.tmp"  # parallel runs may write the same subset at once
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -224,20 +345,44 @@ def experiment_config(exp: Experiment, params: dict[str, Any], run_dir: str | Pa
     """The ``TrainConfig`` of ``exp``: the profile's ``train`` settings, then the experiment's overrides."""
     from moero.train.config import TrainConfig
 
-    nav = dict(params.get("nav", {})) if parse_model_name(exp.model).family == "moero" else {}
-    values = {**dict(params.get("train", {})), **exp.config, "model": exp.model, "nav": nav,
+    nav = nav_settings(params, exp) if parse_model_name(exp.model).family == "moero" else {}
+    values = {**dict(params.get("train", {})), **exp.config, "model": exp.model, "nav": nav, "seed": exp.seed,
               "run_dir": str(run_dir), "dataset_size": dataset_size, "progress": False, "resume": True,
               "resume_if_present": True}  # the first segment starts the run, later ones continue it
     root = _base_root(params, data_root, dataset_size)
     if exp.subjects:
-        root = subset_root(root, exp.subjects, Path(run_dir).parent / f"data-{exp.subjects}-subjects")
+        # runs/<profile>/<name>/seed-<k>: the subset is shared by every run of the profile
+        root = subset_root(root, exp.subjects, Path(run_dir).parents[1] / f"data-{exp.subjects}-subjects")
     values["data_root"] = str(root)
     return TrainConfig.from_dict(values)
 
 
-def snapshot_budgets(params: dict[str, Any]) -> list[int]:
-    """Sorted budgets (steps, or epochs when ``budget_unit == "epochs"``) at which checkpoints are kept."""
-    budgets = sorted({int(b) for b in params.get("budgets", ())} | {int(b) for b in params.get("curve_budgets", ())})
+def nav_settings(params: dict[str, Any], exp: Experiment) -> dict[str, Any]:
+    """BranchNav keyword arguments of ``exp``: the profile's ``nav``, with ``warmup_fraction`` and
+    ``buffer_fraction`` turned into ``warmup`` and ``buffer_size`` in samples, as fractions of the samples
+    the run sees by its last budget (steps x batch size), so the centres are fitted late in any run."""
+    nav = dict(params.get("nav", {}))
+    if "warmup_fraction" not in nav and "buffer_fraction" not in nav:
+        return nav
+    if params.get("budget_unit", "steps") != "steps":
+        raise ValueError("parameters 'nav.warmup_fraction'/'nav.buffer_fraction' need budget_unit 'steps'")
+    warm, buf = float(nav.pop("warmup_fraction", 0.0)), float(nav.pop("buffer_fraction", 0.1))
+    if not (0.0 <= warm < 1.0 and 0.0 < buf <= 1.0 - warm):
+        raise ValueError(f"parameters 'nav.warmup_fraction' ({warm}) and 'nav.buffer_fraction' ({buf}) must lie in "
+                         "[0, 1) and (0, 1 - warmup_fraction]")
+    samples = max(snapshot_budgets(params, exp)) * int(params.get("train", {}).get("batch_size", 1))
+    nav["warmup"] = int(round(warm * samples))
+    nav["buffer_size"] = max(exp.num_experts, int(round(buf * samples)))
+    return nav
+
+
+def snapshot_budgets(params: dict[str, Any], exp: Experiment | None = None) -> list[int]:
+    """Sorted budgets (steps, or epochs when ``budget_unit == "epochs"``) at which checkpoints are kept: the
+    experiment's own, else the profile's ``budgets`` and ``curve_budgets``."""
+    if exp is not None and exp.budgets:
+        budgets = sorted({int(b) for b in exp.budgets})
+    else:
+        budgets = sorted({int(b) for b in (*params.get("budgets", ()), *params.get("curve_budgets", ()))})
     if not budgets or budgets[0] < 1:
         raise ValueError(f"parameters 'budgets'/'curve_budgets' must hold positive budgets, got {budgets}")
     return budgets
@@ -281,17 +426,17 @@ def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root:
     A folder whose ``experiment.json`` names other settings is started afresh (its files belong to
     another configuration); otherwise finished snapshots are kept and training resumes from
     ``checkpoint.pt``."""
-    run_dir = runs_dir(profile) / exp.name
+    run_dir = runs_dir(profile) / exp.run_name
     config = experiment_config(exp, params, run_dir, data_root, dataset_size)
     spec = _spec(exp, config, params)
     spec_path = run_dir / SPEC_NAME
     if spec_path.is_file() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
-        log(f"{exp.name}: settings changed, starting the run afresh")
+        log(f"{exp.run_name}: settings changed, starting the run afresh")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=2, sort_keys=True))
     unit = spec["budget_unit"]
-    for budget in snapshot_budgets(params):
+    for budget in snapshot_budgets(params, exp):
         snap = snapshot_path(run_dir, budget)
         if snap.is_file():
             continue
@@ -300,7 +445,7 @@ def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root:
         if done > budget:
             raise ValueError(f"run {run_dir}: checkpoint is at {unit} {done}, past the missing snapshot {budget}")
         if done < budget:
-            log(f"{exp.name}: training to {unit} {budget} (from {done})")
+            log(f"{exp.run_name}: training to {unit} {budget} (from {done})")
             _train_segment(exp, config.replace(**_budget_fields(unit, budget)), nproc)
         from moero.train.trainer import CHECKPOINT_NAME
 
@@ -359,111 +504,175 @@ class _RouteRecorder(nn.Module):
         self.model = model
         self.config = getattr(model, "config", None)
         self.routes: list[list[int]] = []
+        self.histograms: list[list[list[float]]] = []  # per image, per cascade: the histogram it was routed on
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: Any = None) -> Any:
         out = self.model(masked_kspace, mask, num_low_frequencies)
         routes = getattr(out, "routes", None)
-        if routes is not None:
-            self.routes.append([int(r) for r in routes[:, 0]])
+        if routes is not None:  # (cascades, B): one row of experts per sample
+            self.routes += [[int(r) for r in routes[:, b]] for b in range(routes.shape[1])]
+            hists = getattr(out, "histograms", [])[: routes.shape[0]]  # cascade k routes on histograms[k]
+            self.histograms += [[[round(float(v), 6) for v in h[b]] for h in hists] for b in range(routes.shape[1])]
         return out
 
 
 
 
-def _test_datasets(config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
-                   shape: Sequence[int] | None) -> list[Any]:
+EVAL_SEED = 2  # seed of every evaluation's masks: the same files, kinds, accelerations and masks for all models
+EVAL_BATCH = 8  # images of one file per forward at evaluation (scores are per image)
+
+
+def _split_dataset(config: Any, frames: int, root: Path, split: str, shape: Sequence[int] | None,
+                   kinds: Sequence[str], accelerations: Sequence[float]) -> Any:
     from moero.data.dataset import SliceDataset
     from moero.physics.masks import MaskSampler
+
+    masks = MaskSampler(kinds=tuple(kinds), accelerations=tuple(accelerations), acs=config.acs)
+    return SliceDataset(root, split=split, frames=frames, mask_sampler=masks, seed=EVAL_SEED,
+                        shape=tuple(shape) if shape else None)
+
+
+def test_accelerations(params: dict[str, Any]) -> tuple[float, ...]:
+    """The accelerations every test file is reconstructed at (``test_accelerations``; default 8, 16, 24)."""
+    from moero.eval.evaluate import TEST_ACCELERATIONS
+
+    return tuple(float(a) for a in params.get("test_accelerations", TEST_ACCELERATIONS))
+
+
+def _evaluate(model: nn.Module, config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
+              files_per_split: int, shape: Sequence[int] | None, device: str | torch.device,
+              accelerations: Sequence[float] | None) -> dict[str, Any]:
+    """Official metrics per file (and per mask kind and acceleration when ``accelerations`` is given: the
+    Latin-square test grid of :func:`moero.eval.evaluate.evaluate_grid`; else one mask per file drawn from
+    the training kinds and accelerations), with Moero's routes and the labels of every scored image."""
+    from moero.eval.evaluate import IMAGE_LABELS, SCORED, evaluate, evaluate_grid
+    from moero.eval.metrics import split_aggregates
 
     root = Path(data_root) if data_root else Path(config.data_root)
     # a real CMRxRecon2025 tree without manifest.csv is indexed by moero.data.layout, whose splits are the
     # manifest's (test-total by subject, rare, fresh), so the same splits apply to every tree
-    masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
-    out = []
-    for split in splits:
-        ds = SliceDataset(root, split=split, frames=frames, mask_sampler=masks, seed=config.seed + 2,
-                          shape=tuple(shape) if shape else None)
-        if len(ds):
-            out.append(ds)
-    if not out:
-        raise ValueError(f"no examples of splits {list(splits)} under {root}")
-    return out
-
-
-def _evaluate(model: nn.Module, config: Any, frames: int, data_root: str | Path | None, splits: Sequence[str],
-              files_per_split: int, shape: Sequence[int] | None, device: str | torch.device) -> dict[str, Any]:
-    from moero.eval.evaluate import SCORED, evaluate, protocol_indices
-    from moero.eval.metrics import split_aggregates
-
+    kinds = tuple(config.mask_kinds)
     recorder = _RouteRecorder(model)
-    files, labels = [], []
-    for ds in _test_datasets(config, frames, data_root, splits, shape):
-        res = evaluate(recorder, ds, device, progress=False, max_files=files_per_split)
-        files += res["files"]
-        for i in protocol_indices(ds):
-            f = ds.locate(i)[0]
-            if not files_per_split or f < files_per_split:
-                labels.append({k: ds.records[f].get(k, "") for k in ("modality", "vendor", "centre", "split")})
-    aggregates = split_aggregates(files, metrics=SCORED)
-    return {"files": files, "splits": aggregates, "routes": recorder.routes, "labels": labels}
+    files: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
+    for split in splits:
+        probe = _split_dataset(config, frames, root, split, shape, kinds, config.accelerations)
+        if not len(probe):
+            continue
+        if accelerations:
+            def make(kind: str, acceleration: float, split: str = split) -> Any:
+                return _split_dataset(config, frames, root, split, shape, (kind,), (acceleration,))
+
+            rows, images = evaluate_grid(recorder, make, accelerations, kinds, device=device,
+                                         max_files=files_per_split, batch_size=EVAL_BATCH)
+        else:
+            res = evaluate(recorder, probe, device, progress=False, max_files=files_per_split, batch_size=EVAL_BATCH)
+            rows = res["files"]
+            images = [{k: str(probe.records[f].get(k, "")) for k in IMAGE_LABELS} for f in res["image_files"]]
+        files += rows
+        labels += images
+    if not files:
+        raise ValueError(f"no examples of splits {list(splits)} under {root}")
+    return {"files": files, "splits": split_aggregates(files, metrics=SCORED), "routes": recorder.routes,
+            "histograms": recorder.histograms, "labels": labels}
+
+
+def _eval_cache(run_dir: Path, tag: str, splits: Sequence[str], params: dict[str, Any], grid: bool) -> Path:
+    shape = "x".join(str(int(n)) for n in params.get("eval_shape") or ()) or "native"
+    design = "grid-" + "-".join(f"{a:g}" for a in test_accelerations(params)) if grid else "drawn"
+    return run_dir / f"eval-{tag}-{'+'.join(splits)}-{int(params.get('eval_files', 0))}-{shape}-{design}.json"
 
 
 def evaluate_checkpoint(run_dir: str | Path, budget: int | None, params: dict[str, Any],
                         data_root: str | Path | None = None, splits: Sequence[str] = TEST_SPLITS,
-                        device: str | torch.device = "cpu") -> dict[str, Any]:
+                        device: str | torch.device = "cpu", grid: bool | None = None) -> dict[str, Any]:
     """Official-protocol metrics of a run's snapshot on ``splits`` (at most ``eval_files`` files per split,
-    images at ``eval_shape`` or native size), cached in ``eval-<budget>-<splits>.json`` next to it.
+    images at ``eval_shape`` or native size), cached next to it.
 
-    Returns ``{"files", "splits": {"total"|"rare"|"fresh": {"files", "ssim", "psnr", "nmse"}}, "routes",
-    "labels"}`` (routes: the first sample's expert per cascade, per scored image; Moero only)."""
+    ``grid`` (default: on for the test splits): every file at every test acceleration (Latin square of mask
+    kinds); off: one mask per file drawn from the training kinds and accelerations (the validation curves).
+    Returns ``{"files" (with kind and acceleration on the grid), "splits": {"total"|"rare"|"fresh": {"files",
+    "ssim", "psnr", "nmse", "r_eff"}}, "routes", "labels"}`` (routes: the first sample's expert per cascade,
+    per scored image; Moero only)."""
     run_dir = Path(run_dir)
+    grid = tuple(splits) != ("val",) if grid is None else grid
     tag = "final" if budget is None else f"{int(budget):06d}"
-    shape = "x".join(str(int(n)) for n in params.get("eval_shape") or ()) or "native"
-    cache = run_dir / f"eval-{tag}-{'+'.join(splits)}-{int(params.get('eval_files', 0))}-{shape}.json"
+    cache = _eval_cache(run_dir, tag, splits, params, grid)
     snap = snapshot_path(run_dir, budget) if budget is not None else run_dir / "checkpoint.pt"
     if cache.is_file() and snap.is_file() and cache.stat().st_mtime >= snap.stat().st_mtime:
         return json.loads(cache.read_text())
     model, config, _ = load_model(run_dir, budget)
     base = data_root or _base_root(params, None, config.dataset_size)
     res = _evaluate(model, config, int(model.config.frames), base, splits, int(params.get("eval_files", 0)),
-                    params.get("eval_shape") or None, device)
-    cache.write_text(json.dumps(res, default=float))
+                    params.get("eval_shape") or None, device, test_accelerations(params) if grid else None)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(res, default=float))
+    os.replace(tmp, cache)
     return res
 
 
 def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset_size: str,
-                   splits: Sequence[str] = TEST_SPLITS,
-                   device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
-    """Official-protocol metrics of the zero-filled and CG-SENSE reconstructions on the same test files and masks."""
+                   splits: Sequence[str] = TEST_SPLITS, device: str | torch.device = "cpu",
+                   cache_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Official-protocol metrics of the zero-filled and CG-SENSE reconstructions on the test grid (the same
+    files and masks as the models). CG-SENSE's Tikhonov weight is the one of ``cg["lams"]`` (default: its
+    ``lam``) with the best SSIM on the validation split (``out["CG-SENSE"]["lam"]``, the sweep in
+    ``out["CG-SENSE"]["val_sweep"]``). Cached as ``references-*.json`` in ``cache_dir``."""
     from moero.eval.evaluate import CGSense, ZeroFilled
     from moero.train.config import TrainConfig
 
     config = TrainConfig.from_dict({**dict(params.get("train", {})), "dataset_size": dataset_size})
     root = data_root or _base_root(params, None, dataset_size)
     cg = params.get("cg", {})
-    out = {}
-    for name, model in (("zero-filled", ZeroFilled()), ("CG-SENSE", CGSense(cg.get("iters", 10), cg.get("lam", 1e-2)))):
-        out[name] = _evaluate(model, config, 1, root, splits, int(params.get("eval_files", 0)),
-                              params.get("eval_shape") or None, device)
+    cache = None
+    if cache_dir is not None:
+        cache = _eval_cache(Path(cache_dir), f"references-{json.dumps(cg, sort_keys=True)}".replace(" ", ""),
+                            splits, params, True)
+        if cache.is_file():
+            return json.loads(cache.read_text())
+    files, shape = int(params.get("eval_files", 0)), params.get("eval_shape") or None
+    sweep = []
+    for lam in cg.get("lams", [cg.get("lam", 1e-2)]):
+        val = _evaluate(CGSense(cg.get("iters", 10), lam), config, 1, root, ("val",), files, shape, device, None)
+        sweep.append({"lam": float(lam), "val_ssim": float(val["splits"]["total"]["ssim"])})
+    best = max(sweep, key=lambda r: r["val_ssim"])["lam"]
+    accels = test_accelerations(params)
+    out = {"zero-filled": _evaluate(ZeroFilled(), config, 1, root, splits, files, shape, device, accels),
+           "CG-SENSE": {**_evaluate(CGSense(cg.get("iters", 10), best), config, 1, root, splits, files, shape,
+                                    device, accels), "lam": best, "val_sweep": sweep}}
+    if cache is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out, default=float))
+        os.replace(tmp, cache)
     return out
 
 
 def validation_curve(run_dir: str | Path, params: dict[str, Any], data_root: str | Path | None = None,
-                     device: str | torch.device = "cpu") -> list[tuple[int, float]]:
-    """``[(budget, SSIM)]`` on the ``val`` split (official protocol) at every snapshot of ``curve_budgets``."""
+                     device: str | torch.device = "cpu",
+                     budgets: Sequence[int] | None = None) -> list[tuple[int, float]]:
+    """``[(budget, SSIM)]`` on the ``val`` split (official protocol) at every snapshot of ``budgets`` (default
+    ``curve_budgets``)."""
     out = []
-    for budget in sorted(int(b) for b in params.get("curve_budgets", params.get("budgets", ()))):
+    if budgets is None:
+        budgets = params.get("curve_budgets", params.get("budgets", ()))
+    for budget in sorted(int(b) for b in budgets):
         res = evaluate_checkpoint(run_dir, budget, params, data_root, splits=("val",), device=device)
         out.append((budget, float(res["splits"]["total"]["ssim"])))
     return out
 
 
 def specialisation_over_training(run_dir: str | Path, params: dict[str, Any], data_root: str | Path | None = None,
-                                 labels: Sequence[str] = ("modality", "vendor"),
+                                 labels: Sequence[str] = ROUTE_LABELS,
                                  device: str | torch.device = "cpu") -> list[dict[str, Any]]:
-    """ARI / NMI between Moero's routes (per cascade) on the test images and their labels, at every Tab. 2 budget."""
+    """ARI / NMI between Moero's routes (per cascade) on the test images and their labels, at every Tab. 2
+    budget, with the route counts per expert and ``nmi_kmeans_on_test``: the NMI of a spherical k-means
+    (as many clusters as experts) fitted on the test histograms themselves, what these features allow."""
     from moero.eval.specialisation import specialisation
+    from moero.models.routing import spherical_kmeans
 
+    spec = json.loads((Path(run_dir) / SPEC_NAME).read_text())
+    experts = parse_model_name(spec["experiment"]["model"]).num_experts
     rows = []
     for budget in sorted(int(b) for b in params["budgets"]):  # the Tab. 2 budgets: evaluations shared with it
         res = evaluate_checkpoint(run_dir, budget, params, data_root, device=device)
@@ -471,8 +680,18 @@ def specialisation_over_training(run_dir: str | Path, params: dict[str, Any], da
             continue
         for k in range(len(res["routes"][0])):
             routes = [r[k] for r in res["routes"]]
-            for row in specialisation(routes, {name: [lab[name] for lab in res["labels"]] for name in labels}):
-                rows.append({"budget": budget, "cascade": k, **row})
+            counts = [routes.count(j) for j in range(experts)]
+            # separability: spherical k-means fitted on these test histograms themselves (what the best
+            # centres could do with these features) against the routes the trained centres give
+            oracle = None
+            if res.get("histograms") and len(res["histograms"]) >= experts:
+                hist = torch.tensor([h[k] for h in res["histograms"]], dtype=torch.float64)
+                oracle = spherical_kmeans(hist, experts, restarts=4, max_iter=50, seed=0)[1].tolist()
+            values = {name: [lab[name] for lab in res["labels"]] for name in labels}
+            best = {r["label"]: r for r in specialisation(oracle, values)} if oracle is not None else {}
+            for row in specialisation(routes, values):
+                rows.append({"budget": budget, "cascade": k, **row, "route_counts": "/".join(map(str, counts)),
+                             "nmi_kmeans_on_test": best.get(row["label"], {}).get("nmi", math.nan)})
     return rows
 
 
@@ -506,6 +725,11 @@ def route_history(run_dir: str | Path) -> list[dict[str, Any]]:
     wins, so a resumed run's replayed steps count once)."""
     by_step = {r["step"]: r for r in _read_jsonl(Path(run_dir) / ROUTES_NAME)}
     return [by_step[s] for s in sorted(by_step)]
+
+
+def read_segments(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The training segments' summaries of a run (``segments.jsonl``: steps, iterations/s, peak memory)."""
+    return _read_jsonl(Path(run_dir) / SEGMENTS_NAME)
 
 
 def segment_speed(run_dir: str | Path) -> float:

@@ -241,5 +241,7 @@ class Moero(nn.Module):
             "counts": [nav.counts.tolist() for nav in self.navs],
             "fill": [int(nav.fill) for nav in self.navs],
             "fitted": [bool(nav.fitted) for nav in self.navs],
+            "fit_perplexity": [float(nav.fit_perplexity) for nav in self.navs],
+            "fit_similarity": [float(nav.fit_similarity) for nav in self.navs],
         }
 

@@ -203,6 +203,12 @@ class BranchNav(nn.Module):
         self.register_buffer("centres", torch.zeros(num_experts, num_codes))
         self.register_buffer("fitted", torch.tensor(False))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        # what the fit saw (for the book's evidence on routing): the perplexity of the buffer's mean
+        # histogram (codebook usage; num_codes at most) and the mean cosine similarity of each buffered
+        # histogram to its centre (1: tight clusters); -1 until fitted (buffers stay finite: the trainer
+        # refuses to save non-finite state)
+        self.register_buffer("fit_perplexity", torch.tensor(-1.0))
+        self.register_buffer("fit_similarity", torch.tensor(-1.0))
         self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
 
     def extra_repr(self) -> str:
@@ -358,10 +364,15 @@ class BranchNav(nn.Module):
         fill = int(self.fill)
         if fill < self.num_experts:
             raise ValueError(f"the buffer holds {fill} histograms, fewer than num_experts={self.num_experts}")
-        centres, labels, _ = spherical_kmeans(self.buffer[:fill], self.num_experts, self.restarts,
-                                              self.max_iter, self.seed)
+        data = self.buffer[:fill]
+        centres, labels, score = spherical_kmeans(data, self.num_experts, self.restarts, self.max_iter, self.seed)
         self.centres.copy_(centres.to(self.centres.dtype))
         self.fitted.fill_(True)
+        mean = data.double().clamp_min(0).mean(dim=0)
+        prob = mean / mean.sum().clamp_min(1e-12)
+        entropy = -(prob * prob.clamp_min(1e-30).log()).sum()
+        self.fit_perplexity.fill_(float(entropy.exp()))
+        self.fit_similarity.fill_(score / fill)
         return labels
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moero.models.promptmr import ModelConfig
 from moero.models.registry import PRESET_NAMES, parse_model_name
 
 __all__ = [
@@ -50,7 +51,8 @@ class TrainConfig:
     centre crop / pad every image so that batches stack; empty: native sizes), ``augment`` (``none``,
     ``kspace``, ``image``, ``dual``) with ``augment_probability``. Model: ``model`` (a registry name:
     ``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), ``preset`` (size), ``nav`` (BranchNav settings of
-    Moero), ``gradient_checkpointing``. Optimisation: ``epochs``, ``max_steps`` (0: epochs decide),
+    Moero), ``model_overrides`` (:class:`~moero.models.promptmr.ModelConfig` fields replacing the preset's,
+    e.g. ``vq_restart_after``), ``gradient_checkpointing``. Optimisation: ``epochs``, ``max_steps`` (0: epochs decide),
     ``max_steps_this_run`` (0: no limit; else stop after that many steps of this run, with a
     checkpoint, for time-sliced jobs), ``lr``, ``weight_decay``, ``schedule`` (``step``, ``cosine``,
     ``constant``), ``lr_step_epoch`` (-1: the last epoch, as PromptMR+), ``lr_gamma``,
@@ -92,6 +94,7 @@ class TrainConfig:
     model: str = "promptmr"
     preset: str = "tiny"
     nav: dict = field(default_factory=dict)  # BranchNav settings of a Moero model (warmup, buffer_size, ...)
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields replacing the preset's (vq_restart_after)
     gradient_checkpointing: bool = False
     # optimisation
     epochs: int = 1
@@ -162,6 +165,11 @@ class TrainConfig:
             raise ValueError(f"config field 'model': {err}") from None
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"config field 'preset': {self.preset!r} is not one of {PRESET_NAMES}")
+        if not isinstance(self.model_overrides, dict):
+            raise ValueError(f"config field 'model_overrides' must be a mapping, got {self.model_overrides!r}")
+        unknown = sorted(set(self.model_overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise ValueError(f"config field 'model_overrides': unknown ModelConfig fields {unknown}")
         if not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"config field 'lr_gamma' must lie in (0, 1], got {self.lr_gamma}")
         if self.resume and self.overwrite:
@@ -213,7 +221,8 @@ class TrainConfig:
 # Fields that define the model, the data and its order, or the optimisation: a resumed run must use the
 # checkpoint's values (the world size is compared with them: world size x batch size is the global batch).
 RESUME_FIXED: tuple[str, ...] = (
-    "model", "preset", "nav", "seed", "batch_size", "data_root", "dataset_size", "train_split", "balanced",
+    "model", "preset", "nav", "model_overrides", "seed", "batch_size", "data_root", "dataset_size", "train_split",
+    "balanced",
     "mask_kinds", "accelerations", "acs", "image_shape", "augment", "augment_probability", "lr", "weight_decay",
     "schedule", "lr_step_epoch", "lr_gamma", "warmup_steps", "grad_clip", "amp", "vq_weight", "ssim_window",
     "ssim_sigma", "gradient_checkpointing", "max_steps", "epochs",

@@ -651,9 +651,10 @@ class Trainer:
 
 # ---------------------------------------------------------------------------- building a run from a config
 def build_model(config: TrainConfig) -> nn.Module:
-    """The registry model ``config.model`` at preset ``config.preset`` (``moero.models.registry``)."""
+    """The registry model ``config.model`` at preset ``config.preset`` (``moero.models.registry``), with the
+    ``model_overrides`` of the config."""
     return registry.build_model(config.model, config.preset, nav_kwargs=config.nav or None,
-                                checkpoint=config.gradient_checkpointing)
+                                **{"checkpoint": config.gradient_checkpointing, **config.model_overrides})
 
 
 def dataset_root(config: TrainConfig) -> Path:

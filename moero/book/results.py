@@ -1,0 +1,196 @@
+"""What the results chapters (06-08) compute from the runs of :mod:`moero.book.experiments`.
+
+Every number shown comes from the cached evaluations of the runs: test results per seed, their mean
+and standard deviation over seeds, paired differences with standard errors
+(:func:`moero.eval.stats.paired_difference`) and the "Setting" statement of each chapter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from moero.book import experiments as E
+from moero.eval.metrics import DEFAULT_SPLITS
+from moero.eval.stats import paired_difference, seed_summary
+
+__all__ = ["seed_results", "reference_results", "at_acceleration", "method_row", "margin_rows", "routing_rows",
+           "paired", "setting_text", "parameter_count", "training_examples", "training_wall_time",
+           "r_eff_by_acceleration", "acceleration_columns", "run_folders", "late_gain_rows", "against_zero"]
+
+Result = dict[str, Any]
+
+
+def run_folders(params: dict[str, Any], profile: str, name: str, small: bool = False) -> list[Path]:
+    """Run folders of experiment ``name`` for every seed of the profile (``small``: the sweep's seeds)."""
+    exp = E.catalogue(params)[name]
+    return [E.runs_dir(profile) / exp.with_seed(s).run_name for s in E.seeds(params, small=small)]
+
+
+def seed_results(params: dict[str, Any], profile: str, name: str, budget: int, data_root: str | Path,
+                 small: bool = False, seeds: Sequence[int] | None = None, device: str = "cpu") -> list[Result]:
+    """The test-grid evaluation of ``name``'s snapshot ``budget``, one per seed (cached by the chapters' jobs)."""
+    exp = E.catalogue(params)[name]
+    chosen = E.seeds(params, small=small) if seeds is None else list(seeds)
+    return [E.evaluate_checkpoint(E.runs_dir(profile) / exp.with_seed(s).run_name, budget, params, data_root,
+                                  device=device) for s in chosen]
+
+
+def reference_results(params: dict[str, Any], profile: str, data_root: str | Path, dataset_size: str,
+                      device: str = "cpu") -> dict[str, Result]:
+    """Zero-filled and CG-SENSE (Tikhonov weight chosen on validation) on the test grid."""
+    return E.reference_rows(params, data_root, dataset_size, device=device, cache_dir=E.runs_dir(profile))
+
+
+def at_acceleration(acceleration: float | None, split: str = "total"):
+    """Row filter: files of ``split`` (total / rare / fresh) at one test acceleration (None: all)."""
+    in_split = DEFAULT_SPLITS[split]
+    return lambda r: in_split(r) and (acceleration is None or float(r["acceleration"]) == float(acceleration))
+
+
+def acceleration_columns(params: dict[str, Any]) -> list[str]:
+    """Column names ``ssim_r8``, ``ssim_r16``... of the test accelerations."""
+    return [f"ssim_r{a:g}" for a in E.test_accelerations(params)]
+
+
+def method_row(label: str, runs: Sequence[Result], params: dict[str, Any], splits: Sequence[str] = ("total",)
+               ) -> dict[str, Any]:
+    """One table row: mean over seeds of SSIM (per split and per test acceleration), PSNR, NMSE and R_eff,
+    with the seed count and the standard deviation over seeds of SSIM-total."""
+    files = [r["files"] for r in runs]
+    total = seed_summary(files, "ssim", at_acceleration(None))
+    row: dict[str, Any] = {"method": label, "seeds": total["seeds"], "ssim_total": total["mean"],
+                           "ssim_total_sd": total["sd"]}
+    for split in splits:
+        if split != "total":
+            row[f"ssim_{split}"] = _mean_or_nan(files, "ssim", at_acceleration(None, split))
+    for a, col in zip(E.test_accelerations(params), acceleration_columns(params), strict=True):
+        row[col] = seed_summary(files, "ssim", at_acceleration(a))["mean"]
+    row["psnr"] = seed_summary(files, "psnr", at_acceleration(None))["mean"]
+    row["nmse"] = seed_summary(files, "nmse", at_acceleration(None))["mean"]
+    row["r_eff"] = seed_summary(files, "r_eff", at_acceleration(None))["mean"]
+    return row
+
+
+def _mean_or_nan(files: Sequence[Sequence[Mapping[str, Any]]], metric: str, keep: Any) -> float:
+    try:
+        return seed_summary(files, metric, keep)["mean"]
+    except ValueError:  # no file of that split
+        return math.nan
+
+
+def paired(a: Sequence[Result], b: Sequence[Result], acceleration: float | None = None, split: str = "total",
+           metric: str = "ssim") -> dict[str, float]:
+    """:func:`moero.eval.stats.paired_difference` of two results (per seed) on the test grid."""
+    return paired_difference([r["files"] for r in a], [r["files"] for r in b], metric,
+                             at_acceleration(acceleration, split))
+
+
+def margin_rows(label: str, runs: Sequence[Result], refs: Mapping[str, Result], params: dict[str, Any],
+                targets: Mapping[str, float]) -> list[dict[str, Any]]:
+    """SSIM-total margin of ``runs`` over each reference at every test acceleration: paired mean, its SE,
+    the target and whether the margin clears it by the book's rule (mean - 2 SE >= target)."""
+    rows = []
+    for ref_name, target in targets.items():
+        for a in E.test_accelerations(params):
+            d = paired(runs, [refs[ref_name]], a)
+            rows.append({"model": label, "reference": ref_name, "acceleration": a, "seeds": d["seeds"],
+                         "files": d["files"], "margin": d["mean"], "margin_se": d["se"], "target": target,
+                         "meets_target": bool(d["mean"] >= target),
+                         "beyond_2se": bool(d["mean"] - 2 * d["se"] >= target)})
+    return rows
+
+
+def routing_rows(spec_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Best NMI per model, label and seed over cascades (the evidence of content-dependent routing)."""
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in spec_rows:
+        key = (r["model"], r["seed"], r["label"])
+        if key not in best or r["nmi"] > best[key]["nmi"]:
+            best[key] = dict(r)
+    return list(best.values())
+
+
+def parameter_count(name: str, preset: str) -> int:
+    """Trainable parameters of registry model ``name`` at ``preset``."""
+    from moero.models.registry import build_model
+
+    model = build_model(name, preset)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def training_examples(data_root: str | Path, params: dict[str, Any], subjects: int = 0) -> dict[str, int]:
+    """Files, subjects and examples (slice x frame) of the training split (of its first ``subjects`` subjects)."""
+    from moero.data.readers import read_manifest
+
+    rows = [r for r in read_manifest(Path(data_root)) if r["split"] == "train"]
+    names = sorted({r["subject"] for r in rows})
+    if subjects:  # the same choice as moero.book.experiments.subset_root
+        step = max(1, len(names) // subjects)
+        chosen = set(names[::step][:subjects])
+        rows = [r for r in rows if r["subject"] in chosen]
+    return {"files": len(rows), "subjects": len({r["subject"] for r in rows}),
+            "examples": sum(int(r["slices"]) * int(r["frames"]) for r in rows)}
+
+
+def training_wall_time(folders: Sequence[Path]) -> float:
+    """Seconds the training segments of these runs took (steps / iterations per second, summed)."""
+    total = 0.0
+    for folder in folders:
+        for seg in E.read_segments(folder):
+            if seg.get("iterations_per_s"):
+                total += seg["steps_this_run"] / seg["iterations_per_s"]
+    return total
+
+
+def r_eff_by_acceleration(result: Result, params: dict[str, Any]) -> dict[float, float]:
+    """Mean measured R_eff (centre frame, ACS included) of the test grid at each nominal acceleration."""
+    out = {}
+    for a in E.test_accelerations(params):
+        rows = [r["r_eff"] for r in result["files"] if float(r["acceleration"]) == a]
+        out[a] = sum(rows) / len(rows) if rows else math.nan
+    return out
+
+
+def setting_text(profile: str, device: str, params: dict[str, Any], names: Sequence[str], data_root: str | Path,
+                 references: Result, folders: Sequence[Path], seeds: int, extra: str = "") -> str:
+    """The chapter's "Setting" statement, computed: profile, device, model preset and parameters, steps,
+    batch, training examples, matrix, R_eff per nominal acceleration, seeds and training wall time."""
+    train = params.get("train", {})
+    preset = str(train.get("preset", "tiny"))
+    counts = ", ".join(f"{n} {parameter_count(n, preset):,}" for n in names)
+    data = training_examples(data_root, params)
+    shape = "x".join(str(n) for n in train.get("image_shape") or ()) or "native"
+    reff = ", ".join(f"R={a:g}: {v:.1f}" for a, v in r_eff_by_acceleration(references, params).items())
+    wall = training_wall_time(folders)
+    return (f"Profile {profile!r} on {device}. Model preset {preset!r} (trainable parameters: {counts}). "
+            f"{max(int(b) for b in params.get('budgets', [0]))} {params.get('budget_unit', 'steps')} of batch "
+            f"{int(train.get('batch_size', 1))}, learning rate {train.get('lr')} ({train.get('schedule', 'step')}); "
+            f"training set: {data['examples']:,} examples (slice x frame) from {data['files']} files of "
+            f"{data['subjects']} subjects; matrix {shape} (whole field of view), trained at accelerations "
+            f"{train.get('accelerations')}; test: every test file at R = "
+            f"{', '.join(f'{a:g}' for a in E.test_accelerations(params))} (measured R_eff {reff}); "
+            f"{seeds} seeds per headline run; training wall time of these runs {wall / 60:.1f} min. {extra}").strip()
+
+
+def late_gain_rows(params: dict[str, Any], profile: str, name: str, data_root: str | Path,
+                   device: str = "cpu") -> list[list[dict[str, Any]]]:
+    """Per seed, per validation file: SSIM at the last ``curve_budgets`` snapshot minus the middle one
+    (the same files and masks at both, so the difference is paired)."""
+    budgets = sorted(int(b) for b in params["curve_budgets"])
+    mid, end = budgets[len(budgets) // 2], budgets[-1]
+    out = []
+    for folder in run_folders(params, profile, name):
+        before = {f["file"]: f["ssim"] for f in
+                  E.evaluate_checkpoint(folder, mid, params, data_root, splits=("val",), device=device)["files"]}
+        after = E.evaluate_checkpoint(folder, end, params, data_root, splits=("val",), device=device)["files"]
+        out.append([{"file": f["file"], "ssim": f["ssim"] - before[f["file"]]} for f in after])
+    return out
+
+
+def against_zero(rows: Sequence[Sequence[Mapping[str, Any]]], metric: str = "ssim") -> dict[str, float]:
+    """:func:`moero.eval.stats.paired_difference` of per-seed rows against 0 (mean, SE, seeds, files)."""
+    zero = [[{**r, metric: 0.0} for r in rows[0]]]
+    return paired_difference(rows, zero, metric)
