@@ -266,3 +266,38 @@ def test_profiles_share_one_run_configuration_across_chapters():
     assert paper["train"]["preset"] == "paper" and paper["budgets"] == [12, 18, 24]
     assert paper["budget_unit"] == "epochs" and paper["nproc"] == "all"
     assert copy.deepcopy(paper) == notebook_params("08_model_ablation", "paper")
+
+
+def test_plan_covers_every_result_of_the_chapters_once():
+    p = notebook_params("06_training", "cpu")
+    jobs = E.plan(p)
+    runs = [j.exp.run_name for j in jobs if j.exp is not None]
+    assert len(runs) == len(set(runs)) == 6 * 3 + len(p["ratios"]) * len(p["small_seeds"])
+    assert sum(j.exp is None for j in jobs) == 1  # the references
+    by_name = {j.exp.run_name: j for j in jobs if j.exp is not None}
+    for name in E.model_names(p):  # Tab. 2: test at every budget, for every seed
+        for seed in E.seeds(p):
+            evals = by_name[f"{name}/seed-{seed}"].evals
+            assert [b for k, b in evals if k == "test"] == sorted(p["budgets"])
+            assert [b for k, b in evals if k == "val"] == sorted(p["curve_budgets"])
+    assert [b for k, b in by_name["kspace-aug/seed-1"].evals if k == "test"] == [max(p["budgets"])]
+    small = by_name[f"{E.ratio_experiment(p, 0.25, True)}/seed-0"]
+    assert small.exp.subjects == p["small_subjects"] and small.evals[-1] == ("test", max(p["small_budgets"]))
+
+
+def test_prepare_trains_in_parallel_workers_and_keeps_what_is_done(smoke_data, build):
+    p = shrunk_paper_params()
+    cat = E.catalogue(p)
+    jobs = [E.Job(cat["promptmr"].with_seed(s), (("test", 2),)) for s in (0, 1)]
+    times = E.prepare(p, "paper", smoke_data, "gpu", workers=2, jobs=jobs)
+    dirs = [build / "runs" / "paper" / "promptmr" / f"seed-{s}" for s in (0, 1)]
+    assert set(times) == {str(d) for d in dirs}
+    snaps = [torch.load(E.snapshot_path(d, 2), weights_only=True) for d in dirs]
+    assert snaps[0]["config"]["seed"] == 0 and snaps[1]["config"]["seed"] == 1
+    assert any(not torch.equal(a, snaps[1]["model"][k]) for k, a in snaps[0]["model"].items()
+               if a.is_floating_point())  # other seeds, other weights
+    stamp = E.snapshot_path(dirs[0], 2).stat().st_mtime_ns
+    E.prepare(p, "paper", smoke_data, "gpu", workers=1, jobs=jobs[:1])  # done already: nothing retrained
+    assert E.snapshot_path(dirs[0], 2).stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="workers"):
+        E.prepare(p, "paper", smoke_data, "gpu", nproc=2, workers=2, jobs=jobs)

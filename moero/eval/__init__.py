@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from moero.eval.evaluate import (
     FASTMRI_CROP,
+    IMAGE_LABELS,
+    TEST_ACCELERATIONS,
     TEST_SPLITS,
     CGSense,
     ZeroFilled,
     evaluate,
     evaluate_fastmri,
+    evaluate_grid,
+    latin_kind,
     protocol_indices,
     write_tables,
 )
@@ -47,6 +51,11 @@ from moero.eval.specialisation import (
     specialisation,
     trace_routing,
     usage_over_training,
+)
+from moero.eval.stats import (
+    file_means,
+    paired_difference,
+    seed_summary,
 )
 from moero.eval.submission import (
     RANKING_KEY,
@@ -97,6 +106,10 @@ __all__ = [
     "format_value",
     "parse_cell",
     "TEST_SPLITS",
+    "TEST_ACCELERATIONS",
+    "IMAGE_LABELS",
+    "latin_kind",
+    "evaluate_grid",
     "ZeroFilled",
     "CGSense",
     "protocol_indices",
@@ -111,6 +124,9 @@ __all__ = [
     "trace_routing",
     "fit_sensitivity_codebook",
     "sensitivity_histograms",
+    "file_means",
+    "seed_summary",
+    "paired_difference",
     "RANKING_KEY",
     "ranking_selection",
     "img4ranking",
