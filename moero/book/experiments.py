@@ -841,8 +841,10 @@ def verdict(ours: float, theirs: float, se: float | None = None, seeds: int = 1)
     """``holds`` / ``contradicts`` only when ``seeds >= MIN_SEEDS`` and ``|ours| > 2 se`` (``se``: the
     standard error of our difference, from paired differences over seeds and test files); otherwise
     ``inconclusive at this scale``, saying which way our single estimate points."""
-    if any(math.isnan(v) for v in (ours, theirs)):
+    if math.isnan(ours):
         return "not measured"
+    if math.isnan(theirs):
+        return "no paper value"
     agree = (ours > 0) == (theirs > 0) if theirs != 0 else abs(ours) < 1e-3
     if se is None or seeds < MIN_SEEDS or not abs(ours) > 2 * se:
         why = f"{seeds} seed{'s' if seeds != 1 else ''}" if se is None or seeds < MIN_SEEDS else "within 2 SE"
@@ -853,8 +855,8 @@ def verdict(ours: float, theirs: float, se: float | None = None, seeds: int = 1)
 def compare_sentence(name: str, ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> str:
     """A plain sentence on whether our difference to the reference points the way the paper's does."""
     word = verdict(ours, theirs, se, seeds)
-    if word == "not measured":
-        return f"{name}: not measured."
+    if word in ("not measured", "no paper value"):
+        return f"{name}: {word}."
     return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend: {word}."
 
 
