@@ -276,13 +276,13 @@ display(E.admonition(
     + (f"Routes follow image content: NMI >= 0.2 in every seed for "
        f"{', '.join(r['model'] + ' / ' + r['label'] for r in content)}." if content else
        "No content label (modality, view, vendor, centre) reaches NMI 0.2 in every seed. Evidence: at the fit the "
-       f"buffered histograms had a mean perplexity of {fit_perp:.1f} codes (the fit table: the codebooks are in use "
-       f"and the clusters are tight); a k-means fitted on the test histograms themselves reaches NMI "
+       f"buffered histograms had a mean perplexity of {fit_perp:.1f} codes (the fit table: the codebooks are in "
+       f"use); a k-means fitted on the test histograms themselves reaches NMI "
        f"{carried['nmi_kmeans_on_test']:.3f} at best ({carried['model']} / {carried['label']}), so "
        + ("the histograms do carry content and the centres fitted during training do not find it."
           if carried["nmi_kmeans_on_test"] >= 0.2 else
-          "the token histograms themselves carry little of these labels at this scale: there is no content for the "
-          "centres to find.")),
+          "the token histograms themselves carry little of these labels at this scale, and centres fitted on them "
+          "cannot route by content.")),
     title="Routing", kind="tip" if content else "warning"))
 
 # %% [markdown]

@@ -131,14 +131,22 @@ base_curve = 1 - val[0.0].mean(0)
 lowest = int(np.argmin(base_curve))
 overfits = lowest < len(small_budgets) - 1 and base_curve[-1] > base_curve[lowest]
 train_curve = [v for _, v in E.learning_curves(sweep_dirs[0.0][0], smooth=P.get("curve_smooth", 5))["loss"]]
+test_stop, test_last = (R.method_row("p = 0", [E.evaluate_checkpoint(d, b, P, root, device=run.device)
+                                                for d in sweep_dirs[0.0]], P)["ssim_total"]
+                         for b in (small_budgets[lowest], small_budgets[-1]))
+confirmed = overfits and test_last < test_stop
 display(E.admonition(
     (f"Without augmentation the validation loss is lowest after {small_budgets[lowest]} {unit} "
      f"({base_curve[lowest]:.4f}) and rises to {base_curve[-1]:.4f} by {small_budgets[-1]} {unit}" if overfits else
      f"Without augmentation the validation loss reaches {base_curve[-1]:.4f} by {small_budgets[-1]} {unit} without "
      "rising on the way")
     + f", while the training loss goes from {train_curve[len(train_curve) // 4]:.4f} (a quarter of the way) to "
-      f"{train_curve[-1]:.4f}" + (": the small set overfits." if overfits else ": no overfitting at this budget."),
-    title="Overfitting", kind="note" if overfits else "warning"))
+      f"{train_curve[-1]:.4f}. On test, SSIM-total is {test_stop:.4f} at the validation-best snapshot and "
+      f"{test_last:.4f} at the last one: "
+    + ("the test split confirms the overfitting." if confirmed else
+       ("the test split does not confirm it, so the validation split (one mask per file) is too small to time early "
+        "stopping reliably at this scale." if overfits else "no overfitting at this budget.")),
+    title="Overfitting", kind="note" if confirmed else "warning"))
 
 # %% [markdown]
 # The ratio is chosen on validation, and so is each run's stopping point: the snapshot with the best
