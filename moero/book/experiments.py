@@ -49,6 +49,7 @@ __all__ = [
     "catalogue",
     "runs_dir",
     "experiment_config",
+    "chosen_subjects",
     "subset_root",
     "snapshot_budgets",
     "nav_settings",
@@ -306,6 +307,13 @@ def runs_dir(profile: str) -> Path:
     return build_dir() / "runs" / profile
 
 
+def chosen_subjects(rows: Sequence[dict[str, Any]], subjects: int) -> set[str]:
+    """The ``subjects`` training subjects of manifest ``rows`` that a small training set keeps: sorted, every
+    k-th, so they spread over centres and vendors."""
+    names = sorted({r["subject"] for r in rows if r["split"] == "train"})
+    return set(names[:: max(1, len(names) // subjects)][:subjects])
+
+
 def subset_root(root: str | Path, subjects: int, out: str | Path) -> Path:
     """A dataset root at ``out`` whose ``manifest.csv`` keeps the first ``subjects`` training subjects of
     ``root`` (spread over centres: sorted, every k-th) and every non-training file; paths stay absolute."""
@@ -315,11 +323,9 @@ def subset_root(root: str | Path, subjects: int, out: str | Path) -> Path:
 
     root, out = Path(root).resolve(), Path(out)
     rows = read_manifest(root)
-    train_subjects = sorted({r["subject"] for r in rows if r["split"] == "train"})
-    if subjects < 1 or not train_subjects:
+    if subjects < 1 or not any(r["split"] == "train" for r in rows):
         raise ValueError(f"subjects must be >= 1 and {root} must hold training subjects, got {subjects}")
-    step = max(1, len(train_subjects) // subjects)
-    keep = set(train_subjects[::step][:subjects])
+    keep = chosen_subjects(rows, subjects)
     kept = [dict(r, file=str(root / r["file"])) for r in rows if r["split"] != "train" or r["subject"] in keep]
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f"{MANIFEST_NAME}.{os.getpid()}.tmp"  # parallel runs may write the same subset at once

@@ -140,10 +140,8 @@ def training_examples(data_root: str | Path, params: dict[str, Any], subjects: i
     from moero.data.readers import read_manifest
 
     rows = [r for r in read_manifest(Path(data_root)) if r["split"] == "train"]
-    names = sorted({r["subject"] for r in rows})
-    if subjects:  # the same choice as moero.book.experiments.subset_root
-        step = max(1, len(names) // subjects)
-        chosen = set(names[::step][:subjects])
+    if subjects:  # the choice of moero.book.experiments.subset_root
+        chosen = E.chosen_subjects(rows, subjects)
         rows = [r for r in rows if r["subject"] in chosen]
     return {"files": len(rows), "subjects": len({r["subject"] for r in rows}),
             "examples": sum(int(r["slices"]) * int(r["frames"]) for r in rows)}
