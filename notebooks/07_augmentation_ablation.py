@@ -62,7 +62,7 @@ refs = R.reference_results(P, run.profile.name, root, run.profile.dataset, devic
 
 # %% tags=["hide-input"]
 folders = [f for name, _ in TAB1 for f in R.run_folders(P, run.profile.name, name)]
-small_set = R.training_examples(root, P, subjects=int(P["small_subjects"]))
+small_set = R.training_examples(root, subjects=int(P["small_subjects"]))
 display(E.admonition(R.setting_text(
     run.profile.name, str(run.device), P, ["promptmr"], root, refs["zero-filled"], folders, len(SEEDS),
     extra=f"Tab. 1 is read after {last} {unit} (the paper: 12 epochs). Augmentation ratio p = "

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moero.eval.evaluate import TEST_SPLITS
 from moero.eval.tables import Table
 from moero.models.promptmr import preset
 from moero.models.registry import parse_model_name
@@ -80,7 +81,6 @@ __all__ = [
     "route_history",
     "results_source",
     "require_result",
-    "compare_sentence",
     "verdict",
     "compare_row",
     "admonition",
@@ -92,7 +92,6 @@ SPEC_NAME = "experiment.json"
 # what Moero's test routes are compared with: the image's contrast, view, vendor, centre and its undersampling
 ROUTE_LABELS = ("modality", "view", "vendor", "centre", "kind", "acceleration")
 SEGMENTS_NAME = "segments.jsonl"
-TEST_SPLITS = ("test-total", "rare", "fresh")
 # progress of training segments: a log line, not notebook output (the chapters show results, not chatter)
 LOG = logging.getLogger(__name__)
 
@@ -632,8 +631,8 @@ def reference_rows(params: dict[str, Any], data_root: str | Path | None, dataset
     cg = params.get("cg", {})
     cache = None
     if cache_dir is not None:
-        cache = _eval_cache(Path(cache_dir), f"references-{json.dumps(cg, sort_keys=True)}".replace(" ", ""),
-                            splits, params, True)
+        lams = "-".join(f"{float(lam):g}" for lam in cg.get("lams", [cg.get("lam", 1e-2)]))
+        cache = _eval_cache(Path(cache_dir), f"references-cg{int(cg.get('iters', 10))}-lam{lams}", splits, params, True)
         if cache.is_file():
             return json.loads(cache.read_text())
     files, shape = int(params.get("eval_files", 0)), params.get("eval_shape") or None
@@ -856,14 +855,6 @@ def verdict(ours: float, theirs: float, se: float | None = None, seeds: int = 1)
         why = f"{seeds} seed{'s' if seeds != 1 else ''}" if se is None or seeds < MIN_SEEDS else "within 2 SE"
         return f"inconclusive at this scale ({why}; sign {'agrees' if agree else 'differs'})"
     return "holds" if agree else "contradicts"
-
-
-def compare_sentence(name: str, ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> str:
-    """A plain sentence on whether our difference to the reference points the way the paper's does."""
-    word = verdict(ours, theirs, se, seeds)
-    if word in ("not measured", "no paper value"):
-        return f"{name}: {word}."
-    return f"{name}: paper {theirs:+.4f}, ours {ours:+.4f}; the paper's trend: {word}."
 
 
 def compare_row(name: str, ours: float, theirs: float, se: float | None = None, seeds: int = 1) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def parameter_count(name: str, preset: str) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def training_examples(data_root: str | Path, params: dict[str, Any], subjects: int = 0) -> dict[str, int]:
+def training_examples(data_root: str | Path, subjects: int = 0) -> dict[str, int]:
     """Files, subjects and examples (slice x frame) of the training split (of its first ``subjects`` subjects)."""
     from moero.data.readers import read_manifest
 
@@ -173,7 +173,7 @@ def setting_text(profile: str, device: str, params: dict[str, Any], names: Seque
     train = params.get("train", {})
     preset = str(train.get("preset", "tiny"))
     counts = ", ".join(f"{n} {parameter_count(n, preset):,}" for n in names)
-    data = training_examples(data_root, params)
+    data = training_examples(data_root)
     shape = "x".join(str(n) for n in train.get("image_shape") or ()) or "native"
     reff = ", ".join(f"R={a:g}: {v:.1f}" for a, v in r_eff_by_acceleration(references, params).items())
     wall = training_wall_time(folders)

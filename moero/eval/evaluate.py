@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from moero.data.testphase import TEST_SPLITS  # the manifest's test splits, one definition
 from moero.eval.metrics import central_slices, group_means, score_images, selected_frames, split_aggregates
 from moero.models.io import ReconOutput
 from moero.physics.coils import estimate_maps_lowres
@@ -26,7 +27,6 @@ from moero.physics.sense import rss
 __all__ = ["TEST_SPLITS", "TEST_ACCELERATIONS", "IMAGE_LABELS", "latin_kind", "evaluate_grid", "ZeroFilled",
            "CGSense", "protocol_indices", "evaluate", "evaluate_fastmri", "FASTMRI_CROP", "write_tables"]
 
-TEST_SPLITS = ("test-total", "rare", "fresh")
 TEST_ACCELERATIONS = (8, 16, 24)  # the official CMRxRecon2025 test accelerations
 IMAGE_LABELS = ("file", "modality", "view", "vendor", "centre", "split")  # what routes are compared with
 
