@@ -110,7 +110,7 @@ display(run.table(verdicts, "verdicts", caption="Does the sign of each of the pa
 # examples that get at least one artefact, measured below on 2000 draws). First, the unaugmented run
 # overfits: its training loss keeps falling while its validation loss ($1 -$ validation SSIM) turns up.
 
-# %%
+# %% tags=["hide-input"]
 ratios = [float(r) for r in P["ratios"]]
 small_budgets = sorted(int(b) for b in P["small_budgets"])
 sweep_dirs = {r: R.run_folders(P, run.profile.name, E.ratio_experiment(P, r, True), small=True) for r in ratios}
