@@ -9,7 +9,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.moero-installed
 
-.PHONY: setup test book notebooks lint bench mutate clean
+.PHONY: setup test test-fast book notebooks lint bench mutate clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the tests not marked slow (no book builds, live chapters or multi-process end-to-end runs): the loop while editing
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 book: setup
 	$(PY) -m moero book --profile $(PROFILE)
@@ -38,13 +43,22 @@ notebooks: setup
 lint: setup
 	$(PY) -m ruff check .
 
+# every benchmarks/bench_*.py at 1 torch thread, 7 interleaved pairs per ratio (BENCH_PAIRS), load average printed;
+# e.g. make bench BENCH_ARGS="--threads 2 bench_physics"; `make test` runs each once at its smoke size (--smoke)
+BENCH_ARGS ?=
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # hand-made bugs (tools/mutations.txt) applied one at a time to a copy of the package; lists survivors.
 # Not part of `make test` or CI: slow by nature, a habit for whoever touches a paper constant.
 mutate: setup
 	$(PY) tools/mutate.py $(MUTATE_ARGS)
+
+# gpu-bundle/ (ignored, <= 40 MiB): package, chapters, wheelhouse and run.sh for a GPU machine with no network.
+#   gpu-bundle/run.sh OUT              on the GPU machine (about 9 minutes)
+#   gpu-bundle/run.sh OUT --rehearse   the same path on CPU, training cut to a few steps (<= 15 minutes)
+gpu-bundle:  # no .venv needed: the standard library, pip and git
+	$(PYTHON) tools/gpu_bundle/build.py --out gpu-bundle
 
 clean:
 	rm -rf _build

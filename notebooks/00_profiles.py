@@ -16,41 +16,31 @@
 # %% [markdown]
 # # The run profiles
 #
-# This light chapter runs when the book is built. It lists every profile and, for each, the
-# parameters every notebook receives under it, straight from `moero.book.profiles`, so the tables
-# cannot drift from the code. Nested settings (the training configuration shared by chapters 6-8)
-# appear as dotted names, e.g. `train.preset`. Override any of them with `-p name value` (see
-# {doc}`../book/reproduction`).
+# This light chapter runs when the book is built. It lists every profile and what differs between
+# them, straight from `moero/book/profiles.yaml` (read by `moero.book.profiles`), so the tables cannot
+# drift from the code. The training runs of chapters 6-8 share one block per profile (`results.*`);
+# nested settings appear as dotted names, e.g. `results.train.preset`. Override any of them with
+# `-p name value` (see {doc}`../book/reproduction`); every setting of a profile is in the YAML file.
 
 # %% tags=["hide-input"]
 import json
 
 from IPython.display import display
 
-from moero.book.profiles import PROFILES
+from moero.book.profiles import PROFILES, profile_differences
 from moero.eval.tables import Table
-
-
-def flat(params: dict, prefix: str = "") -> dict:
-    """Nested parameter dicts as dotted names (``train.preset``)."""
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
-    return out
-
 
 # %% tags=["hide-input"]
 display(Table([{"profile": p.name, "description": p.description, "dataset": p.dataset, "device": p.device}
                for p in PROFILES.values()], caption="The profiles"))
 
 # %% [markdown]
-# ## Parameters of every notebook, one table per profile
+# ## What differs between the profiles
+#
+# One row per setting whose value is not the same in every profile; settings shared by all profiles
+# are left out.
 
 # %% tags=["hide-input"]
-for p in PROFILES.values():
-    rows = [{"notebook": nb, "parameter": name, "value": value}
-            for nb, params in p.notebooks.items() for name, value in flat(params).items()]
-    display(Table(rows, caption=f"Profile {p.name!r}: {p.description}"))
+rows = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()} for row in profile_differences()]
+display(Table(rows, caption="Settings that differ between the profiles (notebook.parameter; "
+                            "results.*: the runs chapters 06-08 share)"))

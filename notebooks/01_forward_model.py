@@ -138,8 +138,8 @@ run.table(
 # ## The same model on a real scan
 #
 # `gre.dat` is a 2-channel gradient-echo phantom scan from a Siemens Skyra at 2.9 T, shipped with
-# the source distribution of `twixtools` 0.24 (MIT licence). `moero.raw.example_gre_dat` downloads
-# that source distribution once and caches the file outside the repository; `moero.raw.read_twix`
+# the source distribution of `twixtools` 0.24 (MIT licence). `moero.data.twix.example_gre_dat` downloads
+# that source distribution once and caches the file outside the repository; `moero.data.twix.read_twix`
 # returns its k-space in our axis order. With two coils and real noise, ESPIRiT needs a higher
 # subspace threshold (0.05) than the noiseless default, or noise enters the kernels.
 
@@ -396,6 +396,78 @@ plt.show()
 # $\lambda$ tuned on validation subjects it trades noise amplification (g-factor) for residual
 # aliasing. The learned, unrolled reconstructions of the later chapters start from exactly these
 # operators, $A^H y$, $A^H A x$ and the coil maps, and learn the regulariser that CG-SENSE lacks.
+
+# %% [markdown]
+# ## One cascade of eq. (2)
+#
+# The unrolled networks of the later chapters repeat one step {eq}`eq-unrolled-cascade`,
+#
+# $$ x_{k+1} = x_k - \eta_k \left(A^H A x_k - A^H y\right) - D_k(\dots), $$
+#
+# starting from $x_0 = A^H y$ (`moero.models.promptmr.unroll`). The first two terms are physics: a
+# gradient step on $\tfrac12 \lVert A x - y \rVert^2$ with the learnable step $\eta_k$ (initialised
+# to 1), built from the operators of this chapter: `physics.sense_adjoint` is $A^H$ and
+# `physics.sense_normal` is $A^H A$. The third, the learned denoiser $D_k$ on the adaptive input
+# $[x_k, A^H A x_k, s_k, A^H y, A^H A x_k - A^H y]$, is what chapter 06 trains; it is left out here
+# ($D_k = 0$), so the step below is exactly what data consistency contributes, on three frames of the
+# cine series under a kt-Gaussian mask at $R = 4$ (coil maps as in the CG-SENSE section above).
+
+# %% tags=["hide-input"]
+from moero.models.promptmr import Cascade, preset
+
+series = kspace[:3]  # (F, C, H, W): three frames, as the tiny preset's cascades take
+step_mask, _ = masks.MaskSampler(kinds=("kt_gaussian",), accelerations=(4,), acs=P["acs"]).sample(series.shape[:1] + series.shape[2:], 0)
+y = physics.apply_mask(series, step_mask)
+scale = float(physics.zero_filled(y).max())
+y, series = y / scale, series / scale
+step_maps = physics.estimate_maps_lowres(y.sum(dim=0) / step_mask.sum(dim=0).clamp_min(1)[None], step_mask.any(dim=0))
+
+# %%
+atb = physics.sense_adjoint(y, step_maps, step_mask)  # A^H y
+x_k = atb  # x_0 = A^H y: where the cascades start
+dc = physics.sense_normal(x_k, step_maps, step_mask) - atb  # A^H A x_k - A^H y
+eta = 1.0  # the cascade's learnable step at its initial value
+x_next = x_k - eta * dc  # - D_k(...): the learned term, 0 here
+
+# %% tags=["hide-input"]
+# the package's own cascade with its denoiser switched off computes the same x_{k+1}
+cascade = Cascade(preset("tiny"), index=0)
+cascade.denoise = lambda buffers, history: (torch.zeros_like(buffers), [], None)
+with torch.no_grad():
+    out = cascade(x_k[None], x_k[None], atb[None], y[None], step_mask[None, :, None].float(),
+                  step_maps.expand(series.shape[0], -1, -1, -1)[None])
+print(f"moero.models.promptmr.Cascade with D_k = 0: max |difference| to the step above = "
+      f"{float((out.image[0] - x_next).abs().max()):.1e}")
+
+truth = physics.sense_adjoint(series, step_maps)  # the fully sampled image, combined with the same maps
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+run.table(
+    [{"image": name, "||x - x_full|| / ||x_full||": relative(x, truth),
+      "||A x - y|| / ||y||": relative(physics.apply_mask(physics.sense_forward(x, step_maps), step_mask), y)}
+     for name, x in [("x_0 = A^H y", x_k), ("x_1 (D = 0)", x_next)]],
+    "cascade_step", caption="One gradient step of eq. (2) without the denoiser: error to the fully sampled "
+                            "image and data residual, before and after.")
+
+h = x_k.shape[-2]
+crop = slice(h // 4, h - h // 4)  # drop the readout oversampling
+vmax = float(truth[0].abs().max())
+panels = [(x_k[0], "$|x_k|$, $x_0 = A^H y$", vmax),
+          (eta * dc[0], r"$|\eta (A^H A x_k - A^H y)|$ (own scale)", float((eta * dc[0])[crop].abs().max())),
+          (x_next[0], "$|x_{k+1}|$ ($D_k = 0$)", vmax), (truth[0], "fully sampled", vmax)]
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
+for ax, (img, title, top) in zip(axes, panels, strict=True):
+    ax.imshow(img[crop].abs().T, cmap="gray", vmin=0, vmax=top)
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+fig.tight_layout()
+run.figure(fig, "cascade_step", caption="Frame 0 of one cascade of eq. (2) on the synthetic cine slice (kt-Gaussian, "
+                                        "R = 4): the start x_0 = A^H y, the data-consistency term, and x_1 without D.")
+plt.show()
 
 # %% tags=["remove-cell"]
 run.finish()

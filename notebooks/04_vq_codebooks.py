@@ -55,10 +55,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from IPython.display import display
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from moero.book.run import start_run
+from moero.book.show import admonition
 from moero.data.readers import read_kspace_window, read_manifest
 from moero.models.vq import (
     VectorQuantizer,
@@ -189,6 +191,10 @@ for name, vq in quantizers.items():
         "PSNR all images (dB)": psnr(images, recon[name]),
     })
 run.table(summary, "codebook_summary", caption="Codebooks after training.")
+# the reading below states these orderings: fail the build if this run contradicts them
+by_name = {row["codebook"]: row for row in summary}
+assert by_name["restart"]["final perplexity"] > by_name["no restart"]["final perplexity"], by_name
+assert by_name["restart"]["dead fraction"] <= by_name["no restart"]["dead fraction"], by_name
 
 # %% [markdown]
 # The codebook of the restarted quantiser, each code drawn as a $4\times4$ patch, sorted by usage:
@@ -238,9 +244,21 @@ for title, values in (("contrast", contrasts), ("vendor", vendors)):
     scores.append({"labelling": title, "groups": n_groups, "silhouette (cosine)": float(score)})
 run.table(scores, "silhouette", caption="How well the token histograms separate contrasts and vendors.")
 
+# %% tags=["hide-input"]
+contrast_silhouette = scores[0]["silhouette (cosine)"]
+if contrast_silhouette > 0.25:
+    separation = "separate the contrasts: their histograms form distinct clusters"
+elif contrast_silhouette > 0:
+    separation = "separate the contrasts only partly: their clusters overlap"
+else:
+    separation = ("do not separate the contrasts on their own: an image's histogram is on average as close to "
+                  "other contrasts' as to its own")
+display(admonition(f"Contrast silhouette {contrast_silhouette:+.2f}: the raw patch-token histograms {separation}.",
+                   title="What the silhouette says"))
+
 # %% [markdown]
-# Mean histogram per contrast (codes sorted by overall usage): contrasts use different parts of the
-# codebook, which is what lets the histogram route a sample.
+# Mean histogram per contrast (codes sorted by overall usage): where the rows differ, a histogram
+# carries its contrast; where they look alike, it does not.
 
 # %%
 groups = np.unique(contrasts)
@@ -267,12 +285,10 @@ run.table(
 # to start near the data: perplexity stays near its handful of used codes, almost every code is
 # dead, and the nearest-code images are coarse. With restart, dead codes are re-seeded from recent
 # patches; usage and perplexity climb within a few restart periods and the reconstructions keep the
-# anatomy (table above). This is why `moero.vq` offers restart and reports usage, where the
+# anatomy (table above). This is why `moero.models.vq` offers restart and reports usage, where the
 # authors' code has neither.
 #
-# The histograms of *raw patch* tokens separate contrasts only partly (see the silhouette table):
-# sequences with a distinct intensity distribution (here the mapping series) form their own region,
-# while the rest overlap, and vendors overlap more. Patch tokens see only local intensity; the
+# How well the histograms of *raw patch* tokens separate contrasts is the silhouette above. Patch tokens see only local intensity; the
 # bottleneck features of a trained U-Net, which the paper quantises and Moero routes on, summarise a
 # $16\times$ larger context after several cascades of training. In `moero.models` the same quantiser
 # sits at each cascade's bottleneck (`PromptMR(preset(..., vq_prompt=True))`) and its histograms are

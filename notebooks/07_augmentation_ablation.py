@@ -40,8 +40,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero.book import experiments as E
-from moero.book import paper
+from moero.book import evaluation, experiments, logs, paper, runspec, show
 from moero.book import results as R
 from moero.book.run import start_run
 from moero.train.trainer import make_augment
@@ -51,24 +50,24 @@ run = start_run("07_augmentation_ablation", profile=profile, params=params, resu
 P = run.params
 torch.set_num_threads(P["threads"])
 root = run.dataset_root()
-catalogue = E.catalogue(P)
-nproc = E.resolve_nproc(P["nproc"])
+catalogue = runspec.catalogue(P)
+nproc = runspec.resolve_nproc(P["nproc"])
 unit = P["budget_unit"]
 last = max(P["budgets"])
-SEEDS = E.seeds(P)
+SEEDS = runspec.seeds(P)
 TAB1 = [("promptmr", "baseline"), ("kspace-aug", "+ k-space aug"), ("image-aug", "+ image aug")]
-E.prepare(P, run.profile.name, root, run.profile.dataset, nproc=nproc, workers=P["workers"], device=str(run.device))
+experiments.prepare(P, run.profile.name, root, run.profile.dataset, nproc=nproc, workers=P["workers"], device=str(run.device))
 refs = R.reference_results(P, run.profile.name, root, run.profile.dataset, device=str(run.device))
 
 # %% tags=["hide-input"]
 folders = [f for name, _ in TAB1 for f in R.run_folders(P, run.profile.name, name)]
 small_set = R.training_examples(root, subjects=int(P["small_subjects"]))
-display(E.admonition(R.setting_text(
+display(show.admonition(R.setting_text(
     run.profile.name, str(run.device), P, ["promptmr"], root, refs["zero-filled"], folders, len(SEEDS),
     extra=f"Tab. 1 is read after {last} {unit} (the paper: 12 epochs). Augmentation ratio p = "
           f"{P['augment_probability']}. Ratio sweep: {small_set['subjects']} training subject(s), "
           f"{small_set['files']} files, {small_set['examples']} examples, {max(P['small_budgets'])} {unit}, "
-          f"{len(E.seeds(P, small=True))} seed(s) per ratio."), title="Setting"))
+          f"{len(runspec.seeds(P, small=True))} seed(s) per ratio."), title="Setting"))
 
 # %% [markdown]
 # ## Tab. 1: baseline, + k-space augmentation, + image augmentation
@@ -89,53 +88,55 @@ display(run.table(rows, "table1", caption=f"Tab. 1 counterpart: test metrics aft
                   f"{len(SEEDS)} seeds (paper: 12 epochs, one run)"))
 
 # %% [markdown]
-# Each verdict compares the sign of our difference with the paper's, and says "holds" or "contradicts"
-# only when the difference is more than twice its standard error (paired over seeds and test files).
+# Each verdict pairs the runs seed by seed and the test images subject by subject, and reads "holds" or
+# "contradicts" only when the difference's interval, Holm-corrected over the chapter's comparisons,
+# excludes 0 (the rule of {doc}`../book/conventions`); with fewer than 5 seeds it is not testable.
+# The Holm correction runs over every comparison of the chapter, so the verdict table comes at its end,
+# after the small-set comparison of the ratio sweep.
 
 # %%
-verdicts = []
+comparisons = []
 for name, method in TAB1[1:]:
     ref = paper_rows[method]
     for metric, col in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
-        d = R.paired(ours[name], ours["promptmr"], metric=metric)
-        verdicts.append(E.compare_row(f"{method}, {col} vs baseline", d["mean"],
-                                      ref[metric] - paper_rows["baseline"][metric], d["se"], d["seeds"]))
-display(run.table(verdicts, "verdicts", caption="Does the sign of each of the paper's differences hold here?"))
+        comparisons.append(R.compared(f"{method}, {col} vs baseline", ours[name], ours["promptmr"],
+                                      ref[metric] - paper_rows["baseline"][metric], metric=metric))
 
 # %% [markdown]
 # ## The augmentation ratio on a small training set
 #
 # The paper's claim is about data-poor training: k-space augmentation should help where the network would
 # otherwise overfit. The sweep trains on `small_subjects` training subject(s) at ratios $p$ (the share of
-# examples that get at least one artefact, measured below on 2000 draws). First, the unaugmented run
-# overfits: its training loss keeps falling while its validation loss ($1 -$ validation SSIM) turns up.
+# examples that get at least one artefact, measured below on 2000 draws). First, does the unaugmented run
+# overfit, i.e. does its validation loss ($1 -$ validation SSIM) turn up while its training loss keeps
+# falling, and does the test split agree? The box below the figure answers from the runs.
 
 # %% tags=["hide-input"]
 ratios = [float(r) for r in P["ratios"]]
 small_budgets = sorted(int(b) for b in P["small_budgets"])
-sweep_dirs = {r: R.run_folders(P, run.profile.name, E.ratio_experiment(P, r, True), small=True) for r in ratios}
-val = {r: np.array([[v for _, v in E.validation_curve(d, P, root, run.device, budgets=small_budgets)]
+sweep_dirs = {r: R.run_folders(P, run.profile.name, runspec.ratio_experiment(P, r, True), small=True) for r in ratios}
+val = {r: np.array([[v for _, v in evaluation.validation_curve(d, P, root, run.device, budgets=small_budgets)]
                     for d in dirs]) for r, dirs in sweep_dirs.items()}
 fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
 for r in ratios:
-    steps, loss = zip(*E.learning_curves(sweep_dirs[r][0], smooth=P.get("curve_smooth", 5))["loss"], strict=True)
+    steps, loss = zip(*logs.learning_curves(sweep_dirs[r][0], smooth=P.get("curve_smooth", 5))["loss"], strict=True)
     ax_loss.plot(steps, loss, label=f"p = {r:g}")
     ax_val.plot(small_budgets, 1 - val[r].mean(0), marker="o", label=f"p = {r:g}")
 ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss (small set)")
 ax_val.set(xlabel=unit, ylabel="validation loss (1 - SSIM)", title="Validation loss (small set)")
 ax_loss.legend(fontsize=8)
 fig.tight_layout()
-display(E.publish_figure(run, fig, "small_set_curves", caption="Small training set: training and validation loss "
+display(show.publish_figure(run, fig, "small_set_curves", caption="Small training set: training and validation loss "
                          "per augmentation ratio"))
 base_curve = 1 - val[0.0].mean(0)
 lowest = int(np.argmin(base_curve))
 overfits = lowest < len(small_budgets) - 1 and base_curve[-1] > base_curve[lowest]
-train_curve = [v for _, v in E.learning_curves(sweep_dirs[0.0][0], smooth=P.get("curve_smooth", 5))["loss"]]
-test_stop, test_last = (R.method_row("p = 0", [E.evaluate_checkpoint(d, b, P, root, device=run.device)
+train_curve = [v for _, v in logs.learning_curves(sweep_dirs[0.0][0], smooth=P.get("curve_smooth", 5))["loss"]]
+test_stop, test_last = (R.method_row("p = 0", [evaluation.evaluate_checkpoint(d, b, P, root, device=run.device)
                                                 for d in sweep_dirs[0.0]], P)["ssim_total"]
                          for b in (small_budgets[lowest], small_budgets[-1]))
 confirmed = overfits and test_last < test_stop
-display(E.admonition(
+display(show.admonition(
     (f"Without augmentation the validation loss is lowest after {small_budgets[lowest]} {unit} "
      f"({base_curve[lowest]:.4f}) and rises to {base_curve[-1]:.4f} by {small_budgets[-1]} {unit}" if overfits else
      f"Without augmentation the validation loss reaches {base_curve[-1]:.4f} by {small_budgets[-1]} {unit} without "
@@ -158,9 +159,9 @@ sweep, small_tests = [], {}
 for r in ratios:
     measured = make_augment("kspace", r).artefact_fraction((3, 4, 64, 64), draws=2000) if r else 0.0
     stop = small_budgets[int(val[r].mean(0).argmax())]
-    small_tests[r] = [E.evaluate_checkpoint(d, stop, P, root, device=run.device) for d in sweep_dirs[r]]
+    small_tests[r] = [evaluation.evaluate_checkpoint(d, stop, P, root, device=run.device) for d in sweep_dirs[r]]
     at_stop = R.method_row(f"p = {r:g}", small_tests[r], P)
-    at_last = R.method_row(f"p = {r:g}", [E.evaluate_checkpoint(d, small_budgets[-1], P, root, device=run.device)
+    at_last = R.method_row(f"p = {r:g}", [evaluation.evaluate_checkpoint(d, small_budgets[-1], P, root, device=run.device)
                                           for d in sweep_dirs[r]], P)
     sweep.append({"ratio": r, "measured_fraction": measured, "seeds": at_stop["seeds"],
                   "val_ssim_best": float(val[r].mean(0).max()), "best_at": stop,
@@ -180,7 +181,7 @@ ax.plot(ratios, [s["test_ssim_last"] for s in sweep], "v--", label="test, last s
 ax.set(xlabel="augmentation ratio $p$", ylabel="SSIM (official protocol)", title="k-space augmentation ratio, small set")
 ax.legend(fontsize=8)
 fig.tight_layout()
-display(E.publish_figure(run, fig, "ratio_sweep", caption="SSIM against the k-space augmentation ratio on the small "
+display(show.publish_figure(run, fig, "ratio_sweep", caption="SSIM against the k-space augmentation ratio on the small "
                          "training set"))
 
 # %% tags=["hide-input"]
@@ -189,20 +190,27 @@ none = next(s for s in sweep if s["ratio"] == 0.0)
 small_gain = R.paired(small_tests[chosen["ratio"]], small_tests[0.0]) if chosen["ratio"] else \
     {"mean": 0.0, "se": 0.0, "seeds": none["seeds"]}
 full_gain = R.paired(ours["kspace-aug"], ours["promptmr"])
-word = E.verdict(small_gain["mean"], 1.0, small_gain["se"], small_gain["seeds"])  # the paper: helps the small set
-display(E.admonition(
+# the paper: k-space augmentation helps a small training set (sign +); chosen on validation, judged on test
+SMALL_SET = "k-space aug (validation-chosen ratio) vs none, small set, SSIM-total"
+comparisons.append(R.compared(SMALL_SET, small_tests[chosen["ratio"]], small_tests[0.0], +1.0,
+                              reason=None if chosen["ratio"] else "no ratio beats p = 0 on validation"))
+judged = show.judged_rows(comparisons, direction_only=[SMALL_SET])
+display(run.table(judged, "verdicts", caption="Every comparison of this chapter: our difference with its 95 % "
+                  "interval, the paper's, and the verdict (Holm-corrected over the chapter)"))
+word = judged[-1]["verdict"]
+display(show.admonition(
     (f"Ratio chosen on validation for the small set: p = {chosen['ratio']:g} (validation SSIM "
      f"{chosen['val_ssim_best']:.4f} against {none['val_ssim_best']:.4f} without augmentation). On test, each at its "
      f"validation-best snapshot, p = {chosen['ratio']:g} minus p = 0: {small_gain['mean']:+.4f} ± "
-     f"{small_gain['se']:.4f} ({small_gain['seeds']} seed(s)); " if chosen["ratio"] else
+     f"{small_gain['se']:.4f} (SE, {small_gain['seeds']} seed(s)); " if chosen["ratio"] else
      "On the small set no augmentation ratio beats p = 0 on validation; ")
     + f"on the full set, p = {P['augment_probability']} minus p = 0: {full_gain['mean']:+.4f} ± {full_gain['se']:.4f} "
     f"({full_gain['seeds']} seeds). The paper's finding that k-space augmentation helps a small training set: {word}.",
     title="Verdict", kind="tip" if word == "holds" else "warning"))
 
 # %%
-src = E.results_source("07_augmentation_ablation", run)
-display(E.show_source(src, run, "table1"))
+src = show.results_source("07_augmentation_ablation", run)
+display(show.show_source(src, run, "table1"))
 
 # %% tags=["remove-cell"]
 run.finish()

@@ -23,13 +23,21 @@
 #
 # Our Moero keeps expert parameters out of DDP's reducer and synchronises them, the usage flags, the
 # routing statistics and the VQ statistics in **one** all-reduce per step (`Moero.after_backward`).
-# This chapter measures, with `moero.efficiency`, on the same inputs and in interleaved rounds (so
+# This chapter measures, with `moero.train.efficiency`, on the same inputs and in interleaved rounds (so
 # that load drift hits all models alike):
 #
 # 1. iterations/s and peak memory of one training step against the number of experts $K$;
 # 2. the same with 2-process DDP: ours against `find_unused_parameters=True`;
 # 3. the time of each stage of one training step: data, augmentation, forward, backward,
-#    synchronisation, optimiser.
+#    synchronisation, optimiser;
+# 4. Moero at batch > 1 with mixed routes: what is lost batching and what is overhead;
+# 5. compiled (inductor), channels-last and bf16 CPU training against eager fp32.
+#
+# Every speed is a ratio against a reference timed in the same run, as the median over interleaved
+# rounds with a bootstrap interval at the chapter's family level; a verdict counts only what the
+# interval shows. Peak memory is the allocator's: the largest running sum of the individual CPU
+# allocations and frees of one step (`torch.cuda.max_memory_allocated` on GPU). An earlier version
+# summed the profiler's nested op events and counted the same bytes up to ten times over.
 
 # %% tags=["parameters"]
 profile = "cpu"      # smoke | cpu | gpu | paper
@@ -43,40 +51,46 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero.book import experiments as E
-from moero.book import paper
+from moero.book import paper, runspec, show
 from moero.book.run import start_run
 from moero.train import efficiency
 
 run = start_run("09_efficiency", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 P = run.params
 torch.set_num_threads(P["threads"])
+PAIRS = int(P.get("pairs", 7 if P["rounds"] > 1 else 1))  # interleaved pairs of sections 4-5 (>= 7 for a verdict)
+LEVEL = 1 - show.CHAPTER_ALPHA  # intervals at the chapter's family level, as its verdicts use them
+LOAD = efficiency.machine_note()
 counts = {n: efficiency.build_model(n.split(":")[0], P["preset"], P["cascades"]) for n in P["names"]}
 counts = {n: sum(p.numel() for p in m.parameters() if p.requires_grad) for n, m in counts.items()}
-display(E.admonition(
+display(show.admonition(
     f"Profile {run.profile.name!r} on {run.device} with {P['threads']} threads. Model preset {P['preset']!r} with "
     f"{P['cascades']} cascades (trainable parameters: {', '.join(f'{n} {c:,}' for n, c in counts.items())}); phantom "
     f"{P['shape'][0]}x{P['shape'][1]}; {P['rounds']} timed rounds after {P['warmup']} warm-up steps per model, "
     f"DDP with {P['ddp_world']} processes; no training and no seeds: these are timings of single steps, each "
-    "ratio against a baseline measured in the same run.", title="Setting"))
+    f"ratio against a baseline measured in the same run (median and bootstrap interval over the rounds; "
+    f"{PAIRS} interleaved pairs for sections 4-5). Load average (1 min) at the start: {LOAD['load_avg_1min']} on "
+    f"{LOAD['cpus']} CPUs. Peak memory: the allocator's.", title="Setting"))
 
 # %% [markdown]
 # ## Iterations/s and peak memory against the number of experts (one process)
 
 # %%
 single = efficiency.throughput(P["names"], P["preset"], P["shape"], P["cascades"], rounds=P["rounds"],
-                               warmup=P["warmup"], device=run.device)
+                               warmup=P["warmup"], device=run.device, confidence=LEVEL)
 for row in single:
-    key = E.paper_model(row["model"])  # moero-CxK here stands for the paper's moero-12xK
+    key = runspec.paper_model(row["model"])  # moero-CxK here stands for the paper's moero-12xK
     row["paper_speed_vs_baseline"] = paper.SPEED[key] / paper.SPEED["promptmr"] if key in paper.SPEED else None
     row["paper_memory_vs_baseline"] = (sum(paper.MEMORY_GB[key]) / sum(paper.MEMORY_GB["promptmr"])
                                        if key in paper.MEMORY_GB else None)
 run.table(single, "single_process", caption="One process: iterations/s and peak step memory per model")
-display(E.show_result(run.results_dir, "single_process"))
+display(show.show_result(run.results_dir, "single_process"))
 
 fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(10, 3.8))
 x = np.arange(len(single))
-ax_s.bar(x - 0.2, [r["speed_vs_baseline"] for r in single], 0.4, label="ours (this machine)")
+ax_s.bar(x - 0.2, [r["speed_round_median"] for r in single], 0.4, label="ours (this machine)",
+         yerr=[[r["speed_round_median"] - r["speed_low"] for r in single],
+               [r["speed_high"] - r["speed_round_median"] for r in single]], capsize=3)
 ax_s.bar(x + 0.2, [r["paper_speed_vs_baseline"] or np.nan for r in single], 0.4, label="paper (8x A100, DDP)")
 ax_m.bar(x - 0.2, [r["memory_vs_baseline"] for r in single], 0.4, label="ours")
 ax_m.bar(x + 0.2, [r["paper_memory_vs_baseline"] or np.nan for r in single], 0.4, label="paper")
@@ -86,7 +100,7 @@ for ax, title in ((ax_s, "iterations/s relative to the baseline"), (ax_m, "peak 
     ax.set(title=title, ylabel="ratio")
     ax.legend(fontsize=9)
 fig.tight_layout()
-display(E.publish_figure(run, fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
+display(show.publish_figure(run, fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
 
 # %% [markdown]
 # ## DDP: our synchronisation against `find_unused_parameters`
@@ -99,12 +113,12 @@ ddp = efficiency.ddp_throughput(P["ddp_names"], world=P["ddp_world"], preset=P["
                                 cascades=P["cascades"], rounds=P["ddp_rounds"], warmup=P["warmup"],
                                 threads=P["threads"])
 run.table(ddp, "ddp", caption=f"DDP x{P['ddp_world']}: iterations/s, ours vs find_unused_parameters=True")
-display(E.show_result(run.results_dir, "ddp"))
+display(show.show_result(run.results_dir, "ddp"))
 by_name = {r["model"]: r for r in ddp}
 ddp_compare = []
 for name in [n for n in P["ddp_names"] if n.startswith("moero-") and not n.endswith(efficiency.FIND_UNUSED)]:
     ours, theirs = by_name.get(name), by_name.get(name + efficiency.FIND_UNUSED)
-    k = E.paper_model(name).split("x")[1]
+    k = runspec.paper_model(name).split("x")[1]
     if ours and theirs:
         ddp_compare.append({"model": name, "ours_it_per_s": ours["it_per_s"], "find_unused_it_per_s": theirs["it_per_s"],
                             "ours_vs_find_unused": ours["it_per_s"] / theirs["it_per_s"],
@@ -147,22 +161,112 @@ for stage in efficiency.STAGES:
 ax.set(xlabel="seconds per step", title="Time per stage of one training step")
 ax.legend(fontsize=9, ncols=3)
 fig.tight_layout()
-display(E.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
+display(show.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
 
 # %%
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
 m2 = next(r for r in single if r["model"].startswith("moero-"))
-display(E.admonition("Largest stage per model: " + ", ".join(f"{m}: {s}" for m, s in biggest.items()) + ".",
+display(show.admonition("Largest stage per model: " + ", ".join(f"{m}: {s}" for m, s in biggest.items()) + ".",
                      title="Where the time goes"))
-display(E.admonition(f"Single process, {m2['model']} runs at {m2['speed_vs_baseline']:.2f}x the baseline's iterations/s "
-      f"(paper, 8x A100 under DDP: {m2['paper_speed_vs_baseline']:.2f}x) with {m2['memory_vs_baseline']:.2f}x its "
-      f"peak step memory (paper: {m2['paper_memory_vs_baseline']:.2f}x). The paper's trend (memory nearly flat, "
-      f"speed lower) {'holds' if m2['memory_vs_baseline'] < 1.5 else 'does not hold'} for memory here; sizes, "
-      f"device ({run.device}) and process count differ from the paper's.", title="Verdict"))
+speed = efficiency.Ratio(m2["speed_round_median"], m2["speed_low"], m2["speed_high"])
+speed_verdict = show.measured_verdict(speed.median - 1, (speed.low - 1, speed.high - 1),
+                                      m2["paper_speed_vs_baseline"] - 1)
+memory = m2["memory_vs_baseline"]  # the allocator counts bytes exactly: the same step gives the same figure
+memory_verdict = show.measured_verdict(memory - 1, (memory - 1, memory - 1), m2["paper_memory_vs_baseline"] - 1)
+display(show.admonition(
+    f"Single process, {m2['model']} runs at {speed.text()} (median [{LEVEL:.2%} interval] over {P['rounds']} "
+    f"rounds) the baseline's iterations/s (paper, 8x A100 under DDP: {m2['paper_speed_vs_baseline']:.2f}x): the "
+    f"paper's 'slower with experts' {speed_verdict}. Its allocator peak step memory is {memory:.3f}x the "
+    f"baseline's (paper: {m2['paper_memory_vs_baseline']:.3f}x); the allocator counts bytes exactly, so the figure "
+    f"has no sampling error, and the paper's 'more memory with experts' {memory_verdict}. Sizes, device "
+    f"({run.device}) and process count differ from the paper's.", title="Verdict"))
+
+# %% [markdown]
+# ## Moero at batch > 1: lost batching and overhead
+#
+# Routed per sample, a batch with mixed routes runs each expert once on its group, so at batch $B$ with
+# $K$ experts each expert sees $B/K$ samples. Part of the cost is **lost batching**, which no
+# implementation avoids: VQ-PromptMR+ run $K$ times on $B/K$ samples against once on $B$. The rest is
+# the **overhead** of splitting inputs and merging outputs, measured as Moero with mixed routes over
+# Moero with every sample sent to one expert, divided by the lost batching (1: no overhead). `dispatch`
+# puts each batched input in expert order once and splits it into views (no copy when the routes are
+# already sorted), and puts the outputs back in batch order once. Routes are forced to round robin
+# (`0, 1, 0, 1`, the worst case), so the numbers do not depend on the routing fit.
 
 # %%
-src = E.results_source("09_efficiency", run)
-display(E.show_source(src, run, "single_process"))
+batches = P.get("dispatch_batches", [2, 4] if PAIRS > 1 else [2])
+batch_rows = efficiency.dispatch_batches(P["preset"], P["cascades"], P["shape"], batches, experts=2, rounds=PAIRS,
+                                         warmup=P["warmup"], confidence=LEVEL)
+run.table(batch_rows, "dispatch_batches", caption="Moero with mixed routes at batch > 1 against VQ-PromptMR+ at "
+          "the same batch: speed ratios (median and bootstrap interval over interleaved rounds)")
+display(show.show_result(run.results_dir, "dispatch_batches"))
+lines = []
+for b in batches:
+    by_what = {r["what"]: efficiency.Ratio(r["ratio"], r["ratio_low"], r["ratio_high"]) for r in batch_rows
+               if r["batch"] == b}
+    mixed, lost, over = (by_what["moero mixed: speed vs vq-prompt"], by_what["lost batching"],
+                         by_what["dispatch overhead"])
+    where = ("no overhead beyond lost batching is measurable (the interval holds 1)" if over.low <= 1 <= over.high
+             else "a measurable overhead beyond lost batching" if over.low > 1
+             else "less than lost batching predicts (that estimate also splits the coil-map network, which Moero "
+                  "runs on the whole batch)")
+    lines.append(f"batch {b}: Moero runs at {mixed.text()} of VQ-PromptMR+'s speed; lost batching alone gives "
+                 f"{lost.text()}; dispatch overhead factor {over.text()}: {where}.")
+display(show.admonition(" ".join(lines), title="Batch > 1: where the time goes"))
+
+# %% [markdown]
+# ## Faster CPU training: compiled, channels-last and bf16 against eager fp32
+#
+# VQ-PromptMR+ of the profile's preset, one training step and one evaluation forward, each variant
+# against eager fp32 with the same weights on the same input, in interleaved pairs:
+# `torch.compile` (inductor), channels-last convolution weights, and bf16 autocast
+# (`moero.train.acceleration`). A variant is worth adopting by default when the lower end of its
+# speed-up interval clears 1.15 (issue 30) and its output equals eager's within `torch.testing.assert_close`'s
+# default tolerance (the tests'); `first call s` includes the compilation. Compiling a training step
+# (forward and backward graphs) takes minutes of C++ builds on a 2-core machine, so the chapter compiles
+# only the evaluation forward unless `accel_train_variants` lists `compile`;
+# `python -m benchmarks bench_accel` measures both phases of every variant.
+
+# %%
+from moero.train import acceleration  # noqa: E402
+
+ADOPT = 1.15  # issue 30: adopt by default what gives at least 1.15x with equal outputs
+eval_variants = P.get("accel_variants", list(acceleration.VARIANTS) if PAIRS > 1 else ["channels_last", "bf16"])
+train_variants = P.get("accel_train_variants", ["channels_last", "bf16"])
+accel_rows = []
+for accel_preset in P.get("accel_presets", [P["preset"]]):
+    for phase, variants in (("train", train_variants), ("eval", eval_variants)):
+        if variants:
+            accel_rows += acceleration.measure("vq-prompt", accel_preset, P["shape"], variants, pairs=PAIRS,
+                                               warmup=P["warmup"], cascades=P["cascades"], confidence=LEVEL,
+                                               phases=[phase])
+run.table(accel_rows, "acceleration", caption="Speed-up over eager fp32 (eager time / variant time: median and "
+          "bootstrap interval over interleaved pairs) and the output's relative error")
+display(show.show_result(run.results_dir, "acceleration"))
+fig, ax = plt.subplots(figsize=(7, 0.45 * len(accel_rows) + 1.2))
+labels = [f"{r['preset']} {r['phase']} {r['variant']}" for r in accel_rows]
+med = np.array([r["speedup"] for r in accel_rows])
+err = np.array([[r["speedup"] - r["speedup_low"] for r in accel_rows], [r["speedup_high"] - r["speedup"] for r in accel_rows]])
+ax.barh(labels, med, xerr=err, capsize=3)
+ax.axvline(1.0, color="k", lw=0.8)
+ax.axvline(ADOPT, color="tab:red", lw=0.8, ls="--", label=f"adoption bar {ADOPT}")
+ax.set(xlabel="speed-up over eager fp32", title="CPU acceleration, VQ-PromptMR+")
+ax.legend(fontsize=9)
+fig.tight_layout()
+display(show.publish_figure(run, fig, "acceleration", caption=f"Speed-up over eager fp32 with {LEVEL:.2%} intervals"))
+said = []
+for r in accel_rows:
+    ratio = acceleration.speedup(r)
+    adopt = ratio.clears(ADOPT) and r["outputs_equal"]
+    why = ("adopt" if adopt else "outputs differ beyond the tests' tolerance" if not r["outputs_equal"]
+           else "faster, but the interval does not clear the bar" if ratio.low > 1
+           else "no speed-up the interval can show" if ratio.high >= 1 else "slower")
+    said.append(f"{r['preset']} {r['phase']} {r['variant']}: {ratio.text()} ({why})")
+display(show.admonition("; ".join(said) + ".", title="Verdict: acceleration"))
+
+# %%
+src = show.results_source("09_efficiency", run)
+display(show.show_source(src, run, "single_process"))
 
 # %% tags=["remove-cell"]
 run.finish()

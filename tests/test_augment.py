@@ -1,4 +1,4 @@
-"""DualSpace-CMR augmentation (moero.augment, moero.geometry): statistics, physics, determinism, errors."""
+"""DualSpace-CMR augmentation (moero.augment, moero.augment.geometry): statistics, physics, determinism, errors."""
 
 from __future__ import annotations
 

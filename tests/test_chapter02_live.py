@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from moero.book.live import LiveNotebook, Update
-from moero.data.synthetic import ensure_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "notebooks" / "02_kspace_augmentation.py"
@@ -34,9 +33,9 @@ def _numbers(text: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def chapter(tmp_path_factory):
+def chapter(tmp_path_factory, smoke_data):
     tmp = tmp_path_factory.mktemp("live02")
-    root = ensure_synthetic(tmp / "smoke", size="smoke", seed=0, progress=False)
+    root = smoke_data
     params = {"profile": "smoke", "data_root": str(root), "results_dir": str(tmp / "results"), "params": {"gre": False}}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

@@ -15,14 +15,13 @@ from moero.data.dataset import SliceDataset, adjacent_frames, example_seed, is_c
 from moero.data.matfile import write_mat73
 from moero.data.readers import DataError, load_cmrxrecon, read_manifest
 from moero.data.sampler import BalancedSampler, balance_weights
-from moero.data.synthetic import ensure_synthetic
 from moero.physics.fft import ifft2c
 from moero.physics.sense import rss
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return ensure_synthetic(tmp_path_factory.mktemp("ds") / "smoke", size="smoke", seed=0, progress=False)
+def root(smoke_data):
+    return smoke_data
 
 
 def test_adjacent_frames_clamped():

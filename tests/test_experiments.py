@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from moero.book import experiments as E
+from moero.book import evaluation, experiments, logs, routes, runspec, show
 from moero.book.profiles import notebook_params
 from moero.train import efficiency
 
@@ -31,13 +31,6 @@ def shrunk_paper_params(notebook: str = "08_model_ablation") -> dict:
             "cg": {"iters": 2, "lams": [0.01, 0.1]}}
 
 
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory) -> Path:
-    from moero.data.synthetic import ensure_synthetic
-
-    return ensure_synthetic(tmp_path_factory.mktemp("data") / "CMRxRecon2025", "smoke", 0, progress=False)
-
-
 @pytest.fixture()
 def build(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MOERO_BUILD_DIR", str(tmp_path / "_build"))
@@ -46,91 +39,101 @@ def build(tmp_path, monkeypatch) -> Path:
 
 def test_catalogue_names_and_ratio_runs():
     p = notebook_params("07_augmentation_ablation", "cpu")
-    cat = E.catalogue(p)
+    cat = runspec.catalogue(p)
     for name in ("promptmr", "vq-prompt", "moero-2x2", "moero-2x4", "kspace-aug", "image-aug"):
         assert name in cat
     assert cat["moero-2x4"].model == "moero-2x4" and cat["moero-2x4"].num_experts == 4
     assert cat["vq-prompt"].model == "vq-prompt" and cat["promptmr"].model == "promptmr"
-    assert E.model_names(p) == ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"]
-    assert [E.paper_model(n) for n in E.model_names(p)] == ["promptmr", "vq-prompt", "moero-12x2", "moero-12x4"]
+    assert runspec.model_names(p) == ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"]
+    names = [runspec.paper_model(n) for n in runspec.model_names(p)]
+    assert names == ["promptmr", "vq-prompt", "moero-12x2", "moero-12x4"]
     # the full set's ratios are the baseline (ratio 0) and kspace-aug (the default ratio); the sweep is small-set
-    assert E.ratio_experiment(p, 0.0, small=False) == "promptmr"
-    assert E.ratio_experiment(p, p["augment_probability"], small=False) == "kspace-aug"
+    assert runspec.ratio_experiment(p, 0.0, small=False) == "promptmr"
+    assert runspec.ratio_experiment(p, p["augment_probability"], small=False) == "kspace-aug"
     with pytest.raises(KeyError, match="0.25"):
-        E.ratio_experiment(p, 0.25, small=False)
+        runspec.ratio_experiment(p, 0.25, small=False)
     assert p["ratios"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     for r in p["ratios"]:
-        exp = cat[E.ratio_experiment(p, r, True)]
+        exp = cat[runspec.ratio_experiment(p, r, True)]
         assert exp.subjects == p["small_subjects"] and exp.budgets == tuple(p["small_budgets"])
-        assert E.snapshot_budgets(p, exp) == p["small_budgets"]
+        assert runspec.snapshot_budgets(p, exp) == p["small_budgets"]
     # seeds: one folder per seed, the seed reaches the training config
-    assert E.seeds(p) == [0, 1, 2] and cat["promptmr"].with_seed(2).run_name == "promptmr/seed-2"
-    assert E.experiment_config(cat["promptmr"].with_seed(2), p, "/tmp/x", data_root="/tmp").seed == 2
+    assert runspec.seeds(p) == [0, 1, 2] and cat["promptmr"].with_seed(2).run_name == "promptmr/seed-2"
+    assert runspec.experiment_config(cat["promptmr"].with_seed(2), p, "/tmp/x", data_root="/tmp").seed == 2
     with pytest.raises(ValueError, match="seed"):
-        E.Experiment("x", "x", seed=-1)
+        runspec.Experiment("x", "x", seed=-1)
     with pytest.raises(ValueError, match="seeds"):
-        E.seeds({"seeds": [0, 0]})
+        runspec.seeds({"seeds": [0, 0]})
     with pytest.raises(ValueError, match="model"):
-        E.Experiment("x", "x", model="resnet")
+        runspec.Experiment("x", "x", model="resnet")
     with pytest.raises(ValueError, match="nproc"):
-        E.resolve_nproc(0)
+        runspec.resolve_nproc(0)
 
 
-def test_subset_root_keeps_only_some_training_subjects(smoke_data, tmp_path):
+def test_small_set_trains_on_the_chosen_subjects_only(smoke_data, tmp_path):
+    """The small set restricts the training split to its subjects (TrainConfig.train_subjects) in the same tree:
+    no second manifest, validation and test untouched."""
+    from moero.data.dataset import SliceDataset
     from moero.data.readers import read_manifest
 
     full = read_manifest(smoke_data)
-    sub = read_manifest(E.subset_root(smoke_data, 1, tmp_path / "small"))
-    assert len({r["subject"] for r in sub if r["split"] == "train"}) == 1
-    assert [r for r in sub if r["split"] != "train"] == [dict(r, file=str(smoke_data.resolve() / r["file"]))
-                                                         for r in full if r["split"] != "train"]
-    assert all(Path(r["file"]).is_file() for r in sub)
+    chosen = runspec.small_set(smoke_data, 1)
+    assert len(chosen) == 1 and chosen[0] in {r["subject"] for r in full if r["split"] == "train"}
+    exp = runspec.Experiment("ratio-0-small", "small", subjects=1)
+    p = notebook_params("07_augmentation_ablation", "smoke")
+    config = runspec.experiment_config(exp, p, tmp_path / "run", smoke_data, "smoke")
+    assert config.train_subjects == chosen and config.data_root == str(smoke_data)
+    train = SliceDataset(smoke_data, split="train", frames=1, subjects=config.train_subjects)
+    assert {r["subject"] for r in train.records} == set(chosen)
+    assert len(train.records) == sum(1 for r in full if r["split"] == "train" and r["subject"] in chosen)
+    assert len(train.records) < sum(1 for r in full if r["split"] == "train")
     with pytest.raises(ValueError, match="subjects"):
-        E.subset_root(smoke_data, 0, tmp_path / "none")
+        runspec.small_set(smoke_data, 0)
 
 
 def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     """The paper profile's pipeline (its schedule, validation, checkpointing; sizes shrunk) on a synthetic tree
     in the real layout: snapshots, resume without retraining, evaluation by split, references, logs."""
     p = shrunk_paper_params()
-    cat = E.catalogue(p)
-    dirs = {n: E.ensure_run(cat[n], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
+    cat = runspec.catalogue(p)
+    dirs = {n: experiments.ensure_run(cat[n], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
             for n in ("promptmr", "moero-2x2")}
     for rd in dirs.values():
-        assert [E.snapshot_path(rd, b).is_file() for b in (1, 2)] == [True, True]
+        assert [runspec.snapshot_path(rd, b).is_file() for b in (1, 2)] == [True, True]
         assert rd.parent.parent == build / "runs" / "paper" and rd.name == "seed-0"
     # the snapshots differ (training happened between them) and the schedule is the paper's
-    s1 = torch.load(E.snapshot_path(dirs["promptmr"], 1), weights_only=True)
-    s2 = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
+    s1 = torch.load(runspec.snapshot_path(dirs["promptmr"], 1), weights_only=True)
+    s2 = torch.load(runspec.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert (s1["step"], s2["step"]) == (1, 2)
     cfg = s2["config"]  # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING)
     assert (cfg["schedule"], cfg["grad_clip"], cfg["amp"], cfg["ssim_window"], cfg["ssim_sigma"]) == (
         "constant", 0.0, "off", "gaussian", 1.0)
     assert any(not torch.equal(a, s2["model"][k]) for k, a in s1["model"].items() if a.is_floating_point())
     # a second call resumes: nothing is retrained
-    stamp = E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns
-    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
-    assert E.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns == stamp
+    stamp = runspec.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns
+    experiments.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=lambda _: None)
+    assert runspec.snapshot_path(dirs["promptmr"], 2).stat().st_mtime_ns == stamp
     # an interrupted run (checkpoint at step 1, last snapshot missing) continues from its checkpoint
-    E.snapshot_path(dirs["promptmr"], 2).unlink()
-    (dirs["promptmr"] / "checkpoint.pt").write_bytes(E.snapshot_path(dirs["promptmr"], 1).read_bytes())
-    logs = []
-    E.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=logs.append)
-    assert logs == ["promptmr/seed-0: training to steps 2 (from 1)"]
-    resumed = torch.load(E.snapshot_path(dirs["promptmr"], 2), weights_only=True)
+    runspec.snapshot_path(dirs["promptmr"], 2).unlink()
+    (dirs["promptmr"] / "checkpoint.pt").write_bytes(runspec.snapshot_path(dirs["promptmr"], 1).read_bytes())
+    messages = []
+    experiments.ensure_run(cat["promptmr"], p, "paper", data_root=smoke_data, dataset_size="gpu", log=messages.append)
+    assert messages == ["promptmr/seed-0: training to steps 2 (from 1)"]
+    resumed = torch.load(runspec.snapshot_path(dirs["promptmr"], 2), weights_only=True)
     assert all(torch.equal(a, resumed["model"][k]) for k, a in s2["model"].items())  # exact resume
     # evaluation: the three Tab. 2 splits on the test grid (every file at each test acceleration), Moero routes
     # one expert per cascade for every scored image
-    res = E.evaluate_checkpoint(dirs["moero-2x2"], 2, p, smoke_data)
+    res = evaluation.evaluate_checkpoint(dirs["moero-2x2"], 2, p, smoke_data)
     assert set(res["splits"]) == {"total", "rare", "fresh"}
     assert res["splits"]["fresh"]["files"] >= 2 and 0 < res["splits"]["total"]["ssim"] <= 1
     assert sorted({f["acceleration"] for f in res["files"]}) == [8.0, 16.0]
     assert len(res["routes"]) == len(res["labels"]) > 0 and all(len(r) == 2 for r in res["routes"])
     assert {lab["acceleration"] for lab in res["labels"]} == {8.0, 16.0}
-    spec = E.specialisation_over_training(dirs["moero-2x2"], p, smoke_data)
-    assert {r["label"] for r in spec} == set(E.ROUTE_LABELS) and {r["budget"] for r in spec} == set(p["budgets"])
+    spec = routes.specialisation_over_training(dirs["moero-2x2"], p, smoke_data)
+    assert {r["label"] for r in spec} == set(routes.ROUTE_LABELS)
+    assert {r["budget"] for r in spec} == set(p["budgets"])
     assert all(sum(int(c) for c in r["route_counts"].split("/")) == r["samples"] for r in spec)
-    refs = E.reference_rows(p, smoke_data, "gpu")
+    refs = evaluation.reference_rows(p, smoke_data, "gpu")
     assert set(refs) == {"zero-filled", "CG-SENSE"}
     assert refs["zero-filled"]["splits"]["total"]["files"] == res["splits"]["total"]["files"]
     # CG-SENSE's weight is the validation-best of the sweep; the test files and masks are the models'
@@ -139,20 +142,20 @@ def test_paper_profile_end_to_end_at_smoke_sizes(smoke_data, build):
     assert refs["CG-SENSE"]["lam"] == max(sweep, key=lambda r: r["val_ssim"])["lam"]
     assert [(f["file"], f["kind"], f["acceleration"]) for f in refs["CG-SENSE"]["files"]] == [
         (f["file"], f["kind"], f["acceleration"]) for f in res["files"]]
-    curves = E.learning_curves(dirs["moero-2x2"])
+    curves = logs.learning_curves(dirs["moero-2x2"])
     assert [s for s, _ in curves["loss"]] == [1, 2] and curves["val_ssim"]  # the paper profile validates
-    assert [h["step"] for h in E.route_history(dirs["moero-2x2"])] == [1, 2]
-    assert E.segment_speed(dirs["promptmr"]) > 0
+    assert [h["step"] for h in logs.route_history(dirs["moero-2x2"])] == [1, 2]
+    assert logs.segment_speed(dirs["promptmr"]) > 0
     # other settings under the same name start afresh; the paper profile's multi-process path (torchrun, gloo)
     changed = {**p, "train": {**p["train"], "lr": 1e-3}, "budgets": [1], "curve_budgets": [1]}
-    logs = []
-    rd = E.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_size="gpu", nproc=2,
-                      log=logs.append)
-    assert logs[0] == "moero-2x2/seed-0: settings changed, starting the run afresh"
-    assert not E.snapshot_path(rd, 2).exists() and E.snapshot_path(rd, 1).is_file()
+    messages = []
+    rd = experiments.ensure_run(cat["moero-2x2"], changed, "paper", data_root=smoke_data, dataset_size="gpu", nproc=2,
+                      log=messages.append)
+    assert messages[0] == "moero-2x2/seed-0: settings changed, starting the run afresh"
+    assert not runspec.snapshot_path(rd, 2).exists() and runspec.snapshot_path(rd, 1).is_file()
     segment = [json.loads(line) for line in (rd / "segments.jsonl").read_text().splitlines()]
     assert [s["world_size"] for s in segment] == [2]
-    assert sum(E.route_history(rd)[-1]["counts"][0]) == 2  # one sample per rank, counts synchronised
+    assert sum(logs.route_history(rd)[-1]["counts"][0]) == 2  # one sample per rank, counts synchronised
 
 
 def test_model_ablation_notebook_paper_profile_table_and_provenance(smoke_data, build):
@@ -217,14 +220,14 @@ def test_results_source_prefers_complete_gpu_results(tmp_path):
     from moero.book.run import start_run
 
     run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path / "own")
-    src = E.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
+    src = show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
     assert src.kind == "smoke" and src.folder == tmp_path / "own" and "no gpu-profile" in src.note
     gpu = tmp_path / "gpu" / "09_efficiency"
     gpu.mkdir(parents=True)
     (gpu / "provenance.json").write_text(json.dumps({"complete": False, "commit": "abc"}))
-    assert E.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu").kind == "smoke"
+    assert show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu").kind == "smoke"
     (gpu / "provenance.json").write_text(json.dumps({"complete": True, "commit": "abc"}))
-    src = E.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
+    src = show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
     assert src.kind == "gpu" and src.folder == gpu and "abc" in src.note
 
 
@@ -233,13 +236,13 @@ def test_referring_to_a_result_no_run_produced_fails(tmp_path):
 
     run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path)
     run.table([{"a": 1}], "made")
-    assert E.require_result(tmp_path, "made.csv").is_file()
-    assert E.read_table(tmp_path, "made") == [{"a": "1"}]
-    with pytest.raises(E.MissingResultError, match="never.png"):
-        E.require_result(tmp_path, "never.png")
+    assert show.require_result(tmp_path, "made.csv").is_file()
+    assert show.read_table(tmp_path, "made") == [{"a": "1"}]
+    with pytest.raises(runspec.MissingResultError, match="never.png"):
+        show.require_result(tmp_path, "never.png")
     (tmp_path / "stray.csv").write_text("x\n1\n")  # on disk, but no run recorded it
-    with pytest.raises(E.MissingResultError, match="not recorded"):
-        E.require_result(tmp_path, "stray.csv")
+    with pytest.raises(runspec.MissingResultError, match="not recorded"):
+        show.require_result(tmp_path, "stray.csv")
 
 
 def test_book_chapter_referring_to_a_missing_result_fails_the_run(tmp_path):
@@ -248,8 +251,8 @@ def test_book_chapter_referring_to_a_missing_result_fails_the_run(tmp_path):
 
     src = tmp_path / "notebooks" / "99_missing.py"
     src.parent.mkdir()
-    src.write_text("# %%\nfrom moero.book import experiments as E\n"
-                   "E.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
+    src.write_text("# %%\nfrom moero.book import runspec, logs, evaluation, show, experiments\n"
+                   "show.show_result(" + repr(str(tmp_path)) + ", 'table9')\n")
     with pytest.raises(NotebookFailed, match="MissingResultError"):
         run_notebook(src, "smoke", tmp_path / "executed", {}, force=True, progress_bar=False)
 
@@ -270,34 +273,34 @@ def test_profiles_share_one_run_configuration_across_chapters():
 
 def test_plan_covers_every_result_of_the_chapters_once():
     p = notebook_params("06_training", "cpu")
-    jobs = E.plan(p)
+    jobs = experiments.plan(p)
     runs = [j.exp.run_name for j in jobs if j.exp is not None]
     assert len(runs) == len(set(runs)) == 6 * 3 + len(p["ratios"]) * len(p["small_seeds"])
     assert sum(j.exp is None for j in jobs) == 1  # the references
     by_name = {j.exp.run_name: j for j in jobs if j.exp is not None}
-    for name in E.model_names(p):  # Tab. 2: test at every budget, for every seed
-        for seed in E.seeds(p):
+    for name in runspec.model_names(p):  # Tab. 2: test at every budget, for every seed
+        for seed in runspec.seeds(p):
             evals = by_name[f"{name}/seed-{seed}"].evals
             assert [b for k, b in evals if k == "test"] == sorted(p["budgets"])
             assert [b for k, b in evals if k == "val"] == sorted(p["curve_budgets"])
     assert [b for k, b in by_name["kspace-aug/seed-1"].evals if k == "test"] == [max(p["budgets"])]
-    small = by_name[f"{E.ratio_experiment(p, 0.25, True)}/seed-0"]
+    small = by_name[f"{runspec.ratio_experiment(p, 0.25, True)}/seed-0"]
     assert small.exp.subjects == p["small_subjects"] and small.evals[-1] == ("test", max(p["small_budgets"]))
 
 
 def test_prepare_trains_in_parallel_workers_and_keeps_what_is_done(smoke_data, build):
     p = shrunk_paper_params()
-    cat = E.catalogue(p)
-    jobs = [E.Job(cat["promptmr"].with_seed(s), (("test", 2),)) for s in (0, 1)]
-    times = E.prepare(p, "paper", smoke_data, "gpu", workers=2, jobs=jobs)
+    cat = runspec.catalogue(p)
+    jobs = [experiments.Job(cat["promptmr"].with_seed(s), (("test", 2),)) for s in (0, 1)]
+    times = experiments.prepare(p, "paper", smoke_data, "gpu", workers=2, jobs=jobs)
     dirs = [build / "runs" / "paper" / "promptmr" / f"seed-{s}" for s in (0, 1)]
     assert set(times) == {str(d) for d in dirs}
-    snaps = [torch.load(E.snapshot_path(d, 2), weights_only=True) for d in dirs]
+    snaps = [torch.load(runspec.snapshot_path(d, 2), weights_only=True) for d in dirs]
     assert snaps[0]["config"]["seed"] == 0 and snaps[1]["config"]["seed"] == 1
     assert any(not torch.equal(a, snaps[1]["model"][k]) for k, a in snaps[0]["model"].items()
                if a.is_floating_point())  # other seeds, other weights
-    stamp = E.snapshot_path(dirs[0], 2).stat().st_mtime_ns
-    E.prepare(p, "paper", smoke_data, "gpu", workers=1, jobs=jobs[:1])  # done already: nothing retrained
-    assert E.snapshot_path(dirs[0], 2).stat().st_mtime_ns == stamp
+    stamp = runspec.snapshot_path(dirs[0], 2).stat().st_mtime_ns
+    experiments.prepare(p, "paper", smoke_data, "gpu", workers=1, jobs=jobs[:1])  # done already: nothing retrained
+    assert runspec.snapshot_path(dirs[0], 2).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="workers"):
-        E.prepare(p, "paper", smoke_data, "gpu", nproc=2, workers=2, jobs=jobs)
+        experiments.prepare(p, "paper", smoke_data, "gpu", nproc=2, workers=2, jobs=jobs)

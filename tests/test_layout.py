@@ -99,12 +99,11 @@ def test_index_is_cached_and_rebuilt_when_a_file_comes(tmp_path):
     assert len(layout_index(tmp_path)) == len(first) + 1
 
 
-def test_tree_without_manifest_runs_manifest_eval_and_a_chapter(tmp_path, monkeypatch, capsys):
+def test_tree_without_manifest_runs_manifest_eval_and_a_chapter(tmp_path, monkeypatch, capsys, smoke_copy):
     from moero.cli import main
     from moero.data.readers import read_manifest
-    from moero.data.synthetic import ensure_synthetic
 
-    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
+    root = smoke_copy  # a private copy: its manifest is removed
     (root / "manifest.csv").unlink()
     rows = read_manifest(root)  # falls back to the layout
     assert rows and {"train", "test-total"} <= {r["split"] for r in rows}
@@ -257,3 +256,38 @@ def test_tensorboard_writer_writes_event_files(tmp_path):
     writer.add_scalar("train/loss", 0.5, 1)
     writer.close()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+_SPLITS_SCRIPT = """
+import json, sys
+from moero.data.layout import scan_layout
+print(json.dumps([[r["file"], r["split"]] for r in scan_layout(sys.argv[1])]))
+"""
+
+
+def test_splits_of_a_tree_do_not_depend_on_the_python_hash_seed(tmp_path):
+    """Two processes with different ``PYTHONHASHSEED`` (string hashes, so set and dict orders of strings,
+    differ) assign every file of the same tree to the same split."""
+    import subprocess
+    import sys
+
+    for centre, vendor in (("Center001", "Siemens_30T_Vida"), ("Center002", "UIH_30T_umr780")):
+        for p in range(1, 16):
+            for name in ("cine_sax.mat", "T1map.mat"):
+                modality = "Cine" if name.startswith("cine") else "Mapping"
+                path = tmp_path / "MultiCoil" / modality / "TrainingSet" / "FullSample" / centre / vendor / f"P{p:03d}"
+                path.mkdir(parents=True, exist_ok=True)
+                (path / name).write_bytes(b"")  # the split needs the path only (the shape columns stay empty)
+    runs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", _SPLITS_SCRIPT, str(tmp_path)], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        runs.append(json.loads(out))
+    assert not (tmp_path / LAYOUT_CACHE).exists()  # each process scanned the tree itself
+    assert runs[0] == runs[1]
+    splits = {}
+    for file, split in runs[0]:
+        splits.setdefault(Path(file).parent.as_posix(), set()).add(split)
+    assert all(len(s) == 1 for s in splits.values())  # a subject's files share its split
+    assert {"train", "val", "test-total"} <= {split for _, split in runs[0]} and len(runs[0]) == 60

@@ -22,6 +22,7 @@ from moero.eval.metrics import (
     psnr,
     score_images,
     score_volume,
+    scored_region,
     select_protocol_images,
     selected_frames,
     split_aggregates,
@@ -304,3 +305,57 @@ def test_metrics_on_gpu_equal_cpu():
     gt, pred = torch.rand(2, 32, 32, generator=gen), torch.rand(2, 32, 32, generator=gen)
     assert torch.allclose(ssim(gt.cuda(), pred.cuda(), 1.0).cpu(), ssim(gt, pred, 1.0), atol=1e-10)
     assert torch.allclose(psnr(gt.cuda(), pred.cuda(), 1.0).cpu(), psnr(gt, pred, 1.0), atol=1e-10)
+
+
+def _run4ranking_2025_crop(img: np.ndarray, nx_ny: tuple[int, int]) -> np.ndarray:
+    """A literal transcription of the scored region of run4Ranking_2025.m on a stored image (readout 2x
+    oversampled): ``crop(img, round(nx/3), round(ny/2))`` with crop.m's 1-based indices
+    ``floor(n/2) + 1 + ceil(-c/2) : floor(n/2) + ceil(c/2)``."""
+    def matlab_round_half_away(x: float) -> int:
+        return int(np.sign(x) * np.floor(abs(x) + 0.5))
+
+    nx, ny = nx_ny
+    cx, cy = matlab_round_half_away(nx / 3), matlab_round_half_away(ny / 2)
+    rows = range(math.floor(nx / 2) + 1 + math.ceil(-cx / 2), math.floor(nx / 2) + math.ceil(cx / 2) + 1)
+    cols = range(math.floor(ny / 2) + 1 + math.ceil(-cy / 2), math.floor(ny / 2) + math.ceil(cy / 2) + 1)
+    return img[np.ix_([r - 1 for r in rows], [c - 1 for c in cols])]
+
+
+@pytest.mark.parametrize(("stored", "shape"), [((80, 38), (40, 40)), ((128, 77), (64, 64)), ((96, 64), (96, 64)),
+                                               ((90, 51), (64, 80))])
+def test_scored_region_is_the_official_one_after_image_shape(stored, shape):
+    """Images cropped / padded to ``image_shape`` for batching (as SliceDataset does, centred on n // 2) and
+    scored with their file's stored matrix equal the official scores of the stored images; without the
+    matrix the region would be 1/3 of the already de-oversampled readout (issue 24)."""
+    from moero.data.dataset import _crop_or_pad
+
+    gen = torch.Generator().manual_seed(stored[0])
+    gt = torch.rand(2, *stored, generator=gen, dtype=torch.float64) + 0.2
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=gen, dtype=torch.float64)
+    official_gt = torch.stack([torch.from_numpy(_run4ranking_2025_crop(g.numpy(), stored)) for g in gt])
+    official_pred = torch.stack([torch.from_numpy(_run4ranking_2025_crop(p.numpy(), stored)) for p in pred])
+    want = score_images(official_gt, official_pred, crop=False)
+    small_gt, small_pred = _crop_or_pad(gt, shape), _crop_or_pad(pred, shape)
+    got = score_images(small_gt, small_pred, matrix=stored)
+    for key in ("ssim", "psnr", "nmse"):
+        assert torch.allclose(got[key], want[key], rtol=1e-12), key
+    per_image = score_images(small_gt, small_pred, matrix=[stored, stored])
+    assert torch.equal(per_image["ssim"], got["ssim"])
+    assert scored_region(shape, stored) == official_gt.shape[-2:]
+    if tuple(shape) != tuple(stored):
+        assert not torch.allclose(score_images(small_gt, small_pred)["ssim"], want["ssim"])
+    else:
+        assert torch.equal(score_images(gt, pred)["ssim"], got["ssim"])  # at the stored matrix: as before
+
+
+def test_scored_region_per_image_matrices_and_clipping():
+    gen = torch.Generator().manual_seed(3)
+    gt = torch.rand(3, 40, 40, generator=gen, dtype=torch.float64) + 0.2
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=gen, dtype=torch.float64)
+    mixed = score_images(gt, pred, matrix=[(80, 38), (60, 30), (80, 38)])
+    for i, m in enumerate([(80, 38), (60, 30), (80, 38)]):
+        alone = score_images(gt[i : i + 1], pred[i : i + 1], matrix=m)
+        assert mixed["ssim"][i] == alone["ssim"][0] and mixed["nmse"][i] == alone["nmse"][0]
+    assert scored_region((40, 40), (200, 100)) == (40, 40)  # larger than the image: clipped
+    with pytest.raises(ValueError, match="pairs"):
+        score_images(gt, pred, matrix=[(80, 38)] * 2)

@@ -282,3 +282,68 @@ def test_acs_width_and_bad_inputs() -> None:
         explicit = model(kspace, mask.squeeze(2), num_low_frequencies=6).image
         measured = model(kspace, mask).image
     torch.testing.assert_close(explicit, measured)
+
+
+def test_coil_map_net_routing_histogram_is_the_average_over_all_coils() -> None:
+    """Eq. (8) for the coil-map net: ``h`` averages the token histograms of every coil (the net quantises
+    each coil as its own sample), per sample of the batch; not one coil's. Moero's cascade-0 navigator
+    receives that average."""
+    from moero.models.moero import Moero
+    from moero.models.vq import VectorQuantizer, token_histogram
+
+    torch.manual_seed(0)
+    config = preset("tiny", vq_prompt=True)
+    kspace, mask = _batch(config.frames, batch=2)
+    kspace[1] = kspace[1].flip(-2)  # another image (flipped along the readout, which the mask does not cut)
+    for model in (PromptMR(config).eval(), Moero(config, num_experts=2).eval()):
+        sens_vq = next(m for m in model.sens_net.modules() if isinstance(m, VectorQuantizer))
+        seen: dict[str, torch.Tensor] = {}
+        sens_vq.register_forward_pre_hook(lambda mod, args, seen=seen: seen.update(z=args[0]))
+        with torch.no_grad():  # an untrained codebook sends everything to one code: take codes from the features
+            model(kspace, mask)
+            flat = seen["z"].movedim(1, -1).reshape(-1, sens_vq.codebook.shape[1])
+            sens_vq.codebook.copy_(flat[torch.randperm(len(flat))[: len(sens_vq.codebook)]])
+        sens_vq.register_forward_hook(lambda mod, args, out, seen=seen: seen.update(indices=out.indices))  # -> None
+        if isinstance(model, Moero):
+            model.navs[0].register_forward_pre_hook(lambda mod, args, seen=seen: seen.update(routed=args[0]))
+        with torch.no_grad():
+            out = model(kspace, mask)
+        per_coil = seen["indices"].reshape(2, COILS, -1)  # (B * C, h', w'): coils of one sample together
+        num_codes = config.sens_num_codes
+        expected = torch.stack([token_histogram(per_coil[:, c], num_codes) for c in range(COILS)]).mean(0)
+        assert not torch.allclose(expected, token_histogram(per_coil[:, 0], num_codes))  # coils disagree here
+        torch.testing.assert_close(out.histograms[0], expected)
+        if isinstance(model, Moero):
+            torch.testing.assert_close(seen["routed"], expected)
+
+
+def test_training_hooks_are_no_ops_by_default_and_reach_a_foreign_models_own():
+    """Our models are their own TrainingHooks (Moero overrides them); a user's network gets an adapter that
+    calls the hooks it defines and no-ops for the rest."""
+    from torch import nn
+
+    from moero.models.io import TrainingHooks, training_hooks
+    from moero.models.registry import build_model
+
+    plain = build_model("promptmr", "tiny")
+    hooks = training_hooks(plain)
+    assert hooks is plain and isinstance(plain, TrainingHooks)
+    assert hooks.routing_state() is None and hooks.ddp_ignored_parameters() == [] and not hooks.handles_vq_sync
+    hooks.set_epoch(1)
+    hooks.after_backward(0)
+    moero = build_model("moero-2x2", "tiny")
+    assert training_hooks(moero).handles_vq_sync and set(training_hooks(moero).routing_state()) >= {"counts", "fitted"}
+
+    class Foreign(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs: list[int] = []
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+    foreign = Foreign()
+    adapter = training_hooks(foreign)
+    adapter.set_epoch(3)
+    adapter.after_backward(1)  # not defined by the model: a no-op
+    assert foreign.epochs == [3] and adapter.routing_state() is None and not adapter.handles_vq_sync

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from moero.data.synthetic import ensure_synthetic
 from moero.data.testphase import write_test_phase
 from moero.eval.submission import (
     load_img4ranking,
@@ -25,10 +24,10 @@ STATIC = ("BlackBlood", "T1w", "T2w")
 
 
 @pytest.fixture(scope="module")
-def phase(tmp_path_factory) -> dict[str, Path]:
+def phase(tmp_path_factory, smoke_data) -> dict[str, Path]:
     """Smoke synthetic set and its test phase with one deterministic pattern (Uniform R = 4)."""
     tmp = tmp_path_factory.mktemp("phase")
-    root = ensure_synthetic(tmp / "data", size="smoke", seed=0, progress=False)
+    root = smoke_data
     rows = write_test_phase(root, tmp / "test", tmp / "truth", task="TaskR1", patterns={"Uniform": [4]}, seed=3)
     return {"root": root, "test": tmp / "test", "truth": tmp / "truth", "tmp": tmp, "rows": rows}
 
@@ -171,22 +170,23 @@ def test_predict_then_eval_submission_matches_eval_on_the_truth(phase, tmp_path,
             assert row[metric] == pytest.approx(reference[name][metric], rel=1e-6, abs=1e-9), (name, metric)
 
 
-def test_generate_data_writes_the_test_phase_with_challenge_masks(phase, tmp_path, capsys):
+def test_generate_data_writes_the_test_phase_with_challenge_masks(smoke_copy, tmp_path, capsys):
     from moero.cli import main
     from moero.data.layout import layout_index
     from moero.data.readers import read_manifest
 
+    root = smoke_copy  # generate-data writes into --root when the code or settings changed: a private copy
     out = tmp_path / "tp"
-    assert main(["generate-data", "--size", "smoke", "--root", str(phase["root"]), "--test-phase", str(out),
+    assert main(["generate-data", "--size", "smoke", "--root", str(root), "--test-phase", str(out),
                  "--seed", "0"]) == 0
     capsys.readouterr()
     kus = [r for r in layout_index(out) if r["kind"] == "kus"]
-    tests = [r for r in read_manifest(phase["root"]) if r["split"] in ("test-total", "rare", "fresh")]
+    tests = [r for r in read_manifest(root) if r["split"] in ("test-total", "rare", "fresh")]
     assert len(kus) == len(tests) and all(r["mask_file"] for r in kus)
     assert {r["pattern"] for r in kus} <= {"Uniform", "ktGaussian", "ktRadial"} and len({r["pattern"] for r in kus}) > 1
     assert len(read_manifest(tmp_path / "tp-truth")) == len(tests)
     again = tmp_path / "again"
-    write_test_phase(phase["root"], again, tmp_path / "again-truth", seed=0)
+    write_test_phase(root, again, tmp_path / "again-truth", seed=0)
     for r in kus:  # the same seed draws the same patterns and masks
         assert (again / r["mask_file"]).read_bytes() == (out / r["mask_file"]).read_bytes()
 
@@ -206,3 +206,68 @@ def test_official_group_scores_per_centre_and_per_disease_count_missing_files():
     assert c1["nmse"] == pytest.approx(0.1 * (2 - 1 / 2)) and c2["files"] == 0 and c2["ssim"] == 0.0
     (scar,) = out["diseases"]
     assert (scar["disease"], scar["expected"], scar["files"], scar["ssim"]) == ("scar", 2, 1, 0.4)
+
+
+class _WindowSpy(torch.nn.Module):
+    """Records the frames of every window it is given (frame ``t`` of the test volume holds ``t + 1``) and
+    returns the magnitude of its centre frame's first coil as the image."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"frames": frames})()
+        self.windows: list[list[int]] = []
+
+    def forward(self, masked_kspace, mask, num_low_frequencies=None):
+        from moero.models.io import ReconOutput
+
+        self.windows.append([int(v) for v in masked_kspace[0, :, 0, 0, 0].real.round().tolist()])
+        image = masked_kspace[:, masked_kspace.shape[1] // 2, 0].abs()
+        return ReconOutput(image, masked_kspace.real.new_zeros(()))
+
+
+@pytest.mark.parametrize("modality, num_frames, cyclic", [("Cine", 12, True), ("Mapping", 9, False)])
+def test_each_submitted_frame_is_reconstructed_from_its_own_frame_window(modality, num_frames, cyclic):
+    """A multi-frame file: every kept frame is one model call on the window of adjacent frames centred on
+    *that* frame (cine windows wrap around the cardiac cycle), never one frame's reconstruction reused."""
+    from moero.data.dataset import adjacent_frames
+    from moero.data.readers import Volume
+    from moero.eval.submission import ranking_selection
+    from moero.train.predict import reconstruct_selection
+
+    z, h, w = 4, 6, 8
+    frame_id = torch.arange(1, num_frames + 1, dtype=torch.float32)[:, None, None, None, None]
+    slice_id = torch.arange(z, dtype=torch.float32)[None, :, None, None, None]
+    kspace = torch.complex(frame_id.expand(num_frames, z, 2, h, w), slice_id.expand(num_frames, z, 2, h, w))
+    volume = Volume(kspace.contiguous(), torch.ones(num_frames, h, w, dtype=torch.bool), Path("x.mat"), "kus")
+    spy = _WindowSpy(frames=3)
+    out = reconstruct_selection(spy, volume, modality, 3, 20, torch.device("cpu"), cyclic=cyclic)
+
+    keep_t, keep_z = ranking_selection(num_frames, z, modality)
+    assert len(keep_t) > 1 and out.shape == (len(keep_t), len(keep_z), h, w)
+    expected = [[f + 1 for f in adjacent_frames(t, 3, num_frames, cyclic)] for t in keep_t for _ in keep_z]
+    assert spy.windows == expected
+    assert len({tuple(win) for win in spy.windows}) == len(keep_t)  # one distinct window per kept frame
+    for a, t in enumerate(keep_t):
+        for b, s in enumerate(keep_z):
+            assert torch.allclose(out[a, b], torch.full((h, w), abs(complex(t + 1, s))))
+    if cyclic:
+        assert spy.windows[0] == [num_frames, 1, 2]  # frame 0's window wraps to the last frame
+
+
+def test_predict_calls_the_model_once_per_kept_frame_and_slice_with_its_frame_count(phase, tmp_path):
+    from moero.data.layout import layout_index
+    from moero.data.readers import load_cmrxrecon
+    from moero.eval.submission import ranking_selection
+    from moero.train.predict import predict
+
+    spy = _WindowSpy(frames=3)
+    result = predict(None, phase["test"], "TaskR1", tmp_path / "sub", device="cpu", progress=False, model=spy,
+                     frames=3, make_zip=False)
+    assert not result["errors"] and result["written"]
+    calls = 0
+    for row in (r for r in layout_index(phase["test"]) if r["kind"] == "kus"):
+        mask = phase["test"] / row["mask_file"] if row["mask_file"] else None
+        t, z = load_cmrxrecon(phase["test"] / row["file"], mask_path=mask).kspace.shape[:2]
+        keep_t, keep_z = ranking_selection(t, z, row["modality"])
+        calls += len(keep_t) * len(keep_z)
+    assert len(spy.windows) == calls and {len(win) for win in spy.windows} == {3}  # frames=3 windows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moero.book import experiments as E
+from moero.book import show
 from moero.book.run import start_run
 from moero.book.runner import hide_injected_parameters, toc_files
 from moero.book.sphinx_pages import api_markdown, executed_notebook, public_modules
@@ -61,34 +61,54 @@ def test_csv_keeps_every_digit_and_reads_back():
 def test_show_result_shows_the_recorded_table_as_html_with_caption_and_units(tmp_path):
     run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path)
     run.table([{"model": "promptmr", "forward": 0.5}], "stages", caption="Seconds per stage", units={"forward": "s"})
-    shown = E.show_result(tmp_path, "stages")
+    shown = show.show_result(tmp_path, "stages")
     html = shown._repr_html_()
     assert "<caption>Seconds per stage</caption>" in html and "forward (s)" in html
     assert json.loads((tmp_path / "provenance.json").read_text())["files"]["stages.csv"]["units"] == {"forward": "s"}
 
 
 def test_verdict_rows_and_admonitions():
-    # the book's rule: >= 3 seeds and a difference beyond 2 SE, otherwise "inconclusive at this scale"
-    assert E.compare_row("x", 0.1, 0.2, se=0.01, seeds=3)["trend_here"] == "holds"
-    assert E.compare_row("x", -0.1, 0.2, se=0.01, seeds=3)["trend_here"] == "contradicts"
-    assert E.compare_row("x", 0.1, 0.2)["trend_here"].startswith("inconclusive at this scale (1 seed; sign agrees")
-    assert E.compare_row("x", 0.1, 0.2, se=0.01, seeds=2)["trend_here"].startswith("inconclusive at this scale (2 s")
-    assert E.compare_row("x", 0.015, 0.2, se=0.01, seeds=5)["trend_here"].startswith("inconclusive at this scale (w")
-    assert E.compare_row("x", float("nan"), 0.2)["trend_here"] == "not measured"
-    box = E.admonition("a < b", title="Verdict").data
+    """A chapter's verdict rows: judged per chapter at 0.05 / 4 (Holm within), one of the four verdicts, the
+    paper's value (or its direction only) beside our interval."""
+    import numpy as np
+
+    from moero.eval.stats import Comparison, judge_family
+
+    rng = np.random.default_rng(0)
+    strong = 0.05 + rng.normal(0, 0.005, size=(5, 10))
+    rows = show.judged_rows([Comparison("strong", strong, 0.01), Comparison("against", -strong, 0.01),
+                             Comparison("direction", strong, 1.0), Comparison("few seeds", strong[:3], 0.01)],
+                            direction_only=["direction"])
+    by = {r["comparison"]: r for r in rows}
+    assert by["strong"]["verdict"] == "holds" and by["strong"]["ci_low"] > 0 and by["strong"]["paper"] == "+0.01"
+    assert by["against"]["verdict"] == "contradicts"
+    assert by["direction"]["paper"] == "+ (direction only)" and by["direction"]["verdict"] == "holds"
+    assert by["few seeds"]["verdict"] == "not testable at this scale (3 seeds; a verdict needs 5)"
+    # the same effect at the edge: significant at 0.05 alone, not at the chapter's 0.05 / 4 with Holm
+    edge = 0.0025 + rng.normal(0, 0.004, size=(5, 10))
+    alone = judge_family([Comparison("e", edge, 0.01)], alpha=0.05)[0]
+    if alone.p < 0.05 and alone.p > show.CHAPTER_ALPHA:
+        assert show.judged_rows([Comparison("e", edge, 0.01)])[0]["verdict"] == "inconclusive at this scale"
+    assert show.measured_verdict(-0.2, (-0.3, -0.1), -0.23) == "holds"
+    assert show.measured_verdict(0.2, (0.1, 0.3), -0.23) == "contradicts"
+    assert show.measured_verdict(-0.05, (-0.1, 0.02), -0.23) == "inconclusive at this scale"
+    assert show.measured_verdict(-0.2, (-0.3, -0.1), None).startswith("not testable")
+    box = show.admonition("a < b", title="Verdict").data
     assert 'class="admonition note"' in box and "a &lt; b" in box
 
 
 def test_show_source_does_not_repeat_this_runs_own_table(tmp_path):
     run = start_run("07_augmentation_ablation", profile="smoke", results_dir=tmp_path / "own")
     run.table([{"method": "baseline", "ssim": 0.5}], "table1")
-    own = E.show_source(E.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "none"), run, "table1")
+    own = show.show_source(show.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "none"), run,
+                           "table1")
     assert "<table" not in own.data and "admonition" in own.data
     gpu = tmp_path / "gpu" / "07_augmentation_ablation"
     committed = start_run("07_augmentation_ablation", profile="smoke", results_dir=gpu)
     committed.table([{"method": "baseline", "ssim": 0.7}], "table1")
     committed.finish()
-    other = E.show_source(E.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "gpu"), run, "table1")
+    other = show.show_source(show.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "gpu"), run,
+                             "table1")
     assert other.data.count("<table") == 1 and "0.7000" in other.data
 
 
@@ -137,6 +157,7 @@ def test_api_pages_cover_every_subpackage_and_every_public_module():
         modules = public_modules(f"moero.{sub}")
         assert modules and all(f".. automodule:: {m}" in text for m in modules)
         on_disk = {p.stem for p in (ROOT / "moero" / sub).glob("*.py") if not p.stem.startswith("_")}
+        on_disk |= {p.parent.name for p in (ROOT / "moero" / sub).glob("*/__init__.py")}  # packages (data.synthetic)
         assert {m.rsplit(".", 1)[1] for m in modules} == on_disk
 
 

@@ -28,10 +28,8 @@ from moero.train.trainer import DivergenceError, Trainer
 
 
 @pytest.fixture(scope="session")
-def smoke_root(tmp_path_factory):
-    from moero.data.synthetic import ensure_synthetic
-
-    return ensure_synthetic(tmp_path_factory.mktemp("reliability") / "smoke", size="smoke", seed=0, progress=False)
+def smoke_root(smoke_data):
+    return smoke_data
 
 
 def _trainer(run_dir, callbacks=(), model=None, **overrides) -> Trainer:
@@ -387,13 +385,15 @@ def test_11_generate_data_verifies_sizes_always_and_hashes_with_verify(tmp_path,
 
     from moero.cli import main
     from moero.data.synthetic import STAMP_NAME
+    from moero.data.synthetic.writer import OWNER_MARKER
 
     root = tmp_path / "smoke"
     shutil.copytree(smoke_root, root)  # a stamped tree (generated once per session)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    debris = tmp_path / f"smoke.tmp-{dead.pid}"  # the temporary folder of a generator that died
+    debris = tmp_path / f"smoke.tmp-{dead.pid}-abc"  # the temporary folder of a generator that died
     (debris / "x").mkdir(parents=True)
+    (debris / OWNER_MARKER).write_text(json.dumps({"pid": dead.pid, "root": "smoke"}))  # its marker
     assert main(["generate-data", "--root", str(root), "--profile", "smoke"]) == 0
     assert not debris.exists()
     capsys.readouterr()

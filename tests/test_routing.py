@@ -289,3 +289,302 @@ def test_kmeans_defaults_are_the_authors_seed_and_restarts():
     assert default[2] > single[2]  # the best of 8 restarts beats the first alone here
     nav = BranchNav(4, 16)
     assert (nav.seed, nav.restarts, nav.max_iter) == (42, 8, 100)
+
+
+# ---------------------------------------------------------------------------- routing that stays current
+
+
+def test_match_centres_maps_permuted_centres_back() -> None:
+    gen = torch.Generator().manual_seed(0)
+    old = torch.rand(4, CODES, generator=gen)
+    perm = torch.tensor([2, 0, 3, 1])
+    noisy = old[perm] * 3.0 + 0.01 * torch.rand(4, CODES, generator=gen)  # other norms, a little noise
+    back = routing.match_centres(noisy, old)
+    assert torch.equal(perm[back], torch.arange(4))  # new[back[j]] is old centre j
+
+
+def test_refit_keeps_expert_identities() -> None:
+    """A refit on the same data finds the same clusters in k-means' own order; the Hungarian matching puts
+    them back in the slots of the old centres, whatever that order was."""
+    hist, labels = clustered_histograms(3, 20, seed=6)
+    nav = BranchNav(3, CODES, buffer_size=60, warmup=0, restarts=2, refit_every=5)
+    nav._append(hist)
+    nav.fit()
+    perm = torch.tensor([1, 2, 0])
+    nav.centres.copy_(nav.centres[perm].clone())  # identities in another order than k-means gives
+    expected = nav.centres.clone()
+    routes_before = nav.assign(hist)
+    new_labels = nav.fit()  # a refit
+    assert int(nav.refits) == 1
+    assert torch.allclose(nav.centres, expected, atol=1e-6)
+    assert torch.equal(nav.assign(hist), routes_before)
+    assert torch.equal(new_labels, routes_before)
+    assert adjusted_rand_score(labels.numpy(), routes_before.numpy()) == pytest.approx(1.0)
+
+
+def test_refit_on_schedule_follows_drifting_histograms() -> None:
+    """After the first fit the buffer is a ring of the latest histograms; every refit_every routed samples
+    the centres are refitted, so routing follows clusters that moved (a codebook that kept changing)."""
+    hist, labels = clustered_histograms(2, 40, seed=7)
+    moved = hist.roll(3, dims=1)  # the same clusters on other codes, as after codebook updates
+    nav = BranchNav(2, CODES, buffer_size=16, warmup=0, restarts=2, refit_every=16, imbalance_ratio=1e30)
+    nav.train()
+    for i in range(16):
+        nav(hist[i : i + 1])
+    assert bool(nav.fitted) and int(nav.fitted_at) == 16 and int(nav.refits) == 0
+    for i in range(40):
+        nav(moved[i : i + 1])
+    assert int(nav.refits) == 2 and int(nav.last_fit_at) == 48 and int(nav.fitted_at) == 16
+    nav.eval()
+    assert adjusted_rand_score(labels.numpy(), nav(moved).numpy()) == pytest.approx(1.0)
+    assert nav.cos_now(moved) > 0.8
+    fixed = BranchNav(2, CODES, buffer_size=16, warmup=0, restarts=2, imbalance_ratio=1e30)  # fit once
+    fixed.train()
+    for i in range(16):
+        fixed(hist[i : i + 1])
+    for i in range(40):
+        fixed(moved[i : i + 1])
+    assert int(fixed.refits) == 0 and fixed.cos_now(moved) < nav.cos_now(moved)
+
+
+def test_cos_now_equals_fit_similarity_on_the_buffer() -> None:
+    hist, _ = clustered_histograms(2, 10, seed=8)
+    nav = BranchNav(2, CODES, buffer_size=20, warmup=0, restarts=2)
+    assert np.isnan(nav.cos_now(hist))
+    nav.train()
+    nav(hist)
+    assert bool(nav.fitted)
+    assert nav.cos_now() == pytest.approx(float(nav.fit_similarity), abs=1e-5)
+    assert nav.cos_now(hist) == pytest.approx(float(nav.fit_similarity), abs=1e-5)
+
+
+def test_cosine_routing_ignores_centre_norms() -> None:
+    """Centres of unequal norms: the largest dot product would pick the long centre, cosine picks the aligned one."""
+    centres = torch.zeros(2, CODES)
+    centres[0, 0] = 10.0
+    centres[1, 1] = 0.1
+    x = torch.zeros(1, CODES)
+    x[0, 0], x[0, 1] = 0.3, 1.0
+    assert int((x @ centres.t()).argmax()) == 0
+    assert int(cosine_assign(x, centres)[0]) == 1
+    nav = fitted_nav()
+    nav.centres.copy_(centres)
+    nav.eval()
+    assert int(nav(x)[0]) == 1
+    nav.train()
+    assert int(nav(x)[0]) == 1
+
+
+def test_batch_routing_goes_to_the_least_used_expert_before_centres_and_while_imbalanced() -> None:
+    nav = BranchNav(3, CODES, buffer_size=100, warmup=0, route_by="batch")
+    nav.train()
+    nav.counts.copy_(torch.tensor([2, 0, 1]))
+    assert nav(onehot(0, 4)).tolist() == [1, 1, 1, 1]  # no centres: argmin n_j for the whole batch
+    assert nav.counts.tolist() == [2, 4, 1]
+    nav = fitted_nav(route_by="batch")
+    nav.train()
+    nav.counts.copy_(torch.tensor([10, 2]))  # 10 / 2 > 3: the balance rule, although every sample is nearest 0
+    assert nav(onehot(0, 3)).tolist() == [1, 1, 1]
+    nav.counts.copy_(torch.tensor([5, 2]))  # 5 / 2 <= 3: the mode of the nearest centres
+    assert nav(onehot(0, 3)).tolist() == [0, 0, 0]
+
+
+def test_capacity_caps_the_share_since_the_fit() -> None:
+    """Every sample nearest centre 0: without capacity expert 0 takes all (the balance ratio allows it
+    until 3:1); with capacity 1.5 no expert exceeds 1.5 / K of the samples since the fit (plus one)."""
+    for route_by in ("sample", "batch"):
+        nav = fitted_nav(capacity=1.5, route_by=route_by, imbalance_ratio=1e30)
+        nav.train()
+        for _ in range(40):
+            nav(onehot(0))
+        since = nav.counts - nav.fit_counts
+        assert since.tolist() == [30, 10]
+        nav = fitted_nav(route_by=route_by, imbalance_ratio=1e30)
+        nav.train()
+        for _ in range(40):
+            nav(onehot(0))
+        assert nav.counts.tolist() == [40, 0]
+    nav = fitted_nav(capacity=1.5, imbalance_ratio=1e30)
+    nav.train()
+    routes = nav(onehot(0, 40))
+    assert torch.bincount(routes, minlength=2).tolist() == [30, 10]
+    nav.eval()  # evaluation routes by the centres alone
+    assert nav(onehot(0, 5)).tolist() == [0] * 5
+    with pytest.raises(ValueError, match="capacity"):
+        BranchNav(2, CODES, capacity=0.5)
+    with pytest.raises(ValueError, match="refit_every"):
+        BranchNav(2, CODES, refit_every=-1)
+    with pytest.raises(ValueError, match="freeze_codebook"):
+        BranchNav(2, CODES, freeze_codebook="always")
+
+
+def test_freeze_due_after_the_fit_or_from_the_buffer() -> None:
+    hist, _ = clustered_histograms(2, 10, seed=11)
+    navs = {rule: BranchNav(2, CODES, buffer_size=4, warmup=3, freeze_codebook=rule)
+            for rule in ("never", "fit", "buffer")}
+    due = {rule: [] for rule in navs}
+    for rule, nav in navs.items():
+        nav.train()
+        for i in range(8):
+            due[rule].append(nav.freeze_due)
+            nav(hist[i : i + 1])
+    assert due["never"] == [False] * 8
+    assert due["buffer"] == [False] * 3 + [True] * 5  # warm-up over after 3 routed samples
+    assert due["fit"] == [False] * 7 + [True]  # fitted once 4 histograms are buffered (after sample 7)
+
+
+def test_checkpoint_round_trip_with_refits_and_old_checkpoints() -> None:
+    hist, _ = clustered_histograms(2, 60, seed=9)
+    kwargs = dict(buffer_size=12, warmup=4, restarts=2, refit_every=10, capacity=1.5)
+    nav = BranchNav(2, CODES, **kwargs)
+    nav.train()
+    for i in range(41):
+        nav(hist[i : i + 1])
+    assert int(nav.refits) >= 1 and int(nav.head) != 0
+    blob = io.BytesIO()
+    torch.save(nav.state_dict(), blob)
+    blob.seek(0)
+    restored = BranchNav(2, CODES, **kwargs)
+    restored.load_state_dict(torch.load(blob, weights_only=True))
+    assert all(torch.equal(v, restored.state_dict()[k]) for k, v in nav.state_dict().items())
+    restored.train()
+    for i in range(41, 120):
+        assert torch.equal(nav(hist[i : i + 1]), restored(hist[i : i + 1]))
+    assert int(nav.refits) == int(restored.refits) >= 3
+    assert torch.equal(nav.centres, restored.centres)
+    old = {k: v for k, v in nav.state_dict().items() if k not in BranchNav._ADDED_BUFFERS}
+    legacy = BranchNav(2, CODES, buffer_size=12, warmup=4)
+    legacy.load_state_dict(old)  # a checkpoint from before refit/capacity still loads
+    assert int(legacy.fitted_at) == -1 and torch.equal(legacy.centres, nav.centres)
+
+
+def test_sync_payloads_keep_ranks_equal_through_refits() -> None:
+    """Two ranks with refit_every: summed payloads (what all_reduce does) keep the state identical, ring included."""
+    hist, _ = clustered_histograms(2, 30, seed=10)
+    ranks = [BranchNav(2, CODES, buffer_size=6, warmup=0, restarts=2, gather_per_step=2, refit_every=8)
+             for _ in range(2)]
+    for nav in ranks:
+        nav.train()
+    for step in range(15):
+        for r, nav in enumerate(ranks):
+            nav.step_counts += torch.tensor([1, 0]) if r == 0 else torch.tensor([0, 1])
+            if nav.collecting:
+                nav._queue.append(hist[2 * step + r : 2 * step + r + 1])
+        payloads = [nav.sync_payload(r, 2) for r, nav in enumerate(ranks)]
+        for nav in ranks:
+            nav.apply_sync(payloads[0] + payloads[1], 2)
+    a, b = ranks
+    assert int(a.refits) == 3 and int(a.fitted_at) == 6  # fits at 6 samples, refits at 14, 22, 30
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_frozen_codebook_stops_ema_and_restarts() -> None:
+    from moero.models.vq import VectorQuantizer
+
+    vq = VectorQuantizer(8, 4, restart_after=1, seed=0)
+    vq.train()
+    z = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    vq(z)
+    vq.update()
+    moving = vq.codebook.clone()
+    vq(z + 1.0)
+    vq.update()
+    assert not torch.equal(vq.codebook, moving)  # EMA and restarts move an unfrozen codebook
+    vq.frozen.fill_(True)
+    frozen = vq.codebook.clone()
+    steps = int(vq.steps)
+    for shift in (2.0, -3.0, 5.0):
+        vq(z + shift)
+        vq.update()
+    assert torch.equal(vq.codebook, frozen) and torch.equal(vq.embed_sum, vq.embed_sum)
+    assert int(vq.steps) == steps + 3 and not vq.has_pending  # usage statistics still run
+    state = vq.state_dict()
+    del state["frozen"]
+    fresh = VectorQuantizer(8, 4, restart_after=1, seed=0)
+    fresh.load_state_dict(state)  # a checkpoint from before the flag
+    assert not bool(fresh.frozen)
+
+
+def test_moero_freezes_the_codebook_its_navigator_reads_after_the_fit() -> None:
+    """freeze_codebook="fit": once navigator k is fitted, the quantiser whose tokens it reads (coil-map
+    net for k = 0, cascade k-1 for k >= 1) stops moving; the others keep learning."""
+    from moero.models.moero import Moero
+    from moero.models.registry import model_config
+
+    torch.manual_seed(0)
+    config = model_config("moero-2x2", "tiny", checkpoint=False)
+    model = Moero(config, 2, nav_kwargs={"warmup": 0, "buffer_size": 2, "freeze_codebook": "fit"})
+    gen = torch.Generator().manual_seed(0)
+    kspace = torch.randn(1, config.frames, 2, 16, 16, dtype=torch.complex64, generator=gen)
+    mask = torch.zeros(1, config.frames, 16, 16, dtype=torch.bool)
+    mask[..., ::2] = True
+    mask[..., 6:10] = True
+    model.train()
+    read = [model.routing_quantizer(k) for k in range(2)]
+    other = model.vq_blocks[1].quantizer  # read by no navigator
+    for step in range(4):
+        out = model(kspace * (1 + step), mask)
+        out.image.sum().backward()
+        if step == 1:
+            assert all(bool(nav.fitted) for nav in model.navs)
+            before = [vq.codebook.clone() for vq in (*read, other)]
+        model.after_backward()
+    assert all(bool(vq.frozen) for vq in read) and not bool(other.frozen)
+    assert torch.equal(read[0].codebook, before[0]) and torch.equal(read[1].codebook, before[1])
+    assert not torch.equal(other.codebook, before[2])
+    assert model.routing_state()["codebook_frozen"] == [True, True]
+
+
+def test_bias_balancing_spreads_training_and_evaluation_routes() -> None:
+    """Histograms e0 + a e1 with a in (0.2, 0.9) are all nearest the centre at code 0; routing biases learnt
+    in training (sign steps towards the mean load) move the boundary so that evaluation splits them too."""
+    a = torch.linspace(0.2, 0.9, 40)
+    hist = torch.zeros(40, CODES)
+    hist[:, 0], hist[:, 1] = 1.0, a
+    plain = fitted_nav(imbalance_ratio=1e30)
+    plain.eval()
+    assert plain(hist).tolist() == [0] * 40
+    nav = fitted_nav(imbalance_ratio=1e30, bias_rate=0.005)
+    nav.train()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        nav(hist[torch.randint(0, 40, (2,), generator=gen)])
+    assert float(nav.bias[1]) > float(nav.bias[0])
+    nav.eval()
+    shares = torch.bincount(nav(hist), minlength=2).double() / 40
+    assert float(shares.max()) <= 0.75
+    again = nav(hist)
+    assert torch.equal(again, nav(hist))  # evaluation is deterministic and leaves the biases alone
+    with pytest.raises(ValueError, match="bias_rate"):
+        BranchNav(2, CODES, bias_rate=-1.0)
+
+
+def test_sync_payloads_keep_ranks_equal_with_bias_balancing() -> None:
+    hist, _ = clustered_histograms(2, 30, seed=12)
+    ranks = [BranchNav(2, CODES, buffer_size=6, warmup=0, restarts=2, gather_per_step=2, refit_every=8,
+                       bias_rate=0.01) for _ in range(2)]
+    for nav in ranks:
+        nav.train()
+    with torch.no_grad():
+        for step in range(15):
+            for r, nav in enumerate(ranks):
+                x = hist[2 * step + r : 2 * step + r + 1]
+                nav.step_counts += torch.tensor([1, 0]) if r == 0 else torch.tensor([0, 1])
+                if bool(nav.fitted):  # what a distributed forward records: this rank's preferences
+                    pref = int((routing.cosine_similarities(x, nav.centres) + nav.bias).argmax())
+                    nav.step_prefs[pref] += 1
+                if nav.collecting:
+                    nav._queue.append(x)
+            payloads = [nav.sync_payload(r, 2) for r, nav in enumerate(ranks)]
+            assert payloads[0].numel() == ranks[0].sync_numel(2)
+            for nav in ranks:
+                nav.apply_sync(payloads[0] + payloads[1], 2)
+    a, b = ranks
+    assert int(a.refits) >= 1 and float(a.bias.abs().sum()) > 0 and int(a.step_prefs.sum()) == 0
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_freeze_codebook_after_fit_is_the_fit_rule() -> None:
+    assert BranchNav(2, CODES, freeze_codebook_after_fit=True).freeze_codebook == "fit"
+    assert BranchNav(2, CODES, freeze_codebook_after_fit=True, freeze_codebook="buffer").freeze_codebook == "buffer"
+    assert BranchNav(2, CODES).freeze_codebook == "never"

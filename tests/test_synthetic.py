@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import h5py
@@ -144,32 +145,47 @@ def test_centre_crop_kspace_equals_fft_then_crop():
         k = fft2c(x)
         x0, y0 = big[0] // 2 - small[0] // 2, big[1] // 2 - small[1] // 2
         ref = k[:, x0 : x0 + small[0], y0 : y0 + small[1]]
-        torch.testing.assert_close(syn._centre_crop_kspace(x, *small), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(syn.centre_crop_kspace(x, *small), ref, atol=1e-4, rtol=1e-4)
 
 
-def _area(anat, view, pos, c, label, pixel=0.75, span=70.0, resp=0.0):
+def _area(anat, plane, c, label, pixel=0.75, span=70.0, resp=0.0, offset=(0.0, 0.0)):
     """Area (mm^2) of ``label`` in a frame: the image of one-hot tissue values, summed (partial volume counts)."""
     values = np.zeros(syn.NUM_LABELS, np.float32)
     values[label] = 1.0
     n = int(2 * span / pixel)
-    xs = syn._axis(n, pixel) + anat["heart_x"] + anat["shift_x"]
-    ys = syn._axis(n, pixel) + anat["heart_y"] + anat["shift_y"]
-    return float(syn.render_image(anat, view, pos, c, resp, "none", values, xs, ys).sum()) * pixel**2
+    xs, ys = syn.pixel_axis(n, pixel) + offset[0], syn.pixel_axis(n, pixel) + offset[1]
+    return float(syn.render_image(anat, plane, c, resp, "none", values, xs, ys).sum()) * pixel**2
 
 
-def test_wall_thickening_conserves_myocardial_area_and_ef_is_physiological():
+def _pose_sax(anat, c, u_frac):
+    """A short-axis plane at ``u_frac`` of the LV's length from its (moving) base at contraction ``c``."""
+    pose = syn.heart_pose(anat, c, 0.0)
+    plane = syn.view_plane(anat, "sax", 0.5)
+    centre = pose["B"] + u_frac * pose["len"] * pose["L"]
+    return syn.Plane(centre, plane.e_r, plane.e_p), pose
+
+
+def test_wall_thickening_conserves_myocardial_volume_and_ef_is_physiological():
     efs = []
-    for subject in range(4):
-        anat = syn._subject_anatomy(0, subject, "none")
-        pos = 0.8  # apical: no RV, no papillary muscles in the pool
-        myo = [_area(anat, "sax", pos, c, syn.MYO) for c in (0.0, 1.0)]
-        pool = [_area(anat, "sax", pos, c, syn.LV) for c in (0.0, 1.0)]
-        assert myo[1] == pytest.approx(myo[0], rel=0.04)  # the wall thickens, its area stays
-        # volume ~ pool area x length: EF from the radial and the long-axis (base-to-apex) shortening
-        efs.append(1 - pool[1] / pool[0] * (1 - anat["long_shortening"]))
-        assert 0.47 < efs[-1] < 0.73, (subject, efs[-1])
-    assert max(efs) - min(efs) > 0.03  # subjects differ
-    dilated = syn._subject_anatomy(0, 0, "dilated")
+    for subject in range(2):
+        anat = syn.subject_anatomy(0, subject, "none")
+        vols = []
+        for c in (0.0, 1.0):  # LV pool volume from a dense short-axis stack that follows the base
+            areas = []
+            for k in range(10):
+                plane, pose = _pose_sax(anat, c, (k + 0.5) / 10)
+                areas.append(_area(anat, plane, c, syn.LV, pixel=1.0, span=45.0))
+            vols.append(sum(areas) * pose["len"] / 10)
+            # the myocardial half-ellipsoid keeps its volume: (r + d)^2 (L + 0.55 d) - r^2 L
+            d, r, length = pose["d"], pose["r"], pose["len"]
+            myo = (r + d) ** 2 * (length + 0.55 * d) - r**2 * length
+            if c == 0.0:
+                myo0, d0 = myo, d
+        assert myo == pytest.approx(myo0, rel=1e-6) and d > 1.2 * d0  # the wall thickens, its volume stays
+        efs.append(1 - vols[1] / vols[0])
+        assert 0.45 < efs[-1] < 0.78 and abs(efs[-1] - anat["ef"]) < 0.08, (subject, efs[-1], anat["ef"])
+    assert abs(efs[0] - efs[1]) > 0.01  # subjects differ
+    dilated = syn.subject_anatomy(0, 0, "dilated")
     assert 1 - (1 - dilated["radial_shortening"]) ** 2 * (1 - dilated["long_shortening"]) < 0.4
 
 
@@ -177,10 +193,20 @@ def test_cardiac_cycle_and_long_axis_base_to_apex_motion():
     c = [syn.cardiac_contraction(t / 12) for t in range(12)]
     assert c[0] == 0 and max(c) == pytest.approx(1.0, abs=0.02) and c.index(max(c)) == 4  # ES at 35 % of RR
     assert all(c[t] < c[t + 1] for t in range(4)) and all(c[t] >= c[t + 1] for t in range(4, 11))
-    anat = syn._subject_anatomy(0, 2, "none")
-    # in a 4-chamber view left-heart blood (LV shortening as the mitral plane descends, LA filling) shrinks
-    lv = [_area(anat, "lax_4ch", 0.5, cc, syn.LV, pixel=1.0, span=115) for cc in (0.0, 1.0)]
-    assert lv[1] < 0.85 * lv[0] and 0.1 <= anat["long_shortening"] <= 0.15
+    anat = syn.subject_anatomy(0, 2, "none")
+    # in a 4-chamber view the LV cavity (below the end-systolic mitral plane) shrinks: it narrows, its base descends
+    plane = syn.view_plane(anat, "lax_4ch")
+    ed, es = syn.heart_pose(anat, 0.0, 0.0), syn.heart_pose(anat, 1.0, 0.0)
+    values = np.zeros(syn.NUM_LABELS, np.float32)
+    values[syn.LV] = 1.0
+    axis = syn.pixel_axis(230, 1.0)
+    world = torch.stack(plane.world(axis, axis), -1).double().numpy()
+    below = torch.from_numpy((world - es["B"]) @ ed["L"] > 3)  # below the end-systolic mitral plane
+    lv = [float(syn.render_image(anat, plane, cc, 0.0, "none", values, axis, axis)[below].sum()) for cc in (0.0, 1.0)]
+    assert lv[1] < 0.8 * lv[0] and 0.1 <= anat["long_shortening"] <= 0.15
+    np.testing.assert_allclose(ed["apex"], es["apex"])  # the apex stays, the base descends towards it
+    descent = float(np.dot(es["B"] - ed["B"], ed["L"]))
+    assert descent == pytest.approx(anat["long_shortening"] * anat["long_axis"], rel=1e-6)
 
 
 def test_cine_frames_differ_between_diastole_and_systole(smoke_root):
@@ -192,21 +218,68 @@ def test_cine_frames_differ_between_diastole_and_systole(smoke_root):
     es = round(0.35 * img.shape[0])
     systole = float((img[es] - img[0]).norm() / img[0].norm())
     neighbours = float((img[-1] - img[0]).norm() / img[0].norm())
-    assert systole > 0.08 and systole > neighbours  # late diastole (atrial kick) is closer to ED than ES is
+    assert systole > 0.05 and systole > neighbours  # late diastole (atrial kick) is closer to ED than ES is
 
 
 def test_partial_volume_at_edges_and_area_independent_of_the_grid():
-    anat = syn._subject_anatomy(0, 1, "none")
+    anat = syn.subject_anatomy(0, 1, "none")
+    plane = syn.view_plane(anat, "sax", 0.8)
     values = np.zeros(syn.NUM_LABELS, np.float32)
     values[syn.LV] = 1.0
-    xs = syn._axis(120, 1.5) + anat["heart_x"] + anat["shift_x"]
-    ys = syn._axis(120, 1.5) + anat["heart_y"] + anat["shift_y"]
-    img = syn.render_image(anat, "sax", 0.8, 0.3, 0.0, "none", values, xs, ys)
+    axis = syn.pixel_axis(120, 1.5)
+    img = syn.render_image(anat, plane, 0.3, 0.0, "none", values, axis, axis)
     edge = ((img > 0.05) & (img < 0.95)).sum()
     assert edge > 20 and float(img.max()) <= 1.0 + 1e-6  # fractional coverage along the boundary
-    coarse = _area(anat, "sax", 0.8, 0.3, syn.LV, pixel=1.5)
-    fine = _area(anat, "sax", 0.8, 0.3, syn.LV, pixel=0.375)
+    coarse = _area(anat, plane, 0.3, syn.LV, pixel=1.5, span=90.0)
+    fine = _area(anat, plane, 0.3, syn.LV, pixel=0.375, span=90.0)
     assert coarse == pytest.approx(fine, rel=0.02)
+
+
+def test_views_are_planes_through_one_body():
+    """SAX planes are perpendicular to the LV long axis, long-axis planes contain it; the axis points left,
+    anterior and inferior; the 4-chamber plane holds the RV, the 2-chamber plane does not."""
+    for subject in range(4):
+        anat = syn.subject_anatomy(0, subject, "none")
+        ax = syn.heart_axes(anat)
+        lax = ax["L"]
+        assert lax[0] > 0.3 and lax[1] < -0.3 and lax[2] < -0.3
+        for view in syn.VIEWS:
+            plane = syn.view_plane(anat, view, 0.5)
+            n = plane.normal
+            assert abs(np.linalg.norm(n) - 1) < 1e-9 and abs(plane.e_r[2]) < 1e-9  # readout horizontal
+            if view == "sax":
+                assert abs(abs(float(np.dot(n, lax))) - 1) < 1e-9
+            else:
+                assert abs(float(np.dot(n, lax))) < 1e-9
+        pose = syn.heart_pose(anat, 0.0, 0.0)
+        rv_4ch = abs(float(np.dot(pose["rv_c"] - syn.view_plane(anat, "lax_4ch").centre,
+                                  syn.view_plane(anat, "lax_4ch").normal)))
+        rv_2ch = abs(float(np.dot(pose["rv_c"] - syn.view_plane(anat, "lax_2ch").centre,
+                                  syn.view_plane(anat, "lax_2ch").normal)))
+        assert rv_4ch < 5 < rv_2ch
+        # the torso and the lungs change between views: the same subject's planes see other tissue
+        areas = {v: _area(anat, syn.view_plane(anat, v, 0.5), 0.0, syn.LUNG, pixel=4.0, span=180.0) for v in syn.VIEWS}
+        assert max(areas.values()) > 1.3 * min(areas.values())
+
+
+def test_bar_sax_and_four_chamber_differ_and_blood_is_bright(smoke_root):
+    """Issue 26's bar: median NCC of cine SAX (centre slice) vs 4-chamber RSS < 0.5 (smoke from the files,
+    cpu simulated); cine blood/myocardium >= 2 (smoke files and some cpu subjects, partial volume fitted)."""
+    from moero.data.synthetic import checks
+
+    smoke = checks.view_similarity("smoke", root=smoke_root)
+    cpu = checks.view_similarity("cpu")
+    assert smoke and len(cpu) >= 3
+    assert float(np.median(smoke)) < 0.5 and float(np.median(cpu)) < 0.5, (smoke, cpu)
+    specs = {s.relpath: s for s in syn.plan_dataset("smoke", 0) if s.name == "cine_sax"}
+    ratios = [checks.blood_myocardium_ratio(s, kspace=load_cmrxrecon(smoke_root / path).kspace)
+              for path, s in specs.items()]
+    cpu_cines = [s for s in syn.plan_dataset("cpu", 0) if s.name == "cine_sax"]
+    ratios += [checks.blood_myocardium_ratio(s) for s in cpu_cines[::8]]
+    assert not any(math.isnan(r) for r in ratios) and float(np.median(ratios)) >= 2.0 and min(ratios) > 1.8, ratios
+    for field_t in (1.5, 3.0, 5.0):
+        sig = syn.tissue_signal("cine", 0, 12, field_t)
+        assert sig[syn.LV] > 2.5 * sig[syn.MYO] and sig[syn.FAT] > sig[syn.MYO]  # bright blood, bright fat
 
 
 def test_same_field_of_view_at_every_size_and_cmrxrecon_matrices_at_gpu():
@@ -215,7 +288,7 @@ def test_same_field_of_view_at_every_size_and_cmrxrecon_matrices_at_gpu():
         for size in ("smoke", "cpu", "gpu"):
             nx, ny = syn.vendor_matrix(v, syn.SIZES[size].matrix_scale)
             assert nx % 2 == 0 and ny % 2 == v.matrix[1] % 2
-            fovs.append((syn._pixel_mm(v, nx) * nx / 2, syn._pixel_mm(v, nx) * ny))
+            fovs.append((syn.pixel_size_mm(v, nx) * nx / 2, syn.pixel_size_mm(v, nx) * ny))
         assert fovs[0][0] == pytest.approx(v.fov_mm) and fovs[2][0] == pytest.approx(v.fov_mm)
         assert fovs[0][1] == pytest.approx(fovs[2][1], rel=0.08)  # phase FOV: rounding of small matrices only
         nx, ny = syn.vendor_matrix(v, syn.SIZES["gpu"].matrix_scale)
@@ -255,5 +328,22 @@ def test_pathologies_change_anatomy_and_lge_contrast():
     assert cine[syn.LV] > 2 * cine[syn.MYO]  # bright blood
     t1 = [syn.tissue_signal("T1map", t, 9, 1.5)[syn.MYO] for t in range(9)]
     assert t1[0] < 0 < t1[-1]  # inversion recovery crosses zero
-    normal, dilated = syn._subject_anatomy(0, 5, "none"), syn._subject_anatomy(0, 5, "dilated")
+    normal, dilated = syn.subject_anatomy(0, 5, "none"), syn.subject_anatomy(0, 5, "dilated")
     assert dilated["r_endo"] > normal["r_endo"] and dilated["ef"] < normal["ef"]
+
+
+def test_plane_traces_on_localisers():
+    """The short-axis stack cuts the 4-chamber plane in parallel segments perpendicular to the LV axis."""
+    anat = syn.subject_anatomy(0, 0, "none")
+    four = syn.view_plane(anat, "lax_4ch")
+    lax = syn.heart_axes(anat)["L"]
+    axis_2d = np.array([np.dot(lax, four.e_r), np.dot(lax, four.e_p)])
+    offsets = []
+    for pos in (0.2, 0.5, 0.8):
+        seg = syn.plane_trace(syn.view_plane(anat, "sax", pos), (190.0, 180.0), four, (190.0, 190.0))
+        assert seg is not None
+        direction = seg[1] - seg[0]
+        assert abs(float(np.dot(direction, axis_2d))) < 1e-6 * np.linalg.norm(direction)
+        offsets.append(float(np.dot(seg[0], axis_2d)))
+    assert offsets[0] < offsets[1] < offsets[2]  # base to apex
+    assert syn.plane_trace(syn.axial_plane(500.0), (190.0, 180.0), syn.axial_plane(0.0), (190.0, 190.0)) is None

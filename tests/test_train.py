@@ -199,12 +199,11 @@ def test_cli_builds_the_config_from_yaml_flags_and_set(tmp_path):
         config_from_args(build_parser().parse_args(["train", "--set", "nope=1"]))
 
 
-def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, capsys):
+def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, capsys, smoke_data):
     """Integration: the real PromptMR tiny preset (VQ-Prompt) and SliceDataset on the smoke synthetic set."""
     from moero.cli import main
-    from moero.data.synthetic import ensure_synthetic
 
-    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
+    root = smoke_data
     run_dir = tmp_path / "run"
     common = ["--data-root", str(root), "--run-dir", str(run_dir), "--device", "cpu", "--progress", "false",
               "--accelerations", "[4,8]"]
@@ -228,7 +227,7 @@ def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, 
                  "--set", "mask_kinds=[uniform,kt_gaussian]",
                  "--modalities", "BlackBlood,T1w,T2w", "--max-files", "2", "--splits", "test-total,rare,fresh"]) == 0
     files = (out / "eval_files.csv").read_text().splitlines()
-    assert files[0].split(",")[:3] == ["model", "file", "modality"] and len(files) == 3
+    assert files[0].split(",")[:4] == ["model", "file", "subject", "modality"] and len(files) == 3
     splits = (out / "eval_splits.md").read_text()
     assert "| model | split | files | ssim | psnr | nmse |" in splits and "| run | total | 2 |" in splits
     zf = tmp_path / "zf"
@@ -239,16 +238,15 @@ def test_cli_trains_promptmr_on_synthetic_data_and_eval_writes_tables(tmp_path, 
     assert "exactly one" in capsys.readouterr().err
 
 
-def test_cli_trains_moero_and_eval_loads_its_checkpoint(tmp_path, capsys):
+def test_cli_trains_moero_and_eval_loads_its_checkpoint(tmp_path, capsys, smoke_data):
     """`train --model moero-CxK` builds Moero from the registry; `eval` restores it (weights, codebooks,
     routing centres and counts) from the checkpoint alone."""
     from moero.cli import build_parser, main
-    from moero.data.synthetic import ensure_synthetic
     from moero.models.moero import Moero
     from moero.train.runs import load_trained
 
     assert "moero-<C>x<K>" in build_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    root = ensure_synthetic(tmp_path / "data", size="smoke", seed=0, progress=False)
+    root = smoke_data
     run_dir = tmp_path / "moero"
     assert main(["train", "--model", "moero-2x2", "--preset", "tiny", "--data-root", str(root), "--run-dir",
                  str(run_dir), "--device", "cpu", "--progress", "false", "--max-steps", "2", "--val-every", "0",

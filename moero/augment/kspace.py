@@ -1,11 +1,14 @@
-"""k-space artefacts of DualSpace-CMR (reference section 4): thermal noise (eq. (5)) and rigid motion (eq. (6)).
+"""k-space artefacts of DualSpace-CMR (reference section 4): thermal noise (eq. (5)) and rigid motion
+(the per-shot phase error of eq. (6) and the motion-corrupted k-space of eq. (7)).
 
 * **Thermal noise** (:func:`add_kspace_noise`): complex circular white Gaussian noise ``n`` with
   ``E|n|^2 = (sigma * L(y))^2`` per sample, where ``L(y)`` is the RMS of the scan's k-space over its
   last ``scan_dims`` axes, so every scan loses the same relative SNR; the k-space is then
   renormalised to the input's level, and ``aug(c y) == c aug(y)`` for any complex ``c``.
 * **Rigid motion** (:func:`simulate_rigid_motion`): phase-encode lines grouped into shots; shot ``j``
-  moved by ``(dx_j, dy_j)`` multiplies its lines by ``exp(-i 2 pi (kx dx_j / H + ky dy_j / W))``.
+  moved by ``(dx_j, dy_j)`` has the phase error ``phi_j(kx, ky) = 2 pi (kx dx_j / H + ky dy_j / W)``
+  (eq. (6)), and the motion-corrupted k-space is ``y'(kx, ky) = y(kx, ky) exp(-i phi_{j(ky)}(kx, ky))``
+  (eq. (7)): magnitudes unchanged, a zero range is the identity.
 
 Each ``Random*`` class draws parameters from a :class:`torch.Generator` and returns the recorded,
 deterministic transform (torchio's pattern).
@@ -188,7 +191,8 @@ def shot_of_line(num_lines: int, shots: int, ordering: str = "interleaved", devi
 def simulate_rigid_motion(
     kspace: torch.Tensor, shifts: torch.Tensor, shots: int, ordering: str = "interleaved"
 ) -> torch.Tensor:
-    """Linear phase per shot: ``y[..., kx, ky] * exp(-i 2 pi (kx dx_j / H + ky dy_j / W))``, ``j`` = shot of ``ky``.
+    """The motion-corrupted k-space of eq. (7): ``y[..., kx, ky] * exp(-i 2 pi (kx dx_j / H + ky dy_j / W))``,
+    ``j`` = shot of ``ky`` (the phase error of eq. (6)).
 
     ``kspace``: complex ``(..., C, H, W)``; ``shifts``: ``(shots, 2)`` or ``(..., shots, 2)`` pixels
     ``(dx along H, dy along W)``, leading axes broadcasting against ``kspace.shape[:-3]``.

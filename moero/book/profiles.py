@@ -1,20 +1,30 @@
 """Run profiles: the one place that sets sizes for data, models and every notebook.
 
 ``smoke``: the test suite (seconds per notebook). ``cpu``: the default of ``make book`` (minutes on
-two cores, shows trends). ``gpu``: one GPU, under an hour. ``paper``: the paper's configurations on
+two cores, shows trends). ``gpu-short``: the GPU bundle's run (chapters 01 and 06-09 on one H200 in
+about 7 minutes, ``make gpu-bundle``). ``gpu``: one GPU, under an hour. ``paper``: the paper's configurations on
 the real CMRxRecon2025 data, several GPUs through torchrun.
 
-A notebook asks :func:`notebook_params` for its sizes; papermill passes ``profile`` and optional
-overrides through the notebook's ``parameters`` cell.
+The profiles are written in ``profiles.yaml`` beside this module: per profile one ``results`` block that
+the training runs of chapters 06-08 share, plus each notebook's parameters (chapters 06-08: that block and
+their own differences). A notebook asks :func:`notebook_params` for its sizes; papermill passes
+``profile`` and optional overrides through the notebook's ``parameters`` cell.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Profile", "PROFILES", "get_profile", "notebook_params"]
+import yaml
+
+__all__ = ["Profile", "PROFILES", "PROFILES_FILE", "get_profile", "notebook_params", "load_profiles",
+           "profile_differences"]
+
+PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
+RESULTS_CHAPTERS = ("06_training", "07_augmentation_ablation", "08_model_ablation")
 
 
 @dataclass(frozen=True)
@@ -26,662 +36,31 @@ class Profile:
     dataset: str  # size of the synthetic dataset (moero.data.synthetic.SIZES), ignored when real data is given
     device: str  # "cpu", "cuda" or "auto"
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # the block chapters 06-08 share
 
 
-# Per-notebook parameters, keyed by notebook stem, written out in full for every profile (no patching at
-# import): what a profile runs can be read here. Training and evaluation shapes are the whole image at
-# the profile's synthetic matrix (moero.data.synthetic.SIZES: smoke <= 80 x 38, cpu <= 128 x 62, gpu
-# <= 512 x 246): the readout is cut to its central half (its 2x oversampling, outside the body) and the
-# phase encode zero-padded to a common size for batching; nothing cuts through the body. Chapters 06-08
-# share their training runs (the same "train", "budgets", "nav", ... entries), so changing one of those
-# retrains them. BranchNav's "warmup_fraction" / "buffer_fraction" scale its warm-up and k-means buffer with
-# the run (fractions of the samples of the last budget; moero.book.experiments.nav_settings), so the centres
-# are fitted once the codebook has trained, whatever the run length.
-_SMOKE: dict[str, dict[str, Any]] = {
-    "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 4, "gallery_size": "smoke"},
-    "01_forward_model": {
-        "accelerations": [4, 8],
-        "frames": 3,
-        "cg_iters": 8,
-        "cg_lams": [0.01, 0.1],
-        "val_files": 1,
-        "test_files": 1,
-        "acs": 20,
-        "mask_shape": [128, 96],
-        "espirit_kernel": 3,
-    },
-    "02_kspace_augmentation": {"sigmas": [0.05, 0.2], "motion_ranges": [0.0, 2.0], "shots": [1, 8], "gre": True},
-    "03_image_augmentation": {"ratios": [0.0, 1.0], "examples": 3, "frames": 3},
-    "04_vq_codebooks": {
-        "num_files": 12,
-        "frames_per_file": 1,
-        "image_size": 32,
-        "patch": 4,
-        "num_codes": 32,
-        "steps": 30,
-        "batch_size": 8,
-        "restart_after": 5,
-    },
-    "05_histogram_routing": {
-        "model": "moero-2x2",
-        "size": "tiny",
-        "num_examples": 24,
-        "fit_examples": 8,
-        "passes": 3,
-        "buffer_size": 16,
-        "warmup": 12,
-    },
-    "06_training": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [40, 40],
-            "lr": 0.001,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 0,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            "acs": 20,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 2},
-        },
-        "budget_unit": "steps",
-        "budgets": [2, 4],
-        "curve_budgets": [2, 4],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.25, "buffer_fraction": 0.5, "restarts": 1, "max_iter": 10},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [2, 4],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 1,
-        "eval_shape": [40, 40],
-        "cg": {"iters": 4, "lams": [0.01, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-        "curve_smooth": 5,
-    },
-    "07_augmentation_ablation": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [40, 40],
-            "lr": 0.001,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 0,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            "acs": 20,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 2},
-        },
-        "budget_unit": "steps",
-        "budgets": [2, 4],
-        "curve_budgets": [2, 4],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.25, "buffer_fraction": 0.5, "restarts": 1, "max_iter": 10},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [2, 4],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 1,
-        "eval_shape": [40, 40],
-        "cg": {"iters": 4, "lams": [0.01, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-    },
-    "08_model_ablation": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [40, 40],
-            "lr": 0.001,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 0,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            "acs": 20,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 2},
-        },
-        "budget_unit": "steps",
-        "budgets": [2, 4],
-        "curve_budgets": [2, 4],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.25, "buffer_fraction": 0.5, "restarts": 1, "max_iter": 10},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [2, 4],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 1,
-        "eval_shape": [40, 40],
-        "cg": {"iters": 4, "lams": [0.01, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-    },
-    "09_efficiency": {
-        "names": ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"],
-        "preset": "tiny",
-        "cascades": 2,
-        "shape": [32, 24],
-        "rounds": 1,
-        "warmup": 1,
-        "ddp_world": 2,
-        "ddp_rounds": 1,
-        "ddp_names": ["vq-prompt", "moero-2x2", "moero-2x2:find_unused"],
-        "stage_steps": 2,
-        "stage_shape": [32, 24],
-        "threads": 2,
-    },
-}
-_CPU: dict[str, dict[str, Any]] = {
-    "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
-    "01_forward_model": {
-        "accelerations": [4, 8, 16, 24],
-        "frames": 6,
-        "cg_iters": 15,
-        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
-        "val_files": 2,
-        "test_files": 2,
-        "acs": 20,
-        "mask_shape": [512, 246],
-        "espirit_kernel": 6,
-    },
-    "02_kspace_augmentation": {
-        "sigmas": [0.05, 0.1, 0.2, 0.4],
-        "motion_ranges": [0.0, 1.0, 2.0, 4.0],
-        "shots": [1, 4, 16],
-        "gre": True,
-    },
-    "03_image_augmentation": {"ratios": [0.0, 0.3, 0.6, 1.0], "examples": 4, "frames": 5},
-    "04_vq_codebooks": {
-        "num_files": 60,
-        "frames_per_file": 2,
-        "image_size": 64,
-        "patch": 4,
-        "num_codes": 128,
-        "steps": 400,
-        "batch_size": 16,
-        "restart_after": 20,
-    },
-    "05_histogram_routing": {
-        "model": "moero-4x4",
-        "size": "small",
-        "num_examples": 120,
-        "fit_examples": 40,
-        "passes": 4,
-        "buffer_size": 96,
-        "warmup": 120,
-    },
-    "06_training": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [64, 64],
-            "batch_size": 2,
-            "lr": 0.003,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 125,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            # without k-means initialisation and dead-code restarts the tiny codebooks collapse to one code
-            # within a few hundred steps and Moero has nothing to route on (chapter 6's fit table)
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [250, 500],
-        "curve_budgets": [125, 250, 500],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [50, 100, 200, 300],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 8,
-        "eval_shape": [64, 64],
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 2,
-        "curve_smooth": 5,
-    },
-    "07_augmentation_ablation": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [64, 64],
-            "batch_size": 2,
-            "lr": 0.003,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 125,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            # without k-means initialisation and dead-code restarts the tiny codebooks collapse to one code
-            # within a few hundred steps and Moero has nothing to route on (chapter 6's fit table)
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [250, 500],
-        "curve_budgets": [125, 250, 500],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [50, 100, 200, 300],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 8,
-        "eval_shape": [64, 64],
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 2,
-    },
-    "08_model_ablation": {
-        "train": {
-            "preset": "tiny",
-            "image_shape": [64, 64],
-            "batch_size": 2,
-            "lr": 0.003,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 125,
-            "device": "cpu",
-            "accelerations": [8, 16, 24],
-            # without k-means initialisation and dead-code restarts the tiny codebooks collapse to one code
-            # within a few hundred steps and Moero has nothing to route on (chapter 6's fit table)
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [250, 500],
-        "curve_budgets": [125, 250, 500],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 1,
-        "small_budgets": [50, 100, 200, 300],
-        "small_seeds": [0],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 8,
-        "eval_shape": [64, 64],
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 2,
-    },
-    "09_efficiency": {
-        "names": ["promptmr", "vq-prompt", "moero-2x2", "moero-2x4"],
-        "preset": "tiny",
-        "cascades": 2,
-        "shape": [64, 48],
-        "rounds": 3,
-        "warmup": 2,
-        "ddp_world": 2,
-        "ddp_rounds": 2,
-        "ddp_names": ["vq-prompt", "moero-2x2", "moero-2x2:find_unused", "moero-2x4", "moero-2x4:find_unused"],
-        "stage_steps": 3,
-        "stage_shape": [64, 48],
-        "threads": 2,
-    },
-}
-_GPU: dict[str, dict[str, Any]] = {
-    "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
-    "01_forward_model": {
-        "accelerations": [4, 8, 16, 24],
-        "frames": 6,
-        "cg_iters": 15,
-        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
-        "val_files": 2,
-        "test_files": 2,
-        "acs": 20,
-        "mask_shape": [512, 246],
-        "espirit_kernel": 6,
-    },
-    "02_kspace_augmentation": {
-        "sigmas": [0.05, 0.1, 0.2, 0.4],
-        "motion_ranges": [0.0, 1.0, 2.0, 4.0],
-        "shots": [1, 4, 16],
-        "gre": True,
-    },
-    "03_image_augmentation": {"ratios": [0.0, 0.3, 0.6, 1.0], "examples": 4, "frames": 5},
-    "04_vq_codebooks": {
-        "num_files": 60,
-        "frames_per_file": 2,
-        "image_size": 64,
-        "patch": 4,
-        "num_codes": 128,
-        "steps": 400,
-        "batch_size": 16,
-        "restart_after": 20,
-    },
-    "05_histogram_routing": {
-        "model": "moero-4x4",
-        "size": "small",
-        "num_examples": 120,
-        "fit_examples": 40,
-        "passes": 4,
-        "buffer_size": 96,
-        "warmup": 120,
-    },
-    "06_training": {
-        "train": {
-            "preset": "small",
-            "image_shape": [256, 256],
-            "lr": 0.0005,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 200,
-            "device": "auto",
-            "num_workers": 4,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [400, 600, 800],
-        "curve_budgets": [100, 200, 400, 600, 800],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [100, 200, 400, 800],
-        "small_seeds": [0, 1, 2],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-        "curve_smooth": 50,
-    },
-    "07_augmentation_ablation": {
-        "train": {
-            "preset": "small",
-            "image_shape": [256, 256],
-            "lr": 0.0005,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 200,
-            "device": "auto",
-            "num_workers": 4,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [400, 600, 800],
-        "curve_budgets": [100, 200, 400, 600, 800],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [100, 200, 400, 800],
-        "small_seeds": [0, 1, 2],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-    },
-    "08_model_ablation": {
-        "train": {
-            "preset": "small",
-            "image_shape": [256, 256],
-            "lr": 0.0005,
-            "schedule": "constant",
-            "val_every": 0,
-            "checkpoint_every": 200,
-            "device": "auto",
-            "num_workers": 4,
-            "model_overrides": {"vq_kmeans_init": True, "vq_restart_after": 20},
-        },
-        "budget_unit": "steps",
-        "budgets": [400, 600, 800],
-        "curve_budgets": [100, 200, 400, 600, 800],
-        "experts": [2, 4],
-        "nav": {"warmup_fraction": 0.6, "buffer_fraction": 0.2, "restarts": 4, "max_iter": 50},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [100, 200, 400, 800],
-        "small_seeds": [0, 1, 2],
-        "seeds": [0, 1, 2],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": 1,
-        "workers": 1,
-    },
-    "09_efficiency": {
-        "names": ["promptmr", "vq-prompt", "moero-4x2", "moero-4x4"],
-        "preset": "small",
-        "cascades": 4,
-        "shape": [256, 192],
-        "rounds": 5,
-        "warmup": 3,
-        "ddp_world": 2,
-        "ddp_rounds": 2,
-        "ddp_names": ["vq-prompt", "moero-4x2", "moero-4x2:find_unused", "moero-4x4", "moero-4x4:find_unused"],
-        "stage_steps": 3,
-        "stage_shape": [256, 192],
-        "threads": 2,
-    },
-}
-_PAPER: dict[str, dict[str, Any]] = {
-    "00_profiles": {},
-    "10_synthetic_data": {"loader_examples": 24, "gallery_size": "gpu"},
-    "01_forward_model": {
-        "accelerations": [4, 8, 16, 24],
-        "frames": 6,
-        "cg_iters": 15,
-        "cg_lams": [0.001, 0.01, 0.03, 0.1, 0.3],
-        "val_files": 2,
-        "test_files": 2,
-        "acs": 20,
-        "mask_shape": [512, 246],
-        "espirit_kernel": 6,
-    },
-    "02_kspace_augmentation": {
-        "sigmas": [0.05, 0.1, 0.2, 0.4],
-        "motion_ranges": [0.0, 1.0, 2.0, 4.0],
-        "shots": [1, 4, 16],
-        "gre": True,
-    },
-    "03_image_augmentation": {"ratios": [0.0, 0.3, 0.6, 1.0], "examples": 4, "frames": 5},
-    "04_vq_codebooks": {
-        "num_files": 60,
-        "frames_per_file": 2,
-        "image_size": 64,
-        "patch": 4,
-        "num_codes": 128,
-        "steps": 400,
-        "batch_size": 16,
-        "restart_after": 20,
-    },
-    "05_histogram_routing": {
-        "model": "moero-4x4",
-        "size": "small",
-        "num_examples": 120,
-        "fit_examples": 40,
-        "passes": 4,
-        "buffer_size": 96,
-        "warmup": 120,
-    },
-    "06_training": {
-        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
-        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
-        "train": {
-            "preset": "paper",
-            "image_shape": [],
-            "lr": 0.0002,
-            "weight_decay": 0.01,
-            "schedule": "constant",
-            "grad_clip": 0.0,
-            "amp": "off",
-            "ssim_window": "gaussian",
-            "ssim_sigma": 1.0,
-            "val_every": 1,
-            "max_val_examples": 200,
-            "checkpoint_every": 1000,
-            "device": "auto",
-            "gradient_checkpointing": True,
-            "num_workers": 4,
-        },
-        "budget_unit": "epochs",
-        "budgets": [12, 18, 24],
-        "curve_budgets": [3, 6, 12, 18, 24],
-        "experts": [2, 4],
-        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
-        # their evaluation routing, the batch routed by the mode
-        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
-                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [6, 12, 24],
-        "small_seeds": [0],
-        "seeds": [0],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": "all",
-        "workers": 1,
-        "curve_smooth": 50,
-    },
-    "07_augmentation_ablation": {
-        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
-        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
-        "train": {
-            "preset": "paper",
-            "image_shape": [],
-            "lr": 0.0002,
-            "weight_decay": 0.01,
-            "schedule": "constant",
-            "grad_clip": 0.0,
-            "amp": "off",
-            "ssim_window": "gaussian",
-            "ssim_sigma": 1.0,
-            "val_every": 1,
-            "max_val_examples": 200,
-            "checkpoint_every": 1000,
-            "device": "auto",
-            "gradient_checkpointing": True,
-            "num_workers": 4,
-        },
-        "budget_unit": "epochs",
-        "budgets": [12, 18, 24],
-        "curve_budgets": [3, 6, 12, 18, 24],
-        "experts": [2, 4],
-        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
-        # their evaluation routing, the batch routed by the mode
-        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
-                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [6, 12, 24],
-        "small_seeds": [0],
-        "seeds": [0],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": "all",
-        "workers": 1,
-    },
-    "08_model_ablation": {
-        # the Moero authors' optimisation (moero.train.config.AUTHORS_TRAINING): constant LR, fp32, no
-        # clipping, 7x7 Gaussian (sigma 1) SSIM loss
-        "train": {
-            "preset": "paper",
-            "image_shape": [],
-            "lr": 0.0002,
-            "weight_decay": 0.01,
-            "schedule": "constant",
-            "grad_clip": 0.0,
-            "amp": "off",
-            "ssim_window": "gaussian",
-            "ssim_sigma": 1.0,
-            "val_every": 1,
-            "max_val_examples": 200,
-            "checkpoint_every": 1000,
-            "device": "auto",
-            "gradient_checkpointing": True,
-            "num_workers": 4,
-        },
-        "budget_unit": "epochs",
-        "budgets": [12, 18, 24],
-        "curve_budgets": [3, 6, 12, 18, 24],
-        "experts": [2, 4],
-        # the authors' BranchNav (moero.models.routing.AUTHORS_NAV): warm-up of 8000 samples per rank,
-        # their evaluation routing, the batch routed by the mode
-        "nav": {"warmup": 8000, "warmup_scope": "rank", "buffer_size": 2048, "imbalance_ratio": 3.0, "restarts": 8,
-                "max_iter": 100, "seed": 42, "eval_mode": "paper", "route_by": "batch"},
-        "augment_probability": 0.5,
-        "ratios": [0.0, 0.25, 0.5, 0.75, 1.0],
-        "small_subjects": 20,
-        "small_budgets": [6, 12, 24],
-        "small_seeds": [0],
-        "seeds": [0],
-        "test_accelerations": [8, 16, 24],
-        "eval_files": 0,
-        "eval_shape": None,
-        "cg": {"iters": 10, "lams": [0.003, 0.01, 0.03, 0.1]},
-        "threads": 2,
-        "nproc": "all",
-        "workers": 1,
-    },
-    "09_efficiency": {
-        "names": ["promptmr", "vq-prompt", "moero-12x2", "moero-12x4"],
-        "preset": "paper",
-        "cascades": 12,
-        "shape": [256, 192],
-        "rounds": 5,
-        "warmup": 3,
-        "ddp_world": 2,
-        "ddp_rounds": 2,
-        "ddp_names": ["vq-prompt", "moero-12x2", "moero-12x2:find_unused", "moero-12x4", "moero-12x4:find_unused"],
-        "stage_steps": 3,
-        "stage_shape": [],
-        "threads": 2,
-    },
-}
+def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, Profile]:
+    """The profiles written in ``path``; a ``ValueError`` names the file and the profile when one is malformed."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"error: {path}: expected a mapping of profile names")
+    out = {}
+    for name, spec in raw.items():
+        missing = {"description", "dataset", "device", "notebooks"} - set(spec or {})
+        if missing:
+            raise ValueError(f"error: {path}: profile {name!r} lacks {sorted(missing)}")
+        results = dict(spec.get("results") or {})
+        for chapter in RESULTS_CHAPTERS:  # the shared runs: every results chapter must use the same block
+            params = spec["notebooks"].get(chapter)
+            if params is not None and any(params.get(k) != v for k, v in results.items()):
+                raise ValueError(f"error: {path}: profile {name!r}, notebook {chapter}: differs from the shared "
+                                 f"results block in {sorted(k for k, v in results.items() if params.get(k) != v)}")
+        out[name] = Profile(str(name), str(spec["description"]), str(spec["dataset"]), str(spec["device"]),
+                            copy.deepcopy(spec["notebooks"]), results)
+    return out
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", "test suite: seconds per notebook", "smoke", "cpu", _SMOKE),
-    "cpu": Profile("cpu", "default of make book: minutes on 2 CPU cores", "cpu", "cpu", _CPU),
-    "gpu": Profile("gpu", "one GPU, under an hour", "gpu", "auto", _GPU),
-    "paper": Profile(
-        "paper", "the paper's configurations on real CMRxRecon2025 data, several GPUs", "gpu", "auto", _PAPER
-    ),
-}
+
+PROFILES: dict[str, Profile] = load_profiles()
 
 
 def get_profile(name: str) -> Profile:
@@ -703,3 +82,35 @@ def notebook_params(notebook: str, profile: str, overrides: dict[str, Any] | Non
             raise ValueError(f"parameter {key!r} is not a parameter of notebook {notebook!r}; known: {sorted(params)}")
         params[key] = value
     return params
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def profile_differences(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per setting whose value differs between the profiles ``names`` (default: all): ``setting``
+    (``<notebook>.<key>``, chapters 06-08 as ``results.<key>``) and one column per profile."""
+    names = list(names or PROFILES)
+    flat = {}
+    for n in names:
+        prof = get_profile(n)
+        values = {"dataset": prof.dataset, "device": prof.device, **_flatten(prof.results, "results")}
+        for nb, params in prof.notebooks.items():
+            if nb not in RESULTS_CHAPTERS:
+                values.update(_flatten(params, nb))
+            else:
+                values.update(_flatten({k: v for k, v in params.items() if k not in prof.results}, nb))
+        flat[n] = values
+    keys = list(dict.fromkeys(k for n in names for k in flat[n]))
+    rows = []
+    for key in keys:
+        vals = [flat[n].get(key, "-") for n in names]
+        if any(v != vals[0] for v in vals[1:]):
+            rows.append({"setting": key, **{n: v for n, v in zip(names, vals, strict=True)}})
+    return rows

@@ -30,6 +30,7 @@ import torch
 
 from moero.book.plots import apply_style
 from moero.book.profiles import Profile, get_profile, notebook_params
+from moero.data.synthetic import ensure_synthetic
 from moero.eval.tables import Table
 from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.distributed import resolve_device
@@ -153,7 +154,7 @@ class Run:
     ) -> Table:
         """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table
         (``units``: a column's unit where its name does not imply one; kept in the provenance for
-        :func:`moero.book.experiments.show_result`)."""
+        :func:`moero.book.show.show_result`)."""
         tab = Table(rows, columns, caption, units)
         self.path(f"{stem}.csv").write_text(tab.to_csv())
         self.path(f"{stem}.md").write_text(tab.to_markdown())
@@ -200,8 +201,6 @@ class Run:
         """The CMRxRecon-layout tree to read: ``data_root`` if given, else the profile's synthetic set."""
         if self.data_root is not None:
             return self.data_root
-        from moero.data.synthetic import ensure_synthetic
-
         # no progress bar: a tqdm widget in a chapter is chatter, not a result
         return ensure_synthetic(default_data_root(self.profile.dataset), size=self.profile.dataset, seed=0,
                                 progress=False)

@@ -11,7 +11,8 @@ folder, swapped in only when the notebook completed, so a failed or killed run l
 results, provenance and executed notebook byte-identical. A rerun is skipped only when the source,
 parameters and package are unchanged *and* every results folder is intact (complete provenance, every
 recorded file present with its SHA-256). ``-p`` values are checked against the types of the profile's
-values (:func:`split_params`) before any notebook runs.
+values (:func:`moero.book.params.split_params`) before any notebook runs. One run per (profile, notebook)
+at a time: a second is refused with an error naming the holder.
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moero.book.execute import CellWatch, PrefixWriter, cell_label, cell_timeout, register_engine
+from moero.book.params import check_param_type, coerce_param, split_params
 from moero.book.profiles import get_profile
+from moero.book.run import STAGING_ENV, file_sha256
+from moero.data.synthetic import ensure_synthetic
 from moero.paths import build_dir, default_data_root, repo_root
+from moero.train.rundir import RunLock
 
 __all__ = [
     "NotebookFailed",
@@ -42,13 +48,13 @@ __all__ = [
     "build_html",
     "read_notebook",
     "hide_injected_parameters",
+    "coerce_param",
+    "check_param_type",
+    "split_params",
 ]
 
 NOTEBOOK_FMT = "py:percent"
 KERNEL = "python3"
-# Per-cell limit by profile, so a stalled cell fails the run instead of blocking it forever; the gpu and
-# paper profiles train inside a cell for hours (paper: days), so they have none. $MOERO_CELL_TIMEOUT overrides.
-CELL_TIMEOUT_S: dict[str, int | None] = {"smoke": 600, "cpu": 3600, "gpu": None, "paper": None}
 
 
 class NotebookFailed(RuntimeError):
@@ -58,9 +64,8 @@ class NotebookFailed(RuntimeError):
         self.notebook, self.exec_count, self.source, self.ename, self.evalue, self.partial = (
             notebook, exec_count, source, ename, evalue, partial,
         )
-        first = source.strip().splitlines()[0] if source.strip() else ""
         super().__init__(
-            f"notebook {notebook} failed in cell In [{exec_count}] ({first!r}) with {ename}: {evalue}\n"
+            f"notebook {notebook} failed in cell In [{exec_count}] ({cell_label(source)!r}) with {ename}: {evalue}\n"
             f"partial executed notebook kept at {partial}"
         )
 
@@ -135,14 +140,6 @@ def is_light(nb: Any) -> bool:
     return bool(nb.metadata.get("moero", {}).get("light", False))
 
 
-def cell_timeout(profile: str) -> int | None:
-    """Seconds a cell of ``profile`` may run (``$MOERO_CELL_TIMEOUT``, else :data:`CELL_TIMEOUT_S`)."""
-    env = os.environ.get("MOERO_CELL_TIMEOUT")
-    if env:
-        return int(env) if int(env) > 0 else None
-    return CELL_TIMEOUT_S.get(profile)
-
-
 def run_notebook(
     path: Path,
     profile: str,
@@ -150,13 +147,29 @@ def run_notebook(
     parameters: dict[str, Any] | None = None,
     force: bool = False,
     progress_bar: bool = True,
+    log_output: bool = False,
+    timeout: int | None = None,
+    status: Any = None,
 ) -> NotebookResult:
-    """Execute one Jupytext notebook with papermill; skip when its source, parameters and package are unchanged."""
+    """Execute one Jupytext notebook with papermill; skip when its source, parameters and package are unchanged.
+
+    ``log_output``, ``timeout`` (seconds per cell) and ``status`` (gets ``"cell N/M: label"``): see
+    :mod:`moero.book.execute`.
+
+    One run per (profile, notebook) at a time: a lock ``<out_dir>/.<stem>.lock`` is held throughout, and a
+    second run is refused with an error naming the holder's PID (:class:`moero.train.rundir.RunLockedError`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir / path.stem, what=f"notebook {path.stem} of profile {profile!r}",
+                 hint="run another chapter"):
+        watch = CellWatch(path.stem, 0, log_output, status)
+        return _run_notebook(path, profile, out_dir, parameters, force, progress_bar, watch, timeout)
+
+
+def _run_notebook(path: Path, profile: str, out_dir: Path, parameters: dict[str, Any] | None, force: bool,
+                  progress_bar: bool, watch: CellWatch, timeout: int | None) -> NotebookResult:
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
-
-    from moero.book.run import STAGING_ENV
 
     text, nb = _read_source(path)
     stem = path.stem
@@ -184,6 +197,9 @@ def run_notebook(
     registry = out_dir / f".{stem}.staging.jsonl"  # the kernel's Run records its staging folders here
     registry.write_text("")
     t0 = time.perf_counter()
+    watch.total = len(nb.cells) + 1  # papermill adds the injected-parameters cell
+    limit = cell_timeout(profile, timeout)
+    streams = {"stdout_file": PrefixWriter(stem), "stderr_file": PrefixWriter(stem)} if watch.log_output else {}
     env_backup = {name: os.environ.get(name) for name in ("MPLBACKEND", STAGING_ENV)}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ[STAGING_ENV] = str(registry.resolve())
@@ -196,15 +212,17 @@ def run_notebook(
             progress_bar=progress_bar,
             cwd=str(path.parent.parent),
             log_output=False,
-            execution_timeout=cell_timeout(profile),
+            execution_timeout=limit,
+            engine_name=register_engine(),
+            watch=watch,
+            **streams,
         )
     except PapermillExecutionError as err:
         raise NotebookFailed(stem, err.exec_count, err.source, err.ename, err.evalue, partial) from None
-    except CellTimeoutError as err:
-        # nbclient quotes the cell between dashed lines; keep that as the failing source
-        parts = str(err).split("-------------------\n")
-        source = parts[1] if len(parts) > 2 else ""
-        raise NotebookFailed(stem, None, source, "CellTimeoutError", str(err).splitlines()[0], partial) from None
+    except CellTimeoutError:
+        raise NotebookFailed(stem, (watch.index or 0) + 1, watch.source, "CellTimeoutError",
+                             f"{watch.describe()} ran out of time after {watch.elapsed():.0f} s (limit {limit} s per "
+                             "cell: --cell-timeout SECONDS or $MOERO_CELL_TIMEOUT, 0 for none)", partial) from None
     finally:
         for name, value in env_backup.items():
             if value is None:
@@ -250,8 +268,6 @@ def _swap_in_results(registry: Path) -> list[Path]:
 def results_intact(folder: Path) -> bool:
     """Whether ``folder`` holds a complete ``provenance.json`` whose every recorded file is present with
     its recorded SHA-256 (the skip check of :func:`run_notebook`)."""
-    from moero.book.run import file_sha256
-
     try:
         prov = json.loads((folder / "provenance.json").read_text())
     except (OSError, ValueError):
@@ -265,69 +281,6 @@ def results_intact(folder: Path) -> bool:
         if "sha256" in entry and file_sha256(path) != entry["sha256"]:
             return False
     return True
-
-
-def coerce_param(value: str) -> Any:
-    """``-p key value`` values: JSON when they parse (numbers, lists, booleans), else strings."""
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def check_param_type(key: str, value: Any, default: Any) -> None:
-    """A ``ValueError`` naming ``key`` unless ``value`` has the type of the profile's ``default`` (an
-    integer is a valid number; None defaults accept anything; list items and mapping values are
-    checked against the default's first item / same key)."""
-    if default is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, list | tuple):
-        ok = isinstance(value, list | tuple)
-        if ok and default:
-            for i, item in enumerate(value):
-                check_param_type(f"{key}[{i}]", item, default[0])
-    elif isinstance(default, dict):
-        ok = isinstance(value, dict)
-        if ok:
-            for name, item in value.items():
-                if name in default:
-                    check_param_type(f"{key}.{name}", item, default[name])
-    else:
-        ok = True
-    if not ok:
-        raise ValueError(f"parameter {key!r}: expected {_type_name(default)} like the profile's {default!r}, "
-                         f"got {value!r}")
-
-
-def split_params(profile: str, stems: list[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Route ``-p`` overrides: ``key`` goes to every notebook that has it, ``stem.key`` to one notebook.
-
-    Each value must have the type of the profile's value (:func:`check_param_type`)."""
-    entries = get_profile(profile).notebooks
-    out: dict[str, dict[str, Any]] = {stem: {} for stem in stems}
-    for key, value in params.items():
-        stem, _, name = key.rpartition(".")
-        targets = [stem] if stem else [s for s in stems if key in entries.get(s, {})]
-        targets = [t for t in targets if t in out and name in entries.get(t, {})]
-        if not targets:
-            raise ValueError(f"parameter {key!r} is not a parameter of any notebook run for profile {profile!r}")
-        for target in targets:
-            check_param_type(key, value, entries[target][name])
-            out[target][name] = value
-    return out
 
 
 def select_notebooks(only: list[str] | None = None, root: Path | None = None) -> list[Path]:
@@ -354,8 +307,11 @@ def run_notebooks(
     only: list[str] | None = None,
     force: bool = False,
     root: Path | None = None,
+    log_output: bool = False,
+    timeout: int | None = None,
 ) -> list[NotebookResult]:
-    """Execute the book's (non-light) notebooks for ``profile``, in ``_toc.yml`` order."""
+    """Execute the book's (non-light) notebooks for ``profile``, in ``_toc.yml`` order; the progress bar
+    shows the running cell (``log_output``, ``timeout``: :func:`run_notebook`)."""
     from tqdm.auto import tqdm
 
     prof = get_profile(profile)
@@ -366,8 +322,6 @@ def run_notebooks(
     per_notebook = split_params(profile, [p.stem for p in notebooks], params or {})
     if data is None:
         # the embedded synthetic data of the profile, generated once (a stamp makes reruns instant)
-        from moero.data.synthetic import ensure_synthetic
-
         ensure_synthetic(default_data_root(prof.dataset), size=prof.dataset, seed=0)
     results = []
     bar = tqdm(notebooks, desc=f"notebooks [{profile}]", unit="nb", dynamic_ncols=True)
@@ -376,7 +330,12 @@ def run_notebooks(
         parameters: dict[str, Any] = {"profile": profile, "params": per_notebook[path.stem]}
         if data is not None:
             parameters["data_root"] = str(data)
-        results.append(run_notebook(path, profile, out_dir, parameters, force=force, progress_bar=False))
+
+        def status(text: str, stem: str = path.stem) -> None:
+            bar.set_postfix_str(f"{stem} {text}")
+
+        results.append(run_notebook(path, profile, out_dir, parameters, force=force, progress_bar=False,
+                                    log_output=log_output, timeout=timeout, status=status))
     return results
 
 

@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from moero.paths import build_dir
+
 __all__ = ["API_MARKER", "public_modules", "api_markdown", "executed_notebook", "setup"]
 
 API_MARKER = re.compile(r"^<!-- moero-api: ([\w.]+) -->$", re.M)
@@ -68,8 +70,6 @@ def _offer_ipynb(app: Any, pagename: str, templatename: str, context: dict[str, 
     source = Path(app.env.doc2path(pagename))
     if source.suffix != ".py":
         return
-    from moero.paths import build_dir
-
     executed = build_dir() / "executed" / os.environ.get("MOERO_PROFILE", "cpu")
     found = executed_notebook(source.read_text(), executed)
     if found is None:  # a light chapter: the notebook Jupyter Book executed for this page

@@ -131,6 +131,8 @@ class SliceDataset(Dataset):
         modalities: keep only these modality folders (e.g. ``("Cine",)``).
         shape: optional ``(H, W)`` to centre crop / zero pad every image (in image space) for batching.
         fmt: ``"auto"``, ``"cmrxrecon"`` or ``"fastmri"``.
+        centres: a centre-role CSV (``moero manifest --centres``): splits from the layout with those roles.
+        subjects: keep only these subjects (e.g. a small training set); None: all.
     """
 
     def __init__(
@@ -145,6 +147,8 @@ class SliceDataset(Dataset):
         modalities: Sequence[str] | None = None,
         shape: tuple[int, int] | None = None,
         fmt: str = "auto",
+        centres: str | Path | None = None,
+        subjects: Sequence[str] | None = None,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -155,6 +159,7 @@ class SliceDataset(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"root {self.root} is not a directory")
+        self.centres = centres
         self.frames = frames
         self.mask_sampler = mask_sampler
         self.augment = augment
@@ -165,6 +170,7 @@ class SliceDataset(Dataset):
         self.skipped: list[tuple[str, str]] = []
         self._bad: set[int] = set()
         splits = None if split is None else {split} if isinstance(split, str) else set(split)
+        wanted = None if subjects is None else {str(x) for x in subjects}
         if fmt == "auto":
             walk_h5 = not (self.root / MANIFEST_NAME).is_file() and any(self.root.glob("*.h5"))
             fmt = "fastmri" if walk_h5 else "cmrxrecon"
@@ -175,6 +181,8 @@ class SliceDataset(Dataset):
             if splits is not None and rec["split"] not in splits:
                 continue
             if modalities is not None and rec["modality"] not in modalities:
+                continue
+            if wanted is not None and rec["subject"] not in wanted:
                 continue
             try:
                 key, (t, z, c, h, w) = volume_shape(rec["path"], fmt)
@@ -196,8 +204,11 @@ class SliceDataset(Dataset):
                 for p in sorted(self.root.glob("*.h5"))
             ]
         try:
-            rows = read_manifest(self.root)  # manifest.csv, else the layout index of a real CMRxRecon2025 tree
+            # manifest.csv, else (or with a centre-role table) the layout index of a real CMRxRecon2025 tree
+            rows = read_manifest(self.root, self.centres)
         except DataError:
+            if (self.root / MANIFEST_NAME).exists():
+                raise  # a manifest that cannot be read is an error, never a fallback to every file
             rows = None
         if rows is not None:
             out = []
@@ -264,7 +275,8 @@ class SliceDataset(Dataset):
             kspace = fft2c(_crop_or_pad(ifft2c(kspace), self.shape))
         f_count, _, h, w = kspace.shape
         meta = {k: rec[k] for k in ("file", "centre", "vendor", "modality", "view", "pathology", "split")}
-        meta.update(slice=z, frame=t, frames=window)
+        # the stored matrix (readout 2x oversampled, phase encode) sets the official scored region
+        meta.update(slice=z, frame=t, frames=window, matrix=(int(rec["readout"]), int(rec["phase"])))
         extra: dict[str, Any] = {}
         if self.mask_sampler is not None:
             # one mask for the whole series of this (file, slice, epoch), indexed by the window

@@ -4,7 +4,8 @@ The official layout is::
 
     MultiCoil/<Modality>/<TrainingSet|ValidationSet|TestSet>/<Folder>/<Center>/<Vendor>/<Pnnn>/<file>.mat
 
-with ``<Folder>`` one of ``FullSample`` (``<name>.mat``: fully sampled ``kspace``), ``UnderSample_TaskX``
+with ``<Folder>`` one of ``FullSample`` (``<name>.mat``: fully sampled ``kspace``; the organisers' scoring
+truth is ``FullSample_TaskX``, indexed the same way with its task), ``UnderSample_TaskX``
 (``<name>_kus_<Pattern><R>.mat``: key ``kus``, with or without ``mask``) and ``Mask_TaskX``
 (``<name>_mask_<Pattern><R>.mat``: key ``mask``). Modality comes from the folder, the view and the
 contrast from the file name (``cine_lax_4ch`` -> view ``lax_4ch``, contrast ``cine``). Only the HDF5
@@ -31,9 +32,15 @@ the files of a ``*TaskR2`` folder are rare. Pass a CSV (``--centres`` of
 ``centre,role`` (role ``known`` | ``fresh`` | ``rare``) or ``centre,vendor,subject,pathology`` /
 ``...,split`` for single subjects (``subject`` as ``Pnnn``).
 
+The CSV is read as UTF-8 (a byte-order mark is accepted) and checked against the tree: a centre or
+subject that the tree does not hold, a split outside :data:`SPLITS` and two rows that disagree on one
+centre or subject are errors naming the file and line.
+
 The index is cached atomically in ``<root>/.moero_layout.csv`` (written to a temporary file, then
-renamed), keyed by a signature of the subject folders (path and modification time): adding or
-removing a file changes its folder's time and rebuilds the index.
+renamed), keyed by a signature of every ``.mat`` file (path, size, modification time) and the options.
+The cache is only a cache: it is used when its signature matches *and* its rows name exactly the
+layout files of the tree, each a plain relative path inside the root, with valid values; otherwise the
+index is rebuilt.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from typing import Any
 
 __all__ = [
     "SET_SPLITS",
+    "SPLITS",
     "CENTRE_ROLES",
     "LAYOUT_CACHE",
     "INDEX_COLUMNS",
@@ -67,6 +75,7 @@ SET_SPLITS = {"TrainingSet": "train", "ValidationSet": "val", "TestSet": "test-t
 # centre -> role (known | fresh | rare). Empty by default: roles follow from the tree (module docstring).
 CENTRE_ROLES: dict[str, str] = {}
 ROLES = ("known", "fresh", "rare")
+SPLITS = ("train", "val", "test-total", "rare", "fresh")
 LAYOUT_CACHE = ".moero_layout.csv"
 SHAPE_COLUMNS = ("frames", "slices", "coils", "readout", "phase")
 INDEX_COLUMNS = ("file", "kind", "task", "pattern", "acceleration", "mask_file", "subject", "centre", "vendor",
@@ -76,6 +85,7 @@ MANIFEST_COLUMNS = ("file", "subject", "centre", "vendor", "modality", "name", "
 VIEWS = ("lax_2ch", "lax_3ch", "lax_4ch", "lax_lvot", "lvot", "sax", "tra", "cor", "sag")
 _UNDERSAMPLED = re.compile(r"^(?P<name>.+)_(?P<tag>kus|mask)_(?P<pattern>[A-Za-z]+?)(?P<r>\d+(?:\.\d+)?)$")
 _FOLDER = re.compile(r"^(?P<kind>UnderSample|Mask)_(?P<task>\w+)$")
+_FULL = re.compile(r"^FullSample(?:_(?P<task>\w+))?$")
 
 
 def _view_contrast(name: str) -> tuple[str, str]:
@@ -99,8 +109,9 @@ def parse_layout_path(rel: Path) -> dict[str, Any] | None:
     row: dict[str, Any] = {"file": rel.as_posix(), "task": "", "pattern": "", "acceleration": "", "mask_file": "",
                            "subject": f"{centre}/{vendor}/{subject}", "centre": centre, "vendor": vendor,
                            "modality": modality, "set": set_name, "pathology": "none", "split": ""}
-    if folder == "FullSample":
-        row.update(kind="full", name=stem)
+    full = _FULL.match(folder)
+    if full is not None:  # FullSample, or the organisers' scoring truth FullSample_<Task>
+        row.update(kind="full", name=stem, task=full["task"] or "")
     else:
         fm, m = _FOLDER.match(folder), _UNDERSAMPLED.match(stem)
         if fm is None or m is None:
@@ -115,7 +126,8 @@ def parse_layout_path(rel: Path) -> dict[str, Any] | None:
 
 def read_centre_table(path: str | Path | None) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """``(centre -> role, subject key Center/Vendor/Pnnn -> {pathology, split})`` from a CSV (see the
-    module docstring); the defaults of :data:`CENTRE_ROLES` when ``path`` is None."""
+    module docstring); the defaults of :data:`CENTRE_ROLES` when ``path`` is None. Errors name the file
+    and line: an unknown role or split, or two rows that disagree about one centre or subject."""
     roles = dict(CENTRE_ROLES)
     subjects: dict[str, dict[str, str]] = {}
     if path is None:
@@ -123,20 +135,46 @@ def read_centre_table(path: str | Path | None) -> tuple[dict[str, str], dict[str
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"centre table {path}: no such file")
-    with open(path, newline="") as fh:
-        for n, row in enumerate(csv.DictReader(fh), start=2):
-            centre = (row.get("centre") or row.get("center") or "").strip()
-            if not centre:
-                raise ValueError(f"centre table {path}, line {n}: column 'centre' is empty or missing")
-            if (row.get("subject") or "").strip():
-                key = f"{centre}/{(row.get('vendor') or '').strip()}/{row['subject'].strip()}"
-                subjects[key] = {k: (row.get(k) or "").strip() for k in ("pathology", "split")}
-                continue
-            role = (row.get("role") or "").strip().lower()
-            if role not in ROLES:
-                raise ValueError(f"centre table {path}, line {n}: field 'role' must be one of {ROLES}, got {role!r}")
-            roles[centre] = role
+    seen: dict[str, tuple[int, Any]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is accepted
+            table = list(enumerate(csv.DictReader(fh), start=2))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"centre table {path}: not UTF-8 text (byte {err.start})") from None
+    except csv.Error as err:
+        raise ValueError(f"centre table {path}: not a CSV file ({err})") from None
+    for n, row in table:
+        centre = (row.get("centre") or row.get("center") or "").strip()
+        if not centre:
+            raise ValueError(f"centre table {path}, line {n}: column 'centre' is empty or missing")
+        if (row.get("subject") or "").strip():
+            key = f"{centre}/{(row.get('vendor') or '').strip()}/{row['subject'].strip()}"
+            value: Any = {k: (row.get(k) or "").strip() for k in ("pathology", "split")}
+            if value["split"] and value["split"] not in SPLITS:
+                raise ValueError(f"centre table {path}, line {n}: field 'split' must be one of {SPLITS}, "
+                                 f"got {value['split']!r}")
+            target: dict[str, Any] = subjects
+        else:
+            key, value = centre, (row.get("role") or "").strip().lower()
+            if value not in ROLES:
+                raise ValueError(f"centre table {path}, line {n}: field 'role' must be one of {ROLES}, got {value!r}")
+            target = roles
+        if key in seen and seen[key][1] != value:
+            raise ValueError(f"centre table {path}, lines {seen[key][0]} and {n} disagree about {key}")
+        seen[key] = (n, value)
+        target[key] = value
     return roles, subjects
+
+
+def _check_centre_table(path: str | Path | None, rows: list[dict[str, Any]], roles: Mapping[str, str],
+                        subjects: Mapping[str, Any]) -> None:
+    """A ``ValueError`` naming the file when the table names a centre or subject that the tree lacks."""
+    if path is None:
+        return
+    unknown = sorted(set(roles) - set(CENTRE_ROLES) - {r["centre"] for r in rows})
+    unknown += sorted(set(subjects) - {r["subject"] for r in rows})
+    if unknown:
+        raise ValueError(f"centre table {path}: not in the tree: {unknown[:5]} (a misspelt centre or subject?)")
 
 
 def _shape(path: Path) -> dict[str, Any]:
@@ -210,27 +248,66 @@ def scan_layout(root: str | Path, centres: str | Path | None = None, val_fractio
         raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0, sum <= 1")
     roles, subjects = read_centre_table(centres)
     rows = []
-    for path in sorted(root.rglob("*.mat")):
-        row = parse_layout_path(path.relative_to(root))
+    for rel in sorted(_mat_files(root)):
+        row = parse_layout_path(Path(rel))
         if row is not None:
-            row.update(_shape(path) if row["kind"] != "mask" else dict.fromkeys(SHAPE_COLUMNS, ""))
+            row.update(_shape(root / rel) if row["kind"] != "mask" else dict.fromkeys(SHAPE_COLUMNS, ""))
             rows.append(row)
+    _check_centre_table(centres, rows, roles, subjects)
     _link_masks(rows)
     _assign_splits(rows, roles, subjects, val_fraction, test_fraction)
     return [{k: r[k] for k in INDEX_COLUMNS} for r in rows]
 
 
-def _signature(root: Path, centres: str | Path | None, options: Iterable[Any]) -> str:
-    """Hash of the subject folders (path, mtime) and the options: changes when a file comes or goes."""
+def _mat_files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every ``.mat`` file under ``root`` (symbolic links to folders not followed): relative POSIX path ->
+    ``(size, modification time in ns)``."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            if name.endswith(".mat"):
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except OSError:  # a dangling link
+                    continue
+                files[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def _signature(files: Mapping[str, tuple[int, int]], centres: str | Path | None, options: Iterable[Any]) -> str:
+    """Hash of every ``.mat`` file (path, size, time) and the options: changes when a file comes, goes or
+    changes, whatever the folder times say."""
     h = hashlib.sha256(json.dumps([str(centres or ""), *map(str, options)]).encode())
     if centres is not None and Path(centres).is_file():
         h.update(Path(centres).read_bytes())
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames.sort()
-        if Path(dirpath) == root:  # the root's own time changes when the cache is written
-            continue
-        h.update(f"{Path(dirpath).relative_to(root)}:{os.stat(dirpath).st_mtime_ns}\n".encode())
+    for rel in sorted(files):
+        h.update(f"{rel}:{files[rel][0]}:{files[rel][1]}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _read_cache(cache: Path, sig: str, files: Mapping[str, tuple[int, int]]) -> list[dict[str, Any]] | None:
+    """The cached rows when the cache matches the tree (module docstring), else None (rebuild)."""
+    try:
+        with open(cache, newline="", encoding="utf-8") as fh:
+            if fh.readline().strip() != f"# signature {sig}":
+                return None
+            rows = [_ints(r) for r in csv.DictReader(fh)]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError, AttributeError):
+        return None
+    expected = {rel for rel in files if parse_layout_path(Path(rel)) is not None}
+    names = [r.get("file") for r in rows]
+    if len(names) != len(expected) or set(names) != expected:
+        return None  # cut down, padded or pointing elsewhere (../)
+    for row in rows:
+        if set(row) != set(INDEX_COLUMNS) or row["kind"] not in ("full", "kus", "mask"):
+            return None
+        if row["mask_file"] and row["mask_file"] not in expected:
+            return None
+        if row["split"] not in SPLITS:
+            return None
+    return rows
 
 
 def _write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: Iterable[str], comment: str = "") -> Path:
@@ -259,12 +336,12 @@ def layout_index(root: str | Path, centres: str | Path | None = None, refresh: b
     if not root.is_dir():
         raise ValueError(f"dataset root {root} is not a directory")
     cache = root / LAYOUT_CACHE
-    sig = _signature(root, centres, (val_fraction, test_fraction, *INDEX_COLUMNS))  # columns: the format
+    files = _mat_files(root)
+    sig = _signature(files, centres, (val_fraction, test_fraction, *INDEX_COLUMNS))  # columns: the format
     if cache.is_file() and not refresh:
-        with open(cache, newline="") as fh:
-            first = fh.readline().strip()
-            if first == f"# signature {sig}":
-                return [_ints(r) for r in csv.DictReader(fh)]
+        cached = _read_cache(cache, sig, files)
+        if cached is not None:
+            return cached
     rows = scan_layout(root, centres, val_fraction, test_fraction)
     try:
         _write_csv_atomic(cache, rows, INDEX_COLUMNS, f"signature {sig}")
@@ -274,9 +351,12 @@ def layout_index(root: str | Path, centres: str | Path | None = None, refresh: b
 
 
 def _ints(row: dict[str, Any]) -> dict[str, Any]:
+    """The shape columns of a cached row as integers (a ``ValueError`` when one is not a non-negative one)."""
     for col in SHAPE_COLUMNS:
         if row.get(col, "") not in ("", None):
             row[col] = int(row[col])
+            if row[col] < 0:
+                raise ValueError(f"column {col!r}: {row[col]} is negative")
     return row
 
 

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import torch
 
+from moero.data.layout import manifest_rows  # the layout index imports nothing from here
 from moero.data.matfile import complex_from_h5, h5_to_package
 
 __all__ = [
@@ -269,7 +270,7 @@ def read_kspace_window(
 # the embedded synthetic dataset
 
 
-def read_manifest(root: str | Path) -> list[dict[str, Any]]:
+def read_manifest(root: str | Path, centres: str | Path | None = None) -> list[dict[str, Any]]:
     """Rows of ``<root>/manifest.csv`` (file paths relative to ``root``; ints converted).
 
     A value that is not a non-negative integer in an integer column is a :class:`DataError` naming the
@@ -277,22 +278,31 @@ def read_manifest(root: str | Path) -> list[dict[str, Any]]:
 
     A tree without ``manifest.csv`` (a real CMRxRecon2025 download) is indexed from its folder layout
     instead: the fully sampled files of :func:`moero.data.layout.layout_index` (cached in the root).
+    ``centres`` (a centre-role CSV, as ``moero manifest --centres``) indexes the layout with those roles
+    even where a ``manifest.csv`` exists.
     """
     path = Path(root) / MANIFEST_NAME
-    if not path.is_file():
-        from moero.data.layout import manifest_rows  # the layout index imports nothing from here
-
-        rows = manifest_rows(root) if Path(root).is_dir() else []
+    if not path.is_file() or centres is not None:
+        rows = manifest_rows(root, centres) if Path(root).is_dir() else []
         if not rows:
             raise DataError(path, None, "no manifest.csv in this dataset root, and no FullSample .mat file in "
                             "the CMRxRecon2025 layout MultiCoil/<Modality>/<Set>/FullSample/<Center>/<Vendor>/<Pnnn>/")
         return rows
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError as err:
+        raise DataError(path, None, f"not UTF-8 text (byte {err.start})") from None
+    except csv.Error as err:
+        raise DataError(path, None, f"not a CSV file ({err})") from None
     required = {"file", "subject", "centre", "vendor", "modality", "view", "pathology", "split"}
     if rows and not required <= set(rows[0]):
         raise DataError(path, None, f"manifest lacks columns {sorted(required - set(rows[0]))}")
     for number, row in enumerate(rows, start=2):
+        rel = Path(row.get("file") or "")
+        if not row.get("file") or rel.is_absolute() or ".." in rel.parts:
+            raise DataError(path, None, f"row {number}, column 'file': {row.get('file')!r} is not a path inside "
+                                        "the dataset root")
         for col in ("frames", "slices", "coils", "readout", "phase"):
             value = row.get(col, "")
             if value in ("", None):

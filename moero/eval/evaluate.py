@@ -15,10 +15,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from moero.data.testphase import TEST_SPLITS  # the manifest's test splits, one definition
-from moero.eval.metrics import central_slices, group_means, score_images, selected_frames, split_aggregates
-from moero.models.io import ReconOutput
+from moero.eval.fastmri import FASTMRI_CROP, evaluate_fastmri  # fastMRI folders: their own conventions
+from moero.eval.metrics import (
+    central_slices,
+    group_means,
+    score_images,
+    selected_frames,
+    split_aggregates,
+)
+from moero.eval.tables import Table
+from moero.models.io import ReconOutput, collate_examples, example_meta, model_inputs, output_parts
 from moero.physics.coils import estimate_maps_lowres
 from moero.physics.fft import ifft2c
 from moero.physics.recon import cg_sense
@@ -28,7 +37,7 @@ __all__ = ["TEST_SPLITS", "TEST_ACCELERATIONS", "IMAGE_LABELS", "latin_kind", "e
            "CGSense", "protocol_indices", "evaluate", "evaluate_fastmri", "FASTMRI_CROP", "write_tables"]
 
 TEST_ACCELERATIONS = (8, 16, 24)  # the official CMRxRecon2025 test accelerations
-IMAGE_LABELS = ("file", "modality", "view", "vendor", "centre", "split")  # what routes are compared with
+IMAGE_LABELS = ("file", "subject", "modality", "view", "vendor", "centre", "split")  # what routes are compared with
 
 
 def latin_kind(file_index: int, acceleration_index: int, kinds: Sequence[str]) -> str:
@@ -103,18 +112,16 @@ def protocol_indices(dataset: Any) -> list[int]:
 def evaluate(
     model: nn.Module, dataset: Any, device: str | torch.device = "cpu", progress: bool = True,
     max_files: int = 0, files: Container[int] | None = None, batch_size: int = 1,
+    accelerations: Sequence[float] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-file, per-group and per-split official metrics of ``model`` on a ``SliceDataset``
-    (fastMRI folders: :func:`evaluate_fastmri`). ``max_files``: only the first files; ``files``: only
-    these file indices of the dataset; ``batch_size``: images of one file reconstructed per forward."""
+    (fastMRI folders: :func:`evaluate_fastmri` at ``accelerations``). ``max_files``: only the first files;
+    ``files``: only these file indices of the dataset; ``batch_size``: images of one file reconstructed per
+    forward."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    from tqdm import tqdm
-
-    if getattr(dataset, "fmt", "") == "fastmri":
-        return evaluate_fastmri(model, dataset, device, progress, max_files)
-
-    from moero.models.io import collate_examples, example_meta, model_inputs, output_parts
+    if getattr(dataset, "fmt", "") == "fastmri":  # a row per file and acceleration (default: 4 and 8)
+        return evaluate_fastmri(model, dataset, device, progress, max_files, accelerations)
 
     device = torch.device(device)
     model = model.to(device).eval()
@@ -140,7 +147,9 @@ def evaluate(
                                      for k, v in batch.items()}, acs)
         out = model(*args, **kwargs)
         image, _ = output_parts(out)
-        scores = score_images(batch["target"].to(device).float(), image.float())
+        rec = dataset.records[f]  # the file's stored matrix sets the official region (image_shape crops or pads)
+        matrix = (rec["readout"], rec["phase"]) if "readout" in rec and "phase" in rec else None
+        scores = score_images(batch["target"].to(device).float(), image.float(), matrix=matrix)
         for b in range(len(chunk)):
             row = {k: float(v[b]) for k, v in scores.items()}
             r_eff = example_meta(batch, "r_eff", b, default=None)  # sampled fraction of the centre frame, ACS incl.
@@ -150,7 +159,7 @@ def evaluate(
     files = []
     for f, rows in sorted(per_file.items()):
         rec = dataset.records[f]
-        meta = {k: rec.get(k, "") for k in ("file", "modality", "centre", "vendor", "pathology", "split")}
+        meta = {k: rec.get(k, "") for k in ("file", "subject", "modality", "centre", "vendor", "pathology", "split")}
         files.append({**meta, "images": len(rows),
                       **{m: sum(r[m] for r in rows) / len(rows) for m in SCORED}})
     if not files:
@@ -164,73 +173,8 @@ def evaluate(
 SCORED = ("ssim", "psnr", "nmse", "r_eff")
 
 
-FASTMRI_CROP = (320, 320)
-
-
-def _fastmri_targets(path: str | Path) -> torch.Tensor | None:
-    """The file's ``reconstruction_rss`` (slices, 320, 320) as float64, or None when it has none."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return torch.from_numpy(f["reconstruction_rss"][()]).double() if "reconstruction_rss" in f else None
-
-
-@torch.no_grad()
-def evaluate_fastmri(
-    model: nn.Module, dataset: Any, device: str | torch.device = "cpu", progress: bool = True, max_files: int = 0,
-) -> dict[str, list[dict[str, Any]]]:
-    """fastMRI's conventions (its ``evaluate.py``) on a fastMRI folder: every slice is scored; the target
-    is the file's ``reconstruction_rss`` when it has one (else the RSS of the fully sampled k-space,
-    centre-cropped to 320 x 320 or less), the reconstruction is centre-cropped to the target's size;
-    the data range is the maximum of the whole target volume; SSIM (7x7 uniform window, as
-    scikit-image) is the mean over slices, PSNR and NMSE are taken over the whole volume."""
-    from tqdm import tqdm
-
-    from moero.eval.metrics import center_crop, ssim
-    from moero.models.io import collate_examples, model_inputs, output_parts
-
-    device = torch.device(device)
-    model = model.to(device).eval()
-    acs = int(getattr(getattr(dataset, "mask_sampler", None), "acs", 20))
-    indices = [i for i in range(len(dataset)) if not max_files or dataset.locate(i)[0] < max_files]
-    targets: dict[int, torch.Tensor | None] = {}
-    pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for i in tqdm(indices, desc="eval fastMRI", disable=not progress, mininterval=10.0, ncols=100):
-        f, z, _ = dataset.locate(i)
-        if f not in targets:
-            targets[f] = _fastmri_targets(dataset.records[f]["path"])
-        batch = collate_examples([dataset[i]])
-        args, kwargs = model_inputs({k: v.to(device) if isinstance(v, torch.Tensor) else v
-                                     for k, v in batch.items()}, acs)
-        image = output_parts(model(*args, **kwargs))[0][0].double().cpu()
-        stored = targets[f]
-        if stored is not None:
-            target = stored[z]
-        else:
-            target = batch["target"][0].double()
-            target = center_crop(target, tuple(min(c, n) for c, n in zip(FASTMRI_CROP, target.shape, strict=True)))
-        pairs.setdefault(f, []).append((target, center_crop(image, tuple(target.shape))))
-    files = []
-    for f, rows in sorted(pairs.items()):
-        gt = torch.stack([t for t, _ in rows])
-        pred = torch.stack([p for _, p in rows])
-        maxval = gt.max()
-        mse = (gt - pred).pow(2).mean()
-        rec = dataset.records[f]
-        files.append({**{k: rec.get(k, "") for k in ("file", "modality", "centre", "vendor", "pathology", "split")},
-                      "images": len(rows), "ssim": float(ssim(gt, pred, maxval).mean()),
-                      "psnr": float(10 * torch.log10(maxval**2 / mse)),
-                      "nmse": float((gt - pred).pow(2).sum() / gt.pow(2).sum())})
-    if not files:
-        raise ValueError("evaluate: the fastMRI folder holds no slice")
-    splits = split_aggregates(files)
-    return {"files": files, **group_means(files), "splits": [{"split": k, **v} for k, v in splits.items()]}
-
-
 def write_tables(results: dict[str, list[dict[str, Any]]], out: str | Path, label: str = "") -> list[Path]:
     """Write ``eval_files``, ``eval_groups``, ``eval_splits`` as CSV and Markdown; returns the paths."""
-    from moero.eval.tables import Table
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -17,7 +17,10 @@ Conventions (stated once; ``book/conventions.md`` explains them):
   images, the central two slices of every modality (LGE and T1rho included; all slices if fewer
   than 3; MATLAB rounding), frames by modality (every frame for Mapping and T1rho, one image for
   BlackBlood/T1w/T2w, else the first three), centre crop ``round(nx/3) x round(ny/2)`` where
-  ``nx`` is the readout size (our ``H``) and ``ny`` the phase-encode size (our ``W``), each 2-D image
+  ``nx`` is the readout size (our ``H``) and ``ny`` the phase-encode size (our ``W``) *of the file as
+  stored* (readout 2x oversampled: the region is 2/3 of the field of view by 1/2 of the phase FOV); an
+  image cropped or padded for batching (``image_shape``) is scored on that same region, given the
+  file's ``matrix`` (:func:`scored_region`), each 2-D image
   divided by its own 99.5th-percentile magnitude, PSNR/SSIM with ``data_range`` = the normalised
   target's maximum, NMSE ``||gt - pred||^2 / ||gt||^2``; mean per file, then per centre/vendor,
   and the official adjusted group means (:func:`official_group_scores`: per (Center, Manufacturer)
@@ -49,6 +52,7 @@ __all__ = [
     "central_slices",
     "selected_frames",
     "protocol_crop_size",
+    "scored_region",
     "center_crop",
     "normalize_percentile",
     "score_images",
@@ -244,6 +248,18 @@ def protocol_crop_size(h: int, w: int) -> tuple[int, int]:
     return max(1, matlab_round(h / 3)), max(1, matlab_round(w / 2))
 
 
+def scored_region(shape: Sequence[int], matrix: Sequence[int] | None = None) -> tuple[int, int]:
+    """Size of the official scored region in images of ``shape`` ``(H, W)`` reconstructed from a file whose
+    stored matrix is ``matrix`` ``(nx, ny)`` (readout 2x oversampled, phase encode; None: the images are at
+    that matrix): ``protocol_crop_size(nx, ny)``. A centred crop or zero pad keeps index ``n // 2`` at the
+    centre, so this region of the cropped image is the official region of the stored one, as long as it
+    fits; where it does not (an image cropped below it) it is clipped to the image."""
+    h, w = int(shape[-2]), int(shape[-1])
+    nx, ny = (h, w) if matrix is None else (int(matrix[0]), int(matrix[1]))
+    ch, cw = protocol_crop_size(nx, ny)
+    return min(ch, h), min(cw, w)
+
+
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Crop the last two axes to ``size`` around the FFT centre ``n // 2`` (start ``n // 2 - c // 2``).
 
@@ -262,8 +278,12 @@ def normalize_percentile(images: torch.Tensor, q: float = 99.5) -> torch.Tensor:
 
 @torch.no_grad()
 def score_images(target: torch.Tensor, prediction: torch.Tensor, crop: bool = True,
-                 reference: str = "target") -> dict[str, torch.Tensor]:
+                 reference: str = "target",
+                 matrix: Sequence[int] | Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
     """Per-image official metrics of magnitude images ``(N, H, W)``: crop, normalise, SSIM/PSNR/NMSE.
+
+    ``matrix``: the stored ``(nx, ny)`` of the file the images come from (one pair, or one per image),
+    which sets the scored region (:func:`scored_region`); None: the images are at their stored matrix.
 
     ``reference``: the image whose normalised maximum sets the data range and whose energy is the NMSE
     denominator, ``"target"`` (ours) or ``"prediction"`` (what ``Evaluation.calmetric`` does for 4-D
@@ -274,8 +294,21 @@ def score_images(target: torch.Tensor, prediction: torch.Tensor, crop: bool = Tr
         raise ValueError(f"reference must be 'target' or 'prediction', got {reference!r}")
     if target.shape != prediction.shape:
         raise ValueError(f"target {tuple(target.shape)} and prediction {tuple(prediction.shape)} differ")
+    if crop and matrix is not None and len(matrix) and hasattr(matrix[0], "__len__"):
+        per_image = [tuple(int(v) for v in m) for m in matrix]  # type: ignore[union-attr]
+        if len(per_image) != target.shape[0]:
+            raise ValueError(f"matrix: {len(per_image)} pairs for {target.shape[0]} images")
+        if len(set(per_image)) > 1:  # regions differ: score each group of equal matrices
+            out: dict[str, torch.Tensor] = {}
+            for m in sorted(set(per_image)):
+                idx = torch.tensor([i for i, q in enumerate(per_image) if q == m], device=target.device)
+                part = score_images(target[idx], prediction[idx], True, reference, m)
+                for k, v in part.items():
+                    out.setdefault(k, torch.empty(target.shape[0], dtype=v.dtype, device=v.device))[idx] = v
+            return out
+        matrix = per_image[0]
     if crop:
-        size = protocol_crop_size(*target.shape[-2:])
+        size = scored_region(target.shape, matrix)  # type: ignore[arg-type]
         target, prediction = center_crop(target, size), center_crop(prediction, size)
     gt, pred = normalize_percentile(target), normalize_percentile(prediction)
     if reference == "prediction":  # SSIM and the MSE are symmetric: only the range and the denominator move

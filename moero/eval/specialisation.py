@@ -8,6 +8,10 @@ the route of each sample and its label, both from scikit-learn:
 * normalised mutual information (NMI): ``I(routes; labels) / mean(H(routes), H(labels))`` in [0, 1].
 
 Neither cares which expert index goes with which label, only whether the partitions agree.
+
+Whether the routing *features* carry a label at all, whatever the router does with them, is what
+:func:`content_probe` measures: a supervised probe (logistic regression) predicting the label from the
+histograms, cross-validated with whole subjects held out, against the majority-class rate.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "usage_over_training",
     "contingency",
     "specialisation",
+    "content_probe",
     "trace_routing",
     "fit_sensitivity_codebook",
     "sensitivity_histograms",
@@ -94,6 +99,38 @@ def specialisation(routes: Sequence[int] | torch.Tensor | np.ndarray,
             "classes": int(codes.max() + 1) if codes.size else 0,
         })
     return rows
+
+
+def content_probe(features: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[Any],
+                  groups: Sequence[Any], folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Accuracy of a logistic-regression probe predicting ``labels`` from ``features`` (e.g. token
+    histograms), cross-validated by ``groups`` (subjects: no subject in both a training and a test fold),
+    and ``chance``, the share of the most frequent label. ``{"accuracy", "chance", "folds"}``; NaN accuracy
+    when fewer than two groups or two labels exist."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray([str(v) for v in labels])
+    g = np.asarray([str(v) for v in groups])
+    if x.ndim != 2 or len(x) != len(y) or len(y) != len(g):
+        raise ValueError(f"content_probe: features {x.shape}, labels {len(y)} and groups {len(g)} do not match")
+    chance = float(np.unique(y, return_counts=True)[1].max() / len(y)) if len(y) else float("nan")
+    n_folds = min(int(folds), len(np.unique(g)))
+    if n_folds < 2 or len(np.unique(y)) < 2:
+        return {"accuracy": float("nan"), "chance": chance, "folds": 0}
+    correct = 0
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))  # GroupKFold is deterministic; a fixed shuffle keeps folds balanced
+    x, y, g = x[order], y[order], g[order]
+    for train, test in GroupKFold(n_splits=n_folds).split(x, y, g):
+        if len(np.unique(y[train])) < 2:
+            correct += int((y[test] == y[train][0]).sum())
+            continue
+        probe = LogisticRegression(max_iter=2000, C=1.0)
+        probe.fit(x[train], y[train])
+        correct += int((probe.predict(x[test]) == y[test]).sum())
+    return {"accuracy": correct / len(y), "chance": chance, "folds": n_folds}
 
 
 def trace_routing(nav: BranchNav, histograms: torch.Tensor) -> list[dict[str, Any]]:

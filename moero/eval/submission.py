@@ -40,9 +40,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from moero.data.layout import parse_layout_path
+from moero.data.readers import load_cmrxrecon, read_manifest
 from moero.eval.metrics import (
     center_crop,
     central_slices,
@@ -53,6 +57,9 @@ from moero.eval.metrics import (
     selected_frames,
     split_aggregates,
 )
+from moero.eval.tables import Table
+from moero.physics.fft import ifft2c
+from moero.physics.sense import rss
 
 __all__ = [
     "RANKING_KEY",
@@ -94,9 +101,6 @@ def img4ranking(images: torch.Tensor) -> np.ndarray:
 def truth_img4ranking(kspace: torch.Tensor, modality: str) -> np.ndarray:
     """``img4ranking`` of fully sampled k-space ``(T, Z, C, H, W)``: RSS of the centred inverse FFT
     (reference eq. (1)) of the selected frames and slices."""
-    from moero.physics.fft import ifft2c
-    from moero.physics.sense import rss
-
     if kspace.ndim != 5:
         raise ValueError(f"truth_img4ranking: k-space must be (T, Z, C, H, W), got {tuple(kspace.shape)}")
     frames, slices = ranking_selection(kspace.shape[0], kspace.shape[1], modality)
@@ -125,7 +129,6 @@ def save_img4ranking(path: str | Path, array: np.ndarray) -> Path:
 def load_img4ranking(path: str | Path) -> np.ndarray:
     """``img4ranking`` of a file as the official ``loadFun.loadmat`` reads it: ``scipy.io.loadmat``
     first, h5py (no transpose, so reversed axes) for v7.3 files. ``ValueError`` naming file and key."""
-    import h5py
     import scipy.io
 
     path = Path(path)
@@ -137,8 +140,8 @@ def load_img4ranking(path: str | Path) -> np.ndarray:
             return np.asarray(f[RANKING_KEY][:])
     try:
         data = scipy.io.loadmat(path)
-    except (ValueError, OSError, TypeError) as err:
-        raise ValueError(f"{path}: not a readable MATLAB file ({err})") from None
+    except Exception as err:  # a truncated or crafted file fails anywhere in scipy's parser (IndexError, ...)
+        raise ValueError(f"{path}: not a readable MATLAB file ({type(err).__name__}: {str(err)[:120]})") from None
     if RANKING_KEY not in data:
         keys = sorted(k for k in data if not k.startswith("__"))
         raise ValueError(f"{path} [key {RANKING_KEY!r}]: key missing; the file has {keys}")
@@ -164,8 +167,6 @@ def ground_truth_name(submitted: str | Path) -> str:
 
 def _truth_array(path: Path, modality: str) -> np.ndarray:
     """The truth's ``img4ranking``: stored as such, or computed from fully sampled k-space."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             has_kspace = any(k in f for k in ("kspace_full", "kspace"))
@@ -173,35 +174,31 @@ def _truth_array(path: Path, modality: str) -> np.ndarray:
         has_kspace = False  # a v5 .mat file: an img4ranking file
     if not has_kspace:
         return load_img4ranking(path)
-    from moero.data.readers import load_cmrxrecon
-
     return truth_img4ranking(load_cmrxrecon(path).kspace, modality)
 
 
 def score_submission(submission: str | Path, ground_truth: str | Path, progress: bool = True,
-                     official_order: bool = True) -> dict[str, list[dict[str, Any]]]:
+                     official_order: bool = True, centres: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
     """Score a submission folder against a ground-truth tree (module docstring).
 
-    ``ground_truth`` is a CMRxRecon2025 tree whose ``FullSample`` files hold fully sampled k-space or
-    ``img4ranking`` (indexed by ``manifest.csv`` or the folder layout; splits and pathologies from there).
+    ``ground_truth`` is a CMRxRecon2025 tree whose ``FullSample`` or ``FullSample_<Task>`` files (the
+    organisers' truth folders; a submitted file of a task is matched to its task's truth first) hold
+    fully sampled k-space or ``img4ranking`` (indexed by ``manifest.csv`` or the folder layout, with the
+    centre roles of ``centres`` when given; splits and pathologies from there).
     Returns ``files`` (one row per submitted file), ``groups`` (centre, vendor), ``overall``,
     ``splits`` (total / rare / fresh over scored files) and ``missing`` (expected truth files without
     a scored submission).
     """
-    from tqdm import tqdm
-
-    from moero.data.layout import parse_layout_path
-    from moero.data.readers import read_manifest
-
     submission, ground_truth = Path(submission), Path(ground_truth)
     if not submission.is_dir():
         raise ValueError(f"submission {submission} is not a directory")
-    truth: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in read_manifest(ground_truth):
+    truth: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # (modality, subject, name, task) -> row
+    for row in read_manifest(ground_truth, centres):
         parsed = parse_layout_path(Path(row["file"]))
         if parsed is None or parsed["kind"] != "full":
             continue
-        truth[(parsed["modality"], parsed["subject"], parsed["name"] + ".mat")] = {**row, "set": parsed["set"]}
+        key = (parsed["modality"], parsed["subject"], parsed["name"] + ".mat", parsed["task"])
+        truth[key] = {**row, "set": parsed["set"], "task": parsed["task"]}
     submitted = sorted(submission.rglob("*_kus_*.mat"))
     if not submitted:
         raise ValueError(f"submission {submission}: no *_kus_*.mat file")
@@ -213,7 +210,8 @@ def score_submission(submission: str | Path, ground_truth: str | Path, progress:
         if parsed is None or parsed["kind"] != "kus":
             raise ValueError(f"submission file {rel}: not in the layout "
                              "{Task}/MultiCoil/{Modality}/{Set}/UnderSample_{Task}/{Center}/{Vendor}/Pnnn/")
-        gt = truth.get((parsed["modality"], parsed["subject"], ground_truth_name(path)))
+        key = (parsed["modality"], parsed["subject"], ground_truth_name(path))
+        gt = truth.get((*key, parsed["task"])) or truth.get((*key, ""))  # FullSample_<Task>, else FullSample
         if gt is None:
             raise ValueError(f"submission file {rel}: extra file, no ground truth {ground_truth_name(path)} "
                              f"for {parsed['subject']} ({parsed['modality']}) under {ground_truth}")
@@ -226,8 +224,13 @@ def score_submission(submission: str | Path, ground_truth: str | Path, progress:
                 cache[gt["file"]] = _truth_array(ground_truth / gt["file"], parsed["modality"])
             target = cache[gt["file"]]
             pred = load_img4ranking(path)
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # a failed file: scored as a missing one, named in its comment
             files.append({**row, "images": 0, **dict.fromkeys(METRICS, math.nan), "comment": str(err)})
+            continue
+        if not np.issubdtype(pred.dtype, np.number) or not np.isfinite(pred).all():
+            bad = int(pred.size - np.isfinite(pred).sum()) if np.issubdtype(pred.dtype, np.number) else pred.size
+            files.append({**row, "images": 0, **dict.fromkeys(METRICS, math.nan),
+                          "comment": f"{path}: {bad} non-finite or non-numeric values; scored as a missing file"})
             continue
         if pred.shape != target.shape:
             files.append({**row, "images": 0, **dict.fromkeys(METRICS, math.nan),
@@ -240,7 +243,8 @@ def score_submission(submission: str | Path, ground_truth: str | Path, progress:
         files.append({**row, "images": int(scores["ssim"].numel()),
                       **{m: float(scores[m].mean()) for m in METRICS}})
     sets = {parse_layout_path(Path(r["file"]))["set"] for r in files}
-    expected = [r for r in truth.values() if r["set"] in sets]
+    tasks = {parse_layout_path(Path(r["file"]))["task"] for r in files}
+    expected = [r for r in truth.values() if r["set"] in sets and (not r["task"] or r["task"] in tasks)]
     scored = [r for r in files if not r["comment"]]
     return {"files": files, **_group_scores(scored, expected), "splits": [
         {"split": k, **v} for k, v in split_aggregates(scored).items()],
@@ -275,8 +279,6 @@ def _missing(scored: Sequence[dict[str, Any]], expected: Sequence[dict[str, Any]
 
 def write_submission_tables(results: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
     """``submission_{files,groups,diseases,overall,splits,missing}`` as CSV and Markdown in ``out``."""
-    from moero.eval.tables import Table
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

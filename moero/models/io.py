@@ -3,10 +3,11 @@
 Every reconstruction model is a :class:`ReconModel`: called as ``model(masked_kspace, mask,
 num_low_frequencies=None)`` with complex ``(B, F, C, H, W)`` k-space and a ``(B, F|1, H|1, W)`` mask,
 it returns a :class:`ReconOutput` (or a subclass) with ``image`` ``(B, H, W)`` and ``vq_loss`` (a
-scalar, 0 without VQ). Optional hooks, used when present: ``after_backward(step)``,
-``ddp_ignored_parameters()``, ``set_epoch(epoch)``, ``routing_state()``,
-``set_gradient_checkpointing(flag)`` and the flag ``handles_vq_sync``. Batches are dicts collated by
-:func:`collate_examples`; per-example metadata (file, centre, vendor, ...) sits under ``batch["meta"]``.
+scalar, 0 without VQ). The trainer's optional hooks are :class:`TrainingHooks` (no-op defaults, which
+a model overrides): ``after_backward(step)``, ``ddp_ignored_parameters()``, ``set_epoch(epoch)``,
+``routing_state()`` and the flag ``handles_vq_sync``; :func:`training_hooks` gives any model's hooks.
+Batches are dicts collated by :func:`collate_examples`; per-example metadata (file, centre, vendor, ...)
+sits under ``batch["meta"]``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import nn
 __all__ = [
     "ReconOutput",
     "ReconModel",
+    "TrainingHooks",
+    "training_hooks",
     "collate_examples",
     "example_meta",
     "batch_to_device",
@@ -44,6 +47,62 @@ class ReconModel(Protocol):
 
     def __call__(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
                  num_low_frequencies: int | torch.Tensor | None = None) -> ReconOutput: ...
+
+
+class TrainingHooks:
+    """What the trainer calls on a model besides its forward, with no-op defaults; our models inherit it
+    and override what they need (Moero: all of them)."""
+
+    handles_vq_sync: bool = False  # the model syncs and applies its VQ statistics itself in after_backward
+
+    def ddp_ignored_parameters(self) -> list[str]:
+        """Names of parameters DDP must leave alone (synced by the model itself)."""
+        return []
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch starts (epoch-dependent state, e.g. BranchNav's warm-up)."""
+
+    def after_backward(self, step: int | None = None, process_group: Any = None) -> None:
+        """Called once per step after ``backward``, before the optimiser step."""
+
+    def routing_state(self) -> dict[str, Any] | None:
+        """Route counts and router state to log per step (None: the model does not route)."""
+        return None
+
+
+class _ForeignHooks(TrainingHooks):
+    """The hooks of a model that does not derive from :class:`TrainingHooks` (a user's network): whichever of
+    the hooks it defines, the no-ops for the rest. The one place that looks hooks up by name."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.handles_vq_sync = bool(getattr(model, "handles_vq_sync", False))
+
+    def _hook(self, name: str) -> Any:
+        hook = getattr(self.model, name, None)
+        return hook if callable(hook) else None
+
+    def ddp_ignored_parameters(self) -> list[str]:
+        hook = self._hook("ddp_ignored_parameters")
+        return list(hook()) if hook else []
+
+    def set_epoch(self, epoch: int) -> None:
+        if hook := self._hook("set_epoch"):
+            hook(epoch)
+
+    def after_backward(self, step: int | None = None, process_group: Any = None) -> None:
+        if hook := self._hook("after_backward"):
+            hook(step)
+
+    def routing_state(self) -> dict[str, Any] | None:
+        hook = self._hook("routing_state")
+        return hook() if hook else None
+
+
+def training_hooks(model: Any) -> TrainingHooks:
+    """The hooks of ``model``: the model itself when it derives from :class:`TrainingHooks`, else an adapter
+    calling whichever hooks it defines (no-ops for the others)."""
+    return model if isinstance(model, TrainingHooks) else _ForeignHooks(model)
 
 
 # ---------------------------------------------------------------------------- batches

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from moero.models.collective import all_reduce_flat, broadcast_flat, distributed_world
+from moero.models.io import TrainingHooks
 from moero.models.promptmr import (
     Cascade,
     CascadeOutput,
@@ -56,7 +57,7 @@ class MoeroOutput(PromptMROutput):
     routes: torch.Tensor | None = None  # (num_cascades, B) expert index per cascade and sample
 
 
-class Moero(nn.Module):
+class Moero(nn.Module, TrainingHooks):
     """Grid of ``config.num_cascades`` x ``num_experts`` cascades routed by token histograms.
 
     Args:
@@ -185,6 +186,7 @@ class Moero(nn.Module):
         experts = self._expert_grid()
         vqs = self._vq_modules()
         if world == 1:  # nothing to exchange: the navigators synced in forward; only the EMA and the rule
+            self._freeze_fitted_codebooks()
             for row, row_used in zip(experts, used.tolist(), strict=True):
                 for (ps, _), ran in zip(row, row_used, strict=True):
                     if not ran and (ps[0].grad is not None or ps[-1].grad is not None):
@@ -203,6 +205,7 @@ class Moero(nn.Module):
         used_any = (used_sum.view_as(used).cpu() > 0).tolist()
         for nav, payload in zip(self.navs, payloads, strict=True):
             nav.apply_sync(payload, world)
+        self._freeze_fitted_codebooks()  # the fitted flags are synced: every rank freezes at the same step
         # phase 2: gradients of the experts some rank ran, in grid order (every rank knows which now)
         active: list[tuple[list[nn.Parameter], int]] = []
         grads: list[torch.Tensor] = []
@@ -229,6 +232,17 @@ class Moero(nn.Module):
         for vq in vqs:
             vq.update()
 
+    def routing_quantizer(self, k: int) -> VectorQuantizer:
+        """The quantiser whose tokens navigator ``k`` reads: the coil-map net's for cascade 0, else cascade k-1's."""
+        return self.sens_net.unet.vq.quantizer if k == 0 else self.vq_blocks[k - 1].quantizer
+
+    def _freeze_fitted_codebooks(self) -> None:
+        """Freeze the codebook read by every navigator whose ``freeze_codebook`` rule is due (before the step's
+        EMA update, so no update moves it after the fit / the warm-up)."""
+        for k, nav in enumerate(self.navs):
+            if nav.freeze_codebook != "never" and nav.freeze_due:
+                self.routing_quantizer(k).frozen.fill_(True)  # idempotent; restored by checkpoints
+
     def _expert_grid(self) -> list[list[tuple[list[nn.Parameter], int]]]:
         """Cached ``[cascade][expert] -> (parameters, total numel)`` (the parameter set never changes)."""
         if self._grid_cache is None:
@@ -243,5 +257,8 @@ class Moero(nn.Module):
             "fitted": [bool(nav.fitted) for nav in self.navs],
             "fit_perplexity": [float(nav.fit_perplexity) for nav in self.navs],
             "fit_similarity": [float(nav.fit_similarity) for nav in self.navs],
+            "fitted_at": [int(nav.fitted_at) for nav in self.navs],
+            "refits": [int(nav.refits) for nav in self.navs],
+            "codebook_frozen": [bool(self.routing_quantizer(k).frozen) for k in range(len(self.navs))],
         }
 

@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from moero.models.blocks import Downsample, PromptBlock, UpBlock, VQPromptBlock, cab_stack, conv3x3
-from moero.models.io import ReconOutput
+from moero.models.io import ReconOutput, TrainingHooks
 from moero.models.vq import VQOutput, frozen_statistics, token_histogram
 from moero.physics.fft import ifft2c
 from moero.physics.sense import rss, sense_adjoint, sense_forward, sense_normal
@@ -527,7 +527,7 @@ def check_inputs(masked_kspace: torch.Tensor, mask: torch.Tensor, frames: int) -
     return mask.to(masked_kspace.real.dtype)
 
 
-class PromptMR(nn.Module):
+class PromptMR(nn.Module, TrainingHooks):
     """PromptMR+ (``config.vq_prompt=False``) or PromptMR+ with VQ-Prompt (``True``): see the module doc."""
 
     def __init__(self, config: ModelConfig) -> None:

@@ -11,6 +11,24 @@ picks an expert:
   come from spherical k-means (:func:`spherical_kmeans`: K clusters, seeded restarts, at most
   ``max_iter`` iterations) fitted once, on a buffer of ``buffer_size`` histograms gathered from all
   ranks and filled only after a warm-up (default: nothing is buffered during the first epoch).
+* **Staying current (our departure; the paper fits once).** With ``refit_every = N > 0`` the buffer
+  becomes a ring of the latest ``buffer_size`` training histograms after the first fit, and the centres
+  are refitted every N routed samples (counted over all ranks); the new centres are matched to the old by
+  cosine similarity with a Hungarian assignment (:func:`match_centres`), so expert j keeps its identity.
+  With ``freeze_codebook="fit"`` Moero freezes the codebook whose tokens this navigator reads once it is
+  fitted (the buffer ``moero.models.vq.VectorQuantizer.frozen``), so the histograms stop drifting by EMA and
+  dead-code restarts; ``"buffer"`` freezes it already when buffering starts, so that the fit sees
+  histograms of the very codebook it will route on.
+* **Capacity (our departure).** The balance rule bounds only the cumulative ratio, so after a fit on
+  balanced counts all later samples may go to one expert. With ``capacity = c >= 1`` no expert takes more
+  than ``c / K`` of the training samples routed since the last fit (plus one): a sample whose nearest
+  centre is full goes to the most similar centre with room.
+* **Bias balancing (our departure).** With ``bias_rate = g > 0`` every expert carries a bias ``b_j``
+  added to its cosine similarity when routing (training and evaluation): after each training step the
+  experts that more samples preferred than the mean (by ``argmax_j cos_j + b_j``) lose ``g``, the others
+  gain ``g`` (sign updates, as auxiliary-loss-free load balancing of mixtures of experts). Unlike the
+  balance rule and capacity, the balance it learns also holds at evaluation, which routes by
+  ``argmax_j cos_j + b_j`` with the biases frozen (still deterministic and history-free).
 * **Granularity.** ``route_by="batch"`` sends a whole batch to one expert (the mode of the
   per-sample choices; the paper trains with batch size 1), ``route_by="sample"`` routes every sample
   and :func:`dispatch` runs each active expert once on its group and scatters the results back. A
@@ -45,7 +63,8 @@ from torch import nn
 
 from moero.models.collective import all_reduce_flat, distributed_world
 
-__all__ = ["BranchNav", "AUTHORS_NAV", "spherical_kmeans", "cosine_assign", "dispatch"]
+__all__ = ["BranchNav", "AUTHORS_NAV", "spherical_kmeans", "cosine_assign", "cosine_similarities",
+           "centre_similarity", "match_centres", "dispatch"]
 
 _EPS_RATIO = 1e-13  # the authors' epsilon in max/min
 
@@ -66,10 +85,31 @@ AUTHORS_NAV: dict[str, Any] = {
 }
 
 
+def cosine_similarities(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity ``(N, K)`` of each row of ``x`` ``(N, D)`` to each centre ``(K, D)`` (norms ignored)."""
+    return F.normalize(x.to(centres.dtype), dim=1, eps=1e-12) @ F.normalize(centres, dim=1, eps=1e-12).t()
+
+
 def cosine_assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """Index of the centre of highest cosine similarity for each row of ``x`` ``(N, D)`` (lowest index on ties)."""
-    sims = F.normalize(x.to(centres.dtype), dim=1, eps=1e-12) @ F.normalize(centres, dim=1, eps=1e-12).t()
-    return sims.argmax(dim=1)
+    return cosine_similarities(x, centres).argmax(dim=1)
+
+
+def centre_similarity(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity ``(N,)`` of each row of ``x`` to its nearest centre (the tightness k-means maximises)."""
+    return cosine_similarities(x, centres).max(dim=1).values
+
+
+def match_centres(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Permutation ``perm`` ``(K,)`` such that ``new[perm]`` keeps the identities of ``old``: slot j gets the new
+    centre of the Hungarian assignment that maximises the summed cosine similarity of new to old centres."""
+    from scipy.optimize import linear_sum_assignment
+
+    sims = cosine_similarities(new.double().cpu(), old.double().cpu()).numpy()
+    rows, cols = linear_sum_assignment(sims, maximize=True)
+    perm = torch.empty(old.shape[0], dtype=torch.long)
+    perm[torch.as_tensor(cols, dtype=torch.long)] = torch.as_tensor(rows, dtype=torch.long)
+    return perm
 
 
 @torch.no_grad()
@@ -156,6 +196,16 @@ class BranchNav(nn.Module):
         route_by: ``"sample"`` (one expert per sample) or ``"batch"`` (the mode, the paper's way).
         gather_per_step: queued histograms each rank contributes to the buffer per synchronisation
             (the rest wait for the next step); fixes the size of the per-step collective.
+        refit_every: after the first fit, refit the centres on the latest ``buffer_size`` training
+            histograms every this many routed samples (over all ranks), expert identities kept by
+            :func:`match_centres`; ``0``: fit once (the paper).
+        freeze_codebook: ``"never"``; ``"fit"``: ask the owning model to freeze the codebook whose tokens
+            this navigator reads once the centres exist; ``"buffer"``: once the warm-up is over (Moero
+            does either in ``after_backward``; see :attr:`freeze_due`).
+        freeze_codebook_after_fit: ``True`` is ``freeze_codebook="fit"`` (the first name of the option).
+        capacity: ``c >= 1``: no expert takes more than ``c / K`` (+1 sample) of the training samples routed
+            since the last fit; ``0``: off (the paper).
+        bias_rate: step of the per-expert routing biases (module doc); ``0``: off (the paper).
     """
 
     def __init__(
@@ -172,6 +222,11 @@ class BranchNav(nn.Module):
         eval_mode: str = "nearest",
         route_by: str = "sample",
         gather_per_step: int = 8,
+        refit_every: int = 0,
+        freeze_codebook: str = "never",
+        freeze_codebook_after_fit: bool = False,
+        capacity: float = 0.0,
+        bias_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if num_experts < 1:
@@ -192,10 +247,22 @@ class BranchNav(nn.Module):
             raise ValueError(f"route_by must be 'sample' or 'batch', got {route_by!r}")
         if gather_per_step < 1:
             raise ValueError(f"gather_per_step must be >= 1, got {gather_per_step}")
+        if isinstance(refit_every, bool) or not isinstance(refit_every, int) or refit_every < 0:
+            raise ValueError(f"refit_every must be an int >= 0, got {refit_every!r}")
+        if freeze_codebook_after_fit and freeze_codebook == "never":
+            freeze_codebook = "fit"
+        if freeze_codebook not in ("never", "fit", "buffer"):
+            raise ValueError(f"freeze_codebook must be 'never', 'fit' or 'buffer', got {freeze_codebook!r}")
+        if not bias_rate >= 0.0:
+            raise ValueError(f"bias_rate must be >= 0, got {bias_rate}")
+        if not (capacity == 0.0 or capacity >= 1.0):
+            raise ValueError(f"capacity must be 0 (off) or >= 1, got {capacity}")
         self.num_experts, self.num_codes, self.buffer_size = num_experts, num_codes, buffer_size
         self.warmup, self.warmup_scope, self.imbalance_ratio = warmup, warmup_scope, float(imbalance_ratio)
         self.restarts, self.max_iter, self.seed = restarts, max_iter, seed
         self.eval_mode, self.route_by, self.gather_per_step = eval_mode, route_by, gather_per_step
+        self.refit_every, self.freeze_codebook = refit_every, freeze_codebook
+        self.capacity, self.bias_rate = float(capacity), float(bias_rate)
         self.register_buffer("counts", torch.zeros(num_experts, dtype=torch.long))  # synced n_j
         self.register_buffer("step_counts", torch.zeros(num_experts, dtype=torch.long))  # this rank, this step
         self.register_buffer("buffer", torch.zeros(buffer_size, num_codes))
@@ -209,11 +276,31 @@ class BranchNav(nn.Module):
         # refuses to save non-finite state)
         self.register_buffer("fit_perplexity", torch.tensor(-1.0))
         self.register_buffer("fit_similarity", torch.tensor(-1.0))
+        # keeping routing current: ring position of the buffer after the first fit, routed samples (synced,
+        # all ranks) at the first and at the latest fit (-1 before), refits so far, counts at the latest fit
+        self.register_buffer("head", torch.zeros((), dtype=torch.long))
+        self.register_buffer("fitted_at", torch.tensor(-1, dtype=torch.long))
+        self.register_buffer("last_fit_at", torch.tensor(-1, dtype=torch.long))
+        self.register_buffer("refits", torch.zeros((), dtype=torch.long))
+        self.register_buffer("fit_counts", torch.zeros(num_experts, dtype=torch.long))
+        # bias balancing: the routing biases and this rank's preferences of this step (argmax cos + bias)
+        self.register_buffer("bias", torch.zeros(num_experts))
+        self.register_buffer("step_prefs", torch.zeros(num_experts, dtype=torch.long))
         self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
+
+    _ADDED_BUFFERS = ("head", "fitted_at", "last_fit_at", "refits", "fit_counts", "bias", "step_prefs")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints from before refit/capacity lack these buffers: keep their defaults
+        for name in self._ADDED_BUFFERS:
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"num_experts={self.num_experts}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
-                f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}")
+                f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}, "
+                f"refit_every={self.refit_every}, freeze_codebook={self.freeze_codebook!r}, "
+                f"capacity={self.capacity}, bias_rate={self.bias_rate}")
 
     # ------------------------------------------------------------------ state
     def set_epoch(self, epoch: int) -> None:
@@ -230,8 +317,27 @@ class BranchNav(nn.Module):
 
     @property
     def collecting(self) -> bool:
-        """Whether training histograms currently go to the buffer (warmed up, not full, not fitted)."""
-        return not bool(self.fitted) and int(self.fill) < self.buffer_size and self.warmed_up
+        """Whether training histograms currently go to the buffer: warmed up and, before the fit, not full;
+        after the fit only with ``refit_every`` (the buffer is then a ring of the latest histograms)."""
+        if bool(self.fitted):
+            return self.refit_every > 0 and self.warmed_up
+        return int(self.fill) < self.buffer_size and self.warmed_up
+
+    @property
+    def freeze_due(self) -> bool:
+        """Whether the codebook this navigator reads should be frozen now (by ``freeze_codebook`` and the
+        synced state, so all ranks agree)."""
+        if self.freeze_codebook == "fit":
+            return bool(self.fitted)
+        if self.freeze_codebook == "buffer":
+            return bool(self.fitted) or self.warmed_up
+        return False
+
+    @property
+    def refit_due(self) -> bool:
+        """Whether ``refit_every`` routed samples (synced counts) have passed since the latest fit."""
+        return (self.refit_every > 0 and bool(self.fitted)
+                and int(self.counts.sum()) - int(self.last_fit_at) >= self.refit_every)
 
     def imbalanced(self, counts: torch.Tensor | None = None) -> bool:
         """The balance rule of eq. (9): ``max n / (min n + 1e-13) > imbalance_ratio``."""
@@ -246,6 +352,18 @@ class BranchNav(nn.Module):
             raise ValueError("BranchNav has no centres yet: the buffer is not full (see fill, buffer_size)")
         return cosine_assign(hist.detach().float(), self.centres)
 
+    @torch.no_grad()
+    def cos_now(self, hist: torch.Tensor | None = None) -> float:
+        """Mean cosine similarity of histograms ``(N, num_codes)`` to their nearest centre, the diagnostic
+        beside :attr:`fit_similarity` (the same mean over the buffer at the latest fit); without ``hist`` the
+        buffer's rows (with ``refit_every``, the latest training histograms). NaN before the centres exist."""
+        if not bool(self.fitted):
+            return float("nan")
+        if hist is None:
+            hist = self.buffer[: int(self.fill)]
+        self._check(hist)
+        return float(centre_similarity(hist.detach().float(), self.centres).double().mean())
+
     def _check(self, hist: torch.Tensor) -> None:
         if hist.ndim != 2 or hist.shape[1] != self.num_codes:
             raise ValueError(f"hist must be (B, num_codes={self.num_codes}), got {tuple(hist.shape)}")
@@ -259,68 +377,104 @@ class BranchNav(nn.Module):
         fitted = bool(self.fitted)
         eval_nearest = not self.training and self.eval_mode == "nearest"
         # one device -> host transfer: nearest centres and counts together
-        parts = [self.counts.double(), self.step_counts.double()]
+        parts = [self.counts.double(), self.step_counts.double(), self.fit_counts.double()]
         if fitted:
-            parts.append(cosine_assign(hist, self.centres).double())
+            sims_dev = cosine_similarities(hist, self.centres)
+            parts.append((sims_dev + self.bias.to(sims_dev.dtype)).reshape(-1).double())
         host = torch.cat(parts).cpu()
         k = self.num_experts
         counts = (host[:k] + host[k : 2 * k]).long()
-        nearest = host[2 * k :].long() if fitted else None
+        scores = host[3 * k :].view(batch, k) if fitted else None  # cosine + bias (bias 0 without balancing)
         if eval_nearest:
-            routes = nearest if nearest is not None else torch.full((batch,), int(counts.argmin()), dtype=torch.long)
-            return routes
-        routes = self._balanced_routes(counts.clone(), nearest, batch)
+            if scores is not None:
+                return scores.argmax(dim=1)  # = cosine_assign without biases: lowest index on ties
+            return torch.full((batch,), int(counts.argmin()), dtype=torch.long)
+        routes = self._balanced_routes(counts.clone(), scores, batch, counts - host[2 * k : 3 * k].long())
         added = torch.bincount(routes, minlength=k)
+        prefs = torch.bincount(scores.argmax(dim=1), minlength=k) if scores is not None and self.bias_rate > 0 else None
         if self.training:
             if distributed_world()[1] == 1:  # a world of one: what sync() would do, without the payload
                 collecting = self.collecting  # decided before this batch counts, as on several ranks
                 self.counts += added.to(self.counts.device)
+                if prefs is not None:
+                    self._update_bias(prefs)
                 if collecting:
                     self._append(hist)
-                    if int(self.fill) >= self.buffer_size:
-                        self.fit()
+                self._maybe_fit()
                 return routes
             self.step_counts += added.to(self.step_counts.device)
+            if prefs is not None:
+                self.step_prefs += prefs.to(self.step_prefs.device)
             if self.collecting:
                 self._queue.append(hist)
         else:  # paper eval: the authors count evaluation routes too (not synchronised)
             self.counts += added.to(self.counts.device)
         return routes
 
-    def _balanced_routes(self, counts: torch.Tensor, nearest: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """Eq. (9) on the host: least-used expert while imbalanced or unfitted, else the nearest centre."""
+    def _balanced_routes(self, counts: torch.Tensor, sims: torch.Tensor | None, batch: int,
+                         since: torch.Tensor) -> torch.Tensor:
+        """Eq. (9) on the host: least-used expert while imbalanced or unfitted, else the nearest centre
+        (``sims`` ``(B, K)``: cosine + bias) with room under ``capacity`` (``since``: counts since the latest fit)."""
         if self.route_by == "batch":
-            if nearest is None or self.imbalanced(counts):
+            if sims is None or self.imbalanced(counts):
                 choice = int(counts.argmin())
-            else:
-                choice = int(torch.bincount(nearest, minlength=self.num_experts).argmax())  # mode, lowest on ties
+            else:  # the mode of the nearest centres (lowest on ties), or the next most voted with room
+                votes = torch.bincount(sims.argmax(dim=1), minlength=self.num_experts)
+                choice = self._with_room(torch.argsort(votes, descending=True, stable=True), since)
             return torch.full((batch,), choice, dtype=torch.long)
         routes = torch.empty(batch, dtype=torch.long)
+        since = since.clone()
         for i in range(batch):  # sequential, so a batch routes exactly as its samples one by one
-            if nearest is None or self.imbalanced(counts):
+            if sims is None or self.imbalanced(counts):
                 routes[i] = int(counts.argmin())
             else:
-                routes[i] = int(nearest[i])
+                routes[i] = self._with_room(torch.argsort(sims[i], descending=True, stable=True), since)
             counts[routes[i]] += 1
+            since[routes[i]] += 1
         return routes
+
+    def _update_bias(self, prefs: torch.Tensor) -> None:
+        """Sign step of the routing biases: experts preferred by more than the mean share lose ``bias_rate``."""
+        prefs = prefs.double().cpu()
+        if float(prefs.sum()) <= 0:
+            return
+        step = self.bias_rate * torch.sign(prefs.mean() - prefs)
+        self.bias += step.to(self.bias.device, self.bias.dtype)
+
+    def _with_room(self, order: torch.Tensor, since: torch.Tensor) -> int:
+        """The first expert of ``order`` below the capacity ``c / K`` of the samples since the fit (``order[0]``
+        without capacity). One always has room: ``c >= 1`` and the shares sum to one."""
+        if self.capacity > 0.0:
+            limit = self.capacity / self.num_experts * (int(since.sum()) + 1)
+            for j in order.tolist():
+                if int(since[j]) < limit:
+                    return int(j)
+        return int(order[0])
 
     # ------------------------------------------------------------------ synchronisation
     def sync_numel(self, world: int) -> int:
         """Length of this navigator's slice of the per-step all-reduce (same on every rank)."""
         gathered = world * (self.gather_per_step * self.num_codes + 1) if self.collecting else 0
-        return self.num_experts + gathered
+        return self._head_numel + gathered
+
+    @property
+    def _head_numel(self) -> int:
+        """Step counts, then (with bias balancing) step preferences: the fixed head of the payload."""
+        return self.num_experts * (2 if self.bias_rate > 0 else 1)
 
     def sync_payload(self, rank: int, world: int) -> torch.Tensor:
         """float32 ``(sync_numel(world),)``: step counts, then (while collecting) this rank's queued
         histograms in its own slot, zeros in the others' slots, so that the SUM over ranks is a gather."""
         payload = torch.zeros(self.sync_numel(world), device=self.counts.device)
         payload[: self.num_experts] = self.step_counts.float()
+        if self.bias_rate > 0:
+            payload[self.num_experts : 2 * self.num_experts] = self.step_prefs.float()
         if self.collecting and self._queue:
             queued = torch.cat(self._queue)
             take = queued[: self.gather_per_step]
             self._queue = [queued[self.gather_per_step :]] if queued.shape[0] > self.gather_per_step else []
             slot = self.gather_per_step * self.num_codes + 1
-            start = self.num_experts + rank * slot
+            start = self._head_numel + rank * slot
             payload[start] = take.shape[0]
             payload[start + 1 : start + 1 + take.numel()] = take.reshape(-1).to(payload.device)
         return payload
@@ -331,20 +485,35 @@ class BranchNav(nn.Module):
         k = self.num_experts
         self.counts += summed[:k].round().long().to(self.counts.device)
         self.step_counts.zero_()
-        if summed.numel() > k:
+        head = self._head_numel
+        if self.bias_rate > 0:
+            self._update_bias(summed[k : 2 * k].round().long())
+            self.step_prefs.zero_()
+        if summed.numel() > head:
             slot = self.gather_per_step * self.num_codes + 1
             rows = []
             for r in range(world):
-                base = k + r * slot
+                base = head + r * slot
                 n = int(summed[base].round())
                 rows.append(summed[base + 1 : base + 1 + n * self.num_codes].view(n, self.num_codes))
             self._append(torch.cat(rows))
         if not self.collecting:
             self._queue = []
-        if not bool(self.fitted) and int(self.fill) >= self.buffer_size:
+        self._maybe_fit()
+
+    def _maybe_fit(self) -> None:
+        """Fit once the buffer is full; afterwards refit when ``refit_every`` samples have passed."""
+        if (not bool(self.fitted) and int(self.fill) >= self.buffer_size) or self.refit_due:
             self.fit()
 
     def _append(self, rows: torch.Tensor) -> None:
+        if bool(self.fitted):  # refitting: the buffer is a ring of the latest histograms
+            rows = rows[-self.buffer_size :]
+            head = int(self.head)
+            idx = (head + torch.arange(rows.shape[0])) % self.buffer_size
+            self.buffer[idx.to(self.buffer.device)] = rows.to(self.buffer.device, self.buffer.dtype)
+            self.head.fill_((head + rows.shape[0]) % self.buffer_size)
+            return
         fill = int(self.fill)
         take = rows[: self.buffer_size - fill]
         self.buffer[fill : fill + take.shape[0]] = take.to(self.buffer.device, self.buffer.dtype)
@@ -360,12 +529,25 @@ class BranchNav(nn.Module):
 
     @torch.no_grad()
     def fit(self) -> torch.Tensor:
-        """Fit the centres by spherical k-means on the filled part of the buffer; returns the buffer labels."""
+        """Fit the centres by spherical k-means on the filled part of the buffer; returns the buffer labels.
+
+        A refit (centres already exist) permutes the new centres by :func:`match_centres`, so expert j keeps
+        the centre nearest its old one. Records the routed samples at the first and latest fit."""
         fill = int(self.fill)
         if fill < self.num_experts:
             raise ValueError(f"the buffer holds {fill} histograms, fewer than num_experts={self.num_experts}")
         data = self.buffer[:fill]
         centres, labels, score = spherical_kmeans(data, self.num_experts, self.restarts, self.max_iter, self.seed)
+        total = int(self.counts.sum())
+        if bool(self.fitted):
+            perm = match_centres(centres, self.centres)
+            centres = centres[perm]
+            labels = torch.argsort(perm)[labels]
+            self.refits += 1
+        else:
+            self.fitted_at.fill_(total)
+        self.last_fit_at.fill_(total)
+        self.fit_counts.copy_(self.counts)
         self.centres.copy_(centres.to(self.centres.dtype))
         self.fitted.fill_(True)
         mean = data.double().clamp_min(0).mean(dim=0)
@@ -376,30 +558,65 @@ class BranchNav(nn.Module):
         return labels
 
 
-def _split(value: Any, idx: torch.Tensor, batch: int) -> Any:
-    """The rows ``idx`` of every tensor with the batch axis in ``value`` (tensors, lists, tuples); a tensor
-    whose first axis is not the batch (a broadcasting mask, a scalar) goes through whole."""
+class _Permute(torch.autograd.Function):
+    """Rows of ``x`` in the order ``order``; backward applies the inverse permutation (one gather, where
+    ``index_select``'s backward fills a zero tensor and scatters into it)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(order, inverse)
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        order, inverse = ctx.saved_tensors
+        return _Permute.apply(grad, inverse, order), None, None
+
+
+def _permute(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """``x`` with its batch rows permuted by ``order`` (``inverse``: the inverse permutation)."""
+    order, inverse = order.to(x.device), inverse.to(x.device)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _Permute.apply(x, order, inverse)
+    return x.index_select(0, order)
+
+
+Order = tuple[torch.Tensor, torch.Tensor] | None  # (order, inverse) of a batch permutation; None: identity
+
+
+def _split(value: Any, perm: Order, sizes: list[int], batch: int) -> list[Any]:
+    """``value`` cut into one piece per group: every tensor with the batch axis (in tensors, lists, tuples)
+    is put in group order by ``perm`` (None: it already is) and split into views of ``sizes`` rows, so
+    backward concatenates the pieces' gradients once; a tensor whose first axis is not the batch (a
+    broadcasting mask, a scalar) and anything else goes to every group whole."""
+    groups = len(sizes)
     if isinstance(value, torch.Tensor):
-        return value.index_select(0, idx.to(value.device)) if value.ndim and value.shape[0] == batch else value
-    if isinstance(value, list | tuple):
-        return type(value)(_split(v, idx, batch) for v in value)
-    return value
+        if not value.ndim or value.shape[0] != batch:
+            return [value] * groups
+        grouped = value if perm is None else _permute(value, *perm)
+        return list(grouped.split(sizes))
+    if isinstance(value, list | tuple) and value:
+        pieces = [_split(v, perm, sizes, batch) for v in value]
+        return [type(value)(p[g] for p in pieces) for g in range(groups)]
+    return [value] * groups
 
 
-def _merge(parts: list[Any], inverse: torch.Tensor, weights: list[float]) -> Any:
+def _merge(parts: list[Any], perm: Order, weights: list[float]) -> Any:
     """Inverse of :func:`_split` on the experts' outputs: batched tensors are concatenated and put back in
-    batch order, scalars become the batch mean of the per-group values (weights: group sizes / batch)."""
+    batch order (``perm``'s inverse; None: the groups are already in batch order), scalars become the batch
+    mean of the per-group values (weights: group sizes / batch)."""
     first = parts[0]
     if first is None:
         return None
     if isinstance(first, torch.Tensor):
         if first.ndim == 0:
             return sum(w * p for w, p in zip(weights, parts, strict=True))
-        return torch.cat(parts).index_select(0, inverse.to(first.device))
+        merged = torch.cat(parts)
+        return merged if perm is None else _permute(merged, perm[1], perm[0])
     if isinstance(first, list | tuple):
-        return type(first)(_merge([p[i] for p in parts], inverse, weights) for i in range(len(first)))
+        return type(first)(_merge([p[i] for p in parts], perm, weights) for i in range(len(first)))
     if dataclasses.is_dataclass(first):
-        return type(first)(**{f.name: _merge([getattr(p, f.name) for p in parts], inverse, weights)
+        return type(first)(**{f.name: _merge([getattr(p, f.name) for p in parts], perm, weights)
                               for f in dataclasses.fields(first)})
     raise TypeError(f"dispatch: cannot merge expert outputs of type {type(first).__name__}")
 
@@ -415,7 +632,11 @@ def dispatch(
     unchanged. An expert returns a tensor, a tuple/list or a dataclass of them: batched tensors are
     merged back in batch order, scalar tensors (losses) become the batch mean of the per-group values.
     When the whole batch goes to one expert (always at batch size 1) it runs on the inputs as they are,
-    without copies.
+    without copies. Otherwise each batched input is put in group order once (no copy when the routes are
+    already sorted, e.g. ``0, 1`` at batch 2) and split into views, and the outputs are concatenated and
+    put back in batch order once (not at all when sorted): one copy per input and per output at most; in
+    backward one concatenation per input and the inverse permutation (a gather), instead of a zero-filled
+    full-size gradient per group and their sum.
     """
     routes = routes.detach().cpu().long()
     if routes.ndim != 1 or not batched or routes.shape[0] != batched[0].shape[0]:
@@ -423,14 +644,18 @@ def dispatch(
     if int(routes.min()) < 0 or int(routes.max()) >= len(experts):
         lo, hi = int(routes.min()), int(routes.max())
         raise ValueError(f"routes must lie in [0, {len(experts)}), got range [{lo}, {hi}]")
-    active = torch.unique(routes).tolist()
+    counts = torch.bincount(routes, minlength=len(experts))
+    active = torch.nonzero(counts).flatten().tolist()
     if len(active) == 1:
         return experts[active[0]](*batched, **shared)
     batch = routes.shape[0]
-    groups = [torch.nonzero(routes == j).flatten() for j in active]
-    outputs = [experts[j](*(_split(v, idx, batch) for v in batched), **shared)
-               for j, idx in zip(active, groups, strict=True)]
-    inverse = torch.empty_like(routes)
-    order = torch.cat(groups)
-    inverse[order] = torch.arange(order.numel())
-    return _merge(outputs, inverse, [idx.numel() / batch for idx in groups])
+    sizes = counts[active].tolist()
+    order = torch.argsort(routes, stable=True)  # samples grouped by expert, in batch order within a group
+    perm: Order = None  # routes already sorted (e.g. 0, 0, 1, 1): views, no copies
+    if not bool(torch.equal(order, torch.arange(batch))):
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(batch)
+        perm = (order, inverse)
+    pieces = [_split(v, perm, sizes, batch) for v in batched]
+    outputs = [experts[j](*(p[g] for p in pieces), **shared) for g, j in enumerate(active)]
+    return _merge(outputs, perm, [n / batch for n in sizes])

@@ -1,10 +1,12 @@
 """Vector quantisation for VQ-Prompt (reference section 2) and the token histogram of eq. (8).
 
-:class:`VectorQuantizer` maps each feature vector to its nearest codebook row (squared Euclidean
-distance, or cosine similarity as an option), passes gradients straight through
-(``z_q = z + sg(e - z)``), returns the commitment loss ``beta * mean((sg(e) - z)^2)`` (beta = 1) and
-learns the codebook by exponential moving averages (EMA) with Laplace-smoothed cluster sizes, so
-the codebook is a buffer and no codebook loss term exists.
+:class:`VectorQuantizer` maps each feature vector to its nearest codebook row, the paper's eq. (3)
+``k*(z) = argmin_k ||z - e_k||^2``, ``z_q = e_{k*}`` (squared Euclidean distance, or cosine similarity
+as an option), passes gradients straight through (``z_q = z + sg(e - z)``) and returns the commitment
+loss ``beta * mean((sg(e) - z)^2)`` (beta = 1). Of the objective of eq. (4),
+``||sg(z) - e||^2 + beta ||z - sg(e)||^2`` (+ an optional alignment term), only the commitment term is
+a loss here: the codebook term is replaced by exponential moving averages (EMA) of the assigned inputs
+with Laplace-smoothed cluster sizes, so the codebook is a buffer and no codebook loss term exists.
 
 When the codebook changes
 -------------------------
@@ -24,6 +26,10 @@ fixed between a forward pass and its gradient-checkpoint recomputation. A traine
 Wrap the model in DDP with ``broadcast_buffers=False``: the quantiser buffers are kept equal by
 :func:`sync_vq_modules`, and a per-forward buffer broadcast would overwrite the other ranks'
 pending statistics.
+
+Setting the buffer ``VectorQuantizer.frozen`` stops the codebook (EMA and dead-code restarts; the
+usage statistics still run): Moero does so for the codebook a fitted BranchNav reads when asked
+(``freeze_codebook``), so the navigator's centres stay valid.
 
 Recomputation by gradient checkpointing must not count a batch twice: wrap it in
 :func:`frozen_statistics` (``moero.models`` does).
@@ -159,6 +165,11 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("step_counts", torch.zeros(num_codes))
         self.register_buffer("step_sums", torch.zeros(num_codes, dim))
         self.register_buffer("init_pending", torch.tensor(False))
+        self.register_buffer("frozen", torch.tensor(False))  # True: update() no longer moves the codebook
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        state_dict.setdefault(prefix + "frozen", torch.tensor(False))  # checkpoints from before the flag
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -183,7 +194,8 @@ class VectorQuantizer(nn.Module):
         return z.movedim(1, -1).reshape(-1, self.dim)
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each row of ``flat`` ``(N, D)``."""
+        """Index of the nearest code for each row of ``flat`` ``(N, D)``: eq. (3), ``argmin_k ||z - e_k||^2``
+        (``argmax_k cos(z, e_k)`` with ``distance="cosine"``)."""
         codebook = self.codebook.to(flat.dtype)
         if self.distance == "cosine":
             return (F.normalize(flat, dim=1) @ codebook.t()).argmax(dim=1)
@@ -203,7 +215,7 @@ class VectorQuantizer(nn.Module):
         with torch.no_grad():
             indices = self.nearest(flat.detach())
         codes = F.embedding(indices, self.codebook).to(flat.dtype)
-        loss = self.commitment * F.mse_loss(flat, codes.detach())
+        loss = self.commitment * F.mse_loss(flat, codes.detach())  # eq. (4)'s commitment term; EMA does the rest
         quantized = flat + (codes - flat).detach()  # straight-through: d quantized / d z = identity
         if collect:
             self._accumulate(flat.detach(), indices)
@@ -283,6 +295,11 @@ class VectorQuantizer(nn.Module):
         if counts.sum() <= 0:
             return
         d = self.decay
+        if bool(self.frozen):  # codebook fixed: only the usage statistics move
+            self.usage.mul_(d).add_(counts / counts.sum(), alpha=1 - d)
+            self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+            self.steps += 1
+            return
         self.cluster_size.mul_(d).add_(counts, alpha=1 - d)
         self.embed_sum.mul_(d).add_(sums, alpha=1 - d)
         n = self.cluster_size.sum()

@@ -34,7 +34,8 @@ import numbers
 
 import torch
 
-from moero.physics.fft import centred_slice
+from moero.physics.fastmri_masks import FASTMRI_KINDS, fastmri_mask, low_frequencies
+from moero.physics.fft import centred_slice, ifft2c
 
 __all__ = [
     "KINDS",
@@ -357,13 +358,17 @@ def make_mask(
 ) -> torch.Tensor:
     """A CMRxRecon2025 sampling mask, boolean ``(T, H, W)`` (reference section 5).
 
-    ``kind``: ``uniform`` | ``kt_gaussian`` | ``kt_radial``; ``shape``: ``(T, H, W)``;
+    ``kind``: ``uniform`` | ``kt_gaussian`` | ``kt_radial`` (or fastMRI's ``fastmri_random`` |
+    ``fastmri_equispaced``, :mod:`moero.physics.fastmri_masks`: centre fraction from R, ``acs`` unused);
+    ``shape``: ``(T, H, W)``;
     ``acceleration``: nominal ``R >= 1``; ``acs``: calibration width (central columns, or the side
     of the central square for radial; 0 for none); ``seed``: int or generator (kt-Gaussian draws;
     the other kinds are deterministic); ``exact``: count the ACS in so each frame samples ``1/R``;
     ``spokes``: kt-radial spoke count instead of the official ``floor(180 / (0.6 R))`` (see
     :func:`matched_spokes`; ignored with ``exact``).
     """
+    if kind in FASTMRI_KINDS:  # fastMRI's masks: the centre fraction follows R (moero.physics.fastmri_masks)
+        return fastmri_mask(kind, tuple(shape), acceleration, seed)
     t, h, w = _check(kind, tuple(shape), acceleration, acs)
     if spokes is not None and (not isinstance(spokes, int) or spokes < 1):
         raise ValueError(f"spokes must be a positive integer or None, got {spokes!r}")
@@ -384,8 +389,6 @@ def point_spread(mask: torch.Tensor) -> torch.Tensor:
     """
     if not torch.is_tensor(mask) or mask.ndim < 2:
         raise ValueError("mask must be a tensor (..., H, W)")
-    from moero.physics.fft import ifft2c
-
     psf = ifft2c(mask.to(torch.complex64)).abs()
     h, w = mask.shape[-2:]
     peak = psf[..., h // 2, w // 2].clamp_min(torch.finfo(psf.dtype).tiny)
@@ -411,8 +414,8 @@ class MaskSampler:
     ) -> None:
         self.kinds = tuple(kinds)
         self.accelerations = tuple(accelerations)
-        if not self.kinds or any(k not in KINDS for k in self.kinds):
-            raise ValueError(f"kinds must be a non-empty subset of {KINDS}, got {kinds!r}")
+        if not self.kinds or any(k not in KINDS + FASTMRI_KINDS for k in self.kinds):
+            raise ValueError(f"kinds must be a non-empty subset of {KINDS + FASTMRI_KINDS}, got {kinds!r}")
         if not self.accelerations or any(
             not isinstance(a, int | float) or not a >= 1 for a in self.accelerations
         ):
@@ -427,6 +430,10 @@ class MaskSampler:
         gen = _generator(int(seed))
         kind = self.kinds[int(torch.randint(len(self.kinds), (1,), generator=gen))]
         acceleration = self.accelerations[int(torch.randint(len(self.accelerations), (1,), generator=gen))]
+        if kind in FASTMRI_KINDS:
+            mask = fastmri_mask(kind, tuple(shape), acceleration, gen)
+            return mask, {"kind": kind, "acceleration": acceleration,
+                          "acs": low_frequencies(int(shape[-1]), acceleration)}
         limit = min(shape[-2], shape[-1]) if kind == "kt_radial" else shape[-1]
         acs = min(acs_width(int(shape[-1]), self.acs), limit)
         spokes = matched_spokes(acceleration, int(shape[-2]), int(shape[-1])) if kind == "kt_radial" else None

@@ -1,4 +1,4 @@
-"""The multi-coil SENSE forward model (reference eq. (1)) and classical reconstructions.
+"""The multi-coil SENSE forward model (reference eq. (1)): ``A``, ``A^H``, ``A^H A``, RSS, zero filling.
 
 ``A = M F S``: coil maps ``S`` multiply the image, ``F`` is :func:`moero.physics.fft.fft2c` per coil,
 ``M`` keeps the sampled k-space points. Shapes follow the package convention: images
@@ -11,9 +11,9 @@ in one domain is a phase ramp in the other, so ``fft2c(x) = v * fft2(u * x)`` wi
 (``H x W``, before the coil broadcast), ``v`` into the mask multiply, and the adjoint's post-phase
 into the coil-combined image, so they cost two multiplies of the coil stack on top of the FFTs.
 
-Coil maps (reference section 1): a low-resolution estimate from the windowed ACS
-(:func:`estimate_maps_lowres`) and ESPIRiT (:func:`espirit_maps`, Uecker et al. 2014), both
-normalised by :func:`normalize_maps`. :func:`cg_sense` is the classical baseline.
+The maps' normalisation ``S_c / sqrt(sum |S_c|^2 + eps)`` (:func:`normalize_maps`) lives here, beside
+the operators that use the maps; estimating the maps (ACS, ESPIRiT) is :mod:`moero.physics.coils`, and
+the classical CG-SENSE reconstruction is :func:`moero.physics.recon.cg_sense`.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def zero_filled(kspace: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     return rss(coils, dim=-3)
 
 
-# ------------------------------------------------------------------------------------------- coil maps
+# ------------------------------------------------------------------------------ coil-map normalisation
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``S_c / sqrt(sum_c |S_c|^2 + eps)`` over the coil axis ``-3`` (reference section 1)."""
     if not (torch.is_tensor(maps) and maps.is_complex()) or maps.ndim < 3:
@@ -238,19 +238,3 @@ def normalize_maps(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     return maps / torch.sqrt((maps.abs() ** 2).sum(dim=-3, keepdim=True) + eps)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -41,9 +41,18 @@ __all__ = [
     "require_keys",
     "non_finite_tensors",
     "remove_stale_temporaries",
+    "check_loaded",
+    "short_repr",
+    "clip",
 ]
 
 _PRIMITIVES = (str, int, float, bool, type(None))
+# bounds of what a loaded checkpoint may hold outside tensors: a crafted file of shared references (a list
+# of itself, twice, 60 deep: 2**60 items once expanded) or a huge integer would hang whatever formats it
+MAX_NODES = 1_000_000  # containers and values, shared references counted every time they occur
+MAX_CONFIG_NODES = 10_000
+MAX_DEPTH = 64
+MAX_INT_BITS = 128
 
 
 class CheckpointError(ValueError):
@@ -65,6 +74,78 @@ def check_primitive(obj: Any, where: str = "state") -> None:
             check_primitive(value, f"{where}[{i}]")
         return
     raise CheckpointError(f"{where} holds a {type(obj).__name__}, which weights_only loading would refuse")
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` of ``value`` cut to ``limit`` characters, never expanding more than a few levels or items
+    (safe on crafted or huge values)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother, r.maxlong = 3, 6, 6, 6, 60, 60, 40
+    try:
+        text = r.repr(value)
+    except Exception:  # a value whose repr fails (an oversized int under the digit limit, say)
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 160) -> str:
+    """``text`` on one line, cut to ``limit`` characters (for messages quoting another error)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _expanded_size(obj: Any, path: str | Path, memo: dict[int, int], depth: int = 0) -> int:
+    """Number of nodes of ``obj`` with shared references expanded (memoised by id: linear in the file)."""
+    if isinstance(obj, torch.Tensor | str | float | bool | type(None)):
+        return 1
+    if isinstance(obj, int):
+        if obj.bit_length() > MAX_INT_BITS:
+            raise CheckpointError(f"checkpoint {path} holds an integer of {obj.bit_length()} bits (crafted?)")
+        return 1
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"checkpoint {path} nests containers deeper than {MAX_DEPTH} levels (crafted?)")
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if isinstance(obj, dict):
+        items = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, list | tuple):
+        items = list(obj)
+    else:  # a dtype, a device: what weights_only loading allows besides containers is a single value
+        return 1
+    total = 1
+    for item in items:
+        total += _expanded_size(item, path, memo, depth + 1)
+        if total > MAX_NODES:
+            break
+    memo[key] = total
+    return total
+
+
+def check_loaded(state: Any, path: str | Path) -> dict[str, Any]:
+    """Check the structure of a loaded checkpoint before anything uses or formats it: a dict with string
+    keys, at most :data:`MAX_NODES` nodes (shared references expanded), :data:`MAX_CONFIG_NODES` in its
+    ``config``, no integer wider than :data:`MAX_INT_BITS` bits; model and buffers map names to tensors.
+    A :class:`CheckpointError` naming the file otherwise."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
+    if _expanded_size(state, path, {}) > MAX_NODES:
+        raise CheckpointError(f"checkpoint {path} holds more than {MAX_NODES} values once expanded (crafted?)")
+    for key in state:
+        if not isinstance(key, str):
+            raise CheckpointError(f"checkpoint {path}: top-level key {short_repr(key)} is not a string")
+    if "config" in state:
+        if not isinstance(state["config"], dict) or not all(isinstance(k, str) for k in state["config"]):
+            raise CheckpointError(f"checkpoint {path}: 'config' is not a mapping of field names")
+        if _expanded_size(state["config"], path, {}) > MAX_CONFIG_NODES:
+            raise CheckpointError(f"checkpoint {path}: 'config' holds more than {MAX_CONFIG_NODES} values")
+    for key in ("model", "buffers"):
+        if key in state and not (isinstance(state[key], dict) and all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state[key].items())):
+            raise CheckpointError(f"checkpoint {path}: {key!r} is not a mapping of names to tensors")
+    return state
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -143,13 +224,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {path} holds objects that weights_only loading refuses (foreign pickled code?): {err}"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {err}") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
-    return state
+            f"checkpoint {path} holds objects that weights_only loading refuses (foreign pickled code?): "
+            f"{clip(err)}") from err
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError, MemoryError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {clip(err)}") from err
+    return check_loaded(state, path)
 
 
 # ---------------------------------------------------------------------------- random generators

@@ -13,13 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from moero.models.promptmr import ModelConfig
 from moero.models.registry import PRESET_NAMES, parse_model_name
+from moero.train.sections import AugmentConfig, NavConfig, section_from
 
 __all__ = [
-    "AUTHORS_TRAINING", "TrainConfig", "parse_override", "parse_value", "resume_mismatch", "RESUME_FIXED",
-    "RESUME_FREE",
+    "AUTHORS_TRAINING", "TrainConfig", "AugmentConfig", "NavConfig", "field_help", "parse_override", "parse_value",
+    "resume_mismatch", "RESUME_FIXED", "RESUME_FREE", "LEGACY_FIELDS",
 ]
+
+SECTIONS: dict[str, type] = {"augment": AugmentConfig, "nav": NavConfig}
+# keys of configs written before the typed sections, still read (checkpoints, config.yaml): old -> dotted new
+LEGACY_FIELDS: dict[str, str] = {"augment_probability": "augment.probability"}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -48,11 +59,12 @@ class TrainConfig:
     (``auto``/``cpu``/``cuda``). Data: ``data_root`` (a CMRxRecon2025 tree; ``None``: the synthetic
     set of ``dataset_size``), splits, ``batch_size`` (per rank), ``num_workers``, ``balanced``
     (``BalancedSampler`` of eq. (10)), mask kinds/accelerations/ACS, ``image_shape`` (``[H, W]``:
-    centre crop / pad every image so that batches stack; empty: native sizes), ``augment`` (``none``,
-    ``kspace``, ``image``, ``dual``) with ``augment_probability``. Model: ``model`` (a registry name:
-    ``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), ``preset`` (size), ``nav`` (BranchNav settings of
-    Moero), ``model_overrides`` (:class:`~moero.models.promptmr.ModelConfig` fields replacing the preset's,
-    e.g. ``vq_restart_after``), ``gradient_checkpointing``. Optimisation: ``epochs``, ``max_steps`` (0: epochs decide),
+    centre crop / pad every image so that batches stack; empty: native sizes), ``augment`` (an
+    :class:`AugmentConfig`: kind ``none``/``kspace``/``image``/``dual``, ratio, noise levels, motion range,
+    shots). Model: ``model`` (a registry name: ``promptmr``, ``vq-prompt``, ``moero-<C>x<K>``), ``preset``
+    (size), ``nav`` (a :class:`NavConfig`: BranchNav settings of Moero), ``model_overrides``
+    (:class:`~moero.models.promptmr.ModelConfig` fields replacing the preset's, e.g. ``vq_restart_after``),
+    ``gradient_checkpointing``. Optimisation: ``epochs``, ``max_steps`` (0: epochs decide),
     ``max_steps_this_run`` (0: no limit; else stop after that many steps of this run, with a
     checkpoint, for time-sliced jobs), ``lr``, ``weight_decay``, ``schedule`` (``step``, ``cosine``,
     ``constant``), ``lr_step_epoch`` (-1: the last epoch, as PromptMR+), ``lr_gamma``,
@@ -73,61 +85,80 @@ class TrainConfig:
     never moves the schedule under it.
     """
 
-    run_dir: str = "_build/runs/train"
-    seed: int = 0
-    device: str = "auto"
+    run_dir: str = field(default="_build/runs/train", metadata=_help(
+        "folder of checkpoint.pt, metrics.jsonl and config.yaml"))
+    seed: int = field(default=0, metadata=_help("seed of weights, data order, masks and augmentation"))
+    device: str = field(default="auto", metadata=_help("auto | cpu | cuda"))
     # data
-    data_root: str | None = None
-    dataset_size: str = "smoke"
-    train_split: str = "train"
-    val_split: str = "val"
-    batch_size: int = 1
-    num_workers: int = 0
-    balanced: bool = True
-    mask_kinds: list[str] = field(default_factory=lambda: ["uniform", "kt_gaussian", "kt_radial"])
-    accelerations: list[float] = field(default_factory=lambda: [4, 8, 10, 12, 16, 20, 24])
-    acs: int = 20
-    image_shape: list[int] = field(default_factory=list)
-    augment: str = "none"
-    augment_probability: float = 0.5
+    data_root: str | None = field(default=None, metadata=_help(
+        "a CMRxRecon2025 tree (default: the synthetic set of --dataset-size)"))
+    dataset_size: str = field(default="smoke", metadata=_help(
+        "synthetic dataset size when data_root is empty: smoke | cpu | gpu | paper"))
+    train_split: str = field(default="train", metadata=_help("manifest split used for training"))
+    val_split: str = field(default="val", metadata=_help(
+        "manifest split used for validation ('' or none: no validation)"))
+    batch_size: int = field(default=1, metadata=_help("examples per step and rank"))
+    num_workers: int = field(default=0, metadata=_help("data loader worker processes"))
+    balanced: bool = field(default=True, metadata=_help("draw files by the sample-balancing weight of eq. (10)"))
+    mask_kinds: list[str] = field(default_factory=lambda: ["uniform", "kt_gaussian", "kt_radial"], metadata=_help(
+        "mask kinds drawn per example, e.g. [uniform,kt_gaussian]"))
+    accelerations: list[float] = field(default_factory=lambda: [4, 8, 10, 12, 16, 20, 24], metadata=_help(
+        "accelerations drawn per example, e.g. [4,8,12]"))
+    acs: int = field(default=20, metadata=_help("fully sampled calibration lines"))
+    train_subjects: list[str] = field(default_factory=list, metadata=_help(
+        "train on these subjects of the training split only, e.g. [P001,P007] ([]: every subject)"))
+    image_shape: list[int] = field(default_factory=list, metadata=_help(
+        "[H,W] centre crop/pad so batches stack ([] keeps native sizes)"))
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=_help(
+        "DualSpace-CMR augmentation: a kind (none | kspace | image | dual) or a mapping of AugmentConfig fields"))
     # model (moero.models.registry): promptmr | vq-prompt | moero-<C>x<K>, at a preset size
-    model: str = "promptmr"
-    preset: str = "tiny"
-    nav: dict = field(default_factory=dict)  # BranchNav settings of a Moero model (warmup, buffer_size, ...)
-    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields replacing the preset's (vq_restart_after)
-    gradient_checkpointing: bool = False
+    model: str = field(default="promptmr", metadata=_help(
+        "registry name: promptmr | vq-prompt | moero-<C>x<K> (e.g. moero-12x2)"))
+    preset: str = field(default="tiny", metadata=_help("model preset: tiny | small | medium | paper"))
+    nav: NavConfig = field(default_factory=NavConfig, metadata=_help(
+        "BranchNav of a Moero model: a mapping of NavConfig fields, e.g. {warmup: 64, buffer_size: 256}"))
+    model_overrides: dict = field(default_factory=dict, metadata=_help(
+        "ModelConfig fields replacing the preset's, e.g. {vq_restart_after: 20}"))
+    gradient_checkpointing: bool = field(default=False, metadata=_help("recompute cascades in backward to save memory"))
     # optimisation
-    epochs: int = 1
-    max_steps: int = 0
-    max_steps_this_run: int = 0
-    lr: float = 2e-4
-    weight_decay: float = 1e-2
-    schedule: str = "step"
-    lr_step_epoch: int = -1
-    lr_gamma: float = 0.1
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    amp: str = "auto"
-    vq_weight: float = 1.0
-    ssim_window: str = "uniform"
-    ssim_sigma: float = 1.5  # Gaussian window only; the authors' loss: 7x7, sigma 1
+    epochs: int = field(default=1, metadata=_help("training epochs"))
+    max_steps: int = field(default=0, metadata=_help("total optimiser steps (0: epochs decide)"))
+    max_steps_this_run: int = field(default=0, metadata=_help(
+        "stop after this many steps of this invocation, with a checkpoint (0: no limit)"))
+    lr: float = field(default=2e-4, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(default=1e-2, metadata=_help("AdamW weight decay"))
+    schedule: str = field(default="step", metadata=_help("step | cosine | constant"))
+    lr_step_epoch: int = field(default=-1, metadata=_help(
+        "epoch where the step schedule multiplies the rate by lr_gamma (-1: the last)"))
+    lr_gamma: float = field(default=0.1, metadata=_help("factor of the step schedule"))
+    warmup_steps: int = field(default=0, metadata=_help("linear warm-up steps"))
+    grad_clip: float = field(default=1.0, metadata=_help("gradient norm clipping (0: off)"))
+    amp: str = field(default="auto", metadata=_help("auto (bf16 on GPU) | bf16 | fp16 | off"))
+    vq_weight: float = field(default=1.0, metadata=_help("weight of the VQ commitment losses"))
+    ssim_window: str = field(default="uniform", metadata=_help("SSIM loss window: uniform | gaussian"))
+    ssim_sigma: float = field(default=1.5, metadata=_help(
+        "std of the Gaussian SSIM window (the authors' loss: 7x7, sigma 1)"))
     # bookkeeping
-    checkpoint_every: int = 100
-    val_every: int = 1
-    max_val_examples: int = 0
-    val_crop: bool = True
-    log_every: int = 1
-    resume: bool = False
-    resume_if_present: bool = False
-    overwrite: bool = False
-    max_nonfinite: int = 3
-    progress: bool = True
-    ddp_broadcast_buffers: bool = False
+    checkpoint_every: int = field(default=100, metadata=_help("checkpoint every N steps (0: per epoch)"))
+    val_every: int = field(default=1, metadata=_help("validate every N epochs (0: never)"))
+    max_val_examples: int = field(default=0, metadata=_help("validate on at most N examples (0: all)"))
+    val_crop: bool = field(default=True, metadata=_help("official centre crop in validation metrics"))
+    log_every: int = field(default=1, metadata=_help("log a training record every N steps"))
+    resume: bool = field(default=False, metadata=_help(
+        "continue from run_dir/checkpoint.pt (an error when there is none)"))
+    resume_if_present: bool = field(default=False, metadata=_help(
+        "continue from run_dir/checkpoint.pt when it exists, else start afresh"))
+    overwrite: bool = field(default=False, metadata=_help(
+        "start afresh in a run_dir that holds a run, moving that run aside to <run_dir>.old-<time>"))
+    max_nonfinite: int = field(default=3, metadata=_help(
+        "stop as diverged after N consecutive non-finite losses or gradient norms"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+    ddp_broadcast_buffers: bool = field(default=False, metadata=_help(
+        "let DDP broadcast rank 0's buffers every forward"))
 
     _CHOICES: typing.ClassVar[dict[str, tuple[str, ...]]] = {
         "schedule": ("step", "cosine", "constant"),
         "amp": ("auto", "bf16", "fp16", "off"),
-        "augment": ("none", "kspace", "image", "dual"),
         "ssim_window": ("uniform", "gaussian"),
     }
     _POSITIVE: typing.ClassVar[tuple[str, ...]] = (
@@ -155,8 +186,6 @@ class TrainConfig:
         for name in self._NON_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ValueError(f"config field {name!r} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.augment_probability <= 1.0:
-            raise ValueError(f"config field 'augment_probability' must lie in [0, 1], got {self.augment_probability}")
         if self.image_shape and (len(self.image_shape) != 2 or min(self.image_shape) < 8):
             raise ValueError(f"config field 'image_shape' must be [] or [H, W] with H, W >= 8, got {self.image_shape}")
         try:
@@ -182,17 +211,28 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping; an unknown key is a ``ValueError`` naming it."""
-        unknown = sorted(set(values) - set(cls.field_names()))
+        """Build from a mapping; an unknown key is a ``ValueError`` naming it.
+
+        Section fields may be given dotted (``augment.probability``: applied over the section's mapping or
+        kind in the same ``values``); :data:`LEGACY_FIELDS` (``augment_probability``) are read as their new
+        dotted names."""
+        plain: dict[str, Any] = {}
+        dotted: dict[str, Any] = {}
+        for key, value in values.items():
+            key = LEGACY_FIELDS.get(key, key)
+            (dotted if "." in key else plain)[key] = value
+        unknown = sorted(set(plain) - set(cls.field_names()) | {k for k in dotted if k.split(".")[0] not in SECTIONS})
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; known: {cls.field_names()}")
-        return cls(**dict(values))
+        for key, value in dotted.items():
+            head, tail = key.split(".", 1)
+            section = section_from(SECTIONS[head], head, plain.get(head))
+            plain[head] = {**dataclasses.asdict(section), tail: value}
+        return cls(**plain)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
         """Read a YAML mapping of fields from ``path``, then apply ``overrides``."""
-        import yaml
-
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -210,11 +250,11 @@ class TrainConfig:
         return type(self).from_dict({**self.to_dict(), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Plain values (sections as mappings), as written to ``config.yaml`` and checkpoints."""
+        return {f.name: dataclasses.asdict(v) if f.name in SECTIONS else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
 
     def to_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
@@ -222,8 +262,9 @@ class TrainConfig:
 # checkpoint's values (the world size is compared with them: world size x batch size is the global batch).
 RESUME_FIXED: tuple[str, ...] = (
     "model", "preset", "nav", "model_overrides", "seed", "batch_size", "data_root", "dataset_size", "train_split",
+    "train_subjects",
     "balanced",
-    "mask_kinds", "accelerations", "acs", "image_shape", "augment", "augment_probability", "lr", "weight_decay",
+    "mask_kinds", "accelerations", "acs", "image_shape", "augment", "lr", "weight_decay",
     "schedule", "lr_step_epoch", "lr_gamma", "warmup_steps", "grad_clip", "amp", "vq_weight", "ssim_window",
     "ssim_sigma", "gradient_checkpointing", "max_steps", "epochs",
 )
@@ -248,7 +289,8 @@ def resume_mismatch(saved: Mapping[str, Any], config: TrainConfig, saved_world: 
     ``max_steps`` / ``epochs`` may grow or shrink when the schedule does not depend on them
     (:func:`_length_free`). ``data_root`` is compared as a resolved path."""
     current = config.to_dict()
-    old_cfg = TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.field_names()}).to_dict()
+    known = {*TrainConfig.field_names(), *LEGACY_FIELDS}
+    old_cfg = TrainConfig.from_dict({k: v for k, v in saved.items() if k in known}).to_dict()
     diffs = []
     for name in RESUME_FIXED:
         old, new = old_cfg.get(name), current.get(name)
@@ -270,16 +312,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"--set expects field=value, got {text!r}")
     name, raw = text.split("=", 1)
-    name = name.strip().replace("-", "_")
-    if name not in TrainConfig.field_names():
-        raise ValueError(f"--set: unknown config field {name!r}; known: {TrainConfig.field_names()}")
+    name = LEGACY_FIELDS.get(name.strip().replace("-", "_"), name.strip().replace("-", "_"))
+    head, _, tail = name.partition(".")
+    if head not in TrainConfig.field_names() or (tail and (head not in SECTIONS or tail not in
+                                                            {f.name for f in dataclasses.fields(SECTIONS[head])})):
+        raise ValueError(f"--set: unknown config field {name!r}; known: {TrainConfig.field_names()} "
+                         f"and the fields of {[f'{k}.*' for k in SECTIONS]}")
     return name, parse_value(raw)
+
+
+def field_help() -> dict[str, str]:
+    """Help of every config field, from the fields' metadata (``<section>.<field>`` for the sections)."""
+    out = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+    for head, cls in SECTIONS.items():
+        out.update({f"{head}.{f.name}": f.metadata.get("help", "") for f in dataclasses.fields(cls)})
+    return out
 
 
 def parse_value(raw: str) -> Any:
     """A command-line value as YAML (``1e-3``, ``true``, ``[4, 8]``, ``null``); plain text otherwise."""
-    import yaml
-
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -288,6 +339,8 @@ def parse_value(raw: str) -> Any:
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """``value`` converted to the field type ``hint``; a ``ValueError`` names the field otherwise."""
+    if isinstance(hint, type) and hint in SECTIONS.values():
+        return section_from(hint, name, value)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     optional = type(None) in args
     if optional:
@@ -338,8 +391,6 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return out
     if hint is dict:
         if isinstance(value, str):
-            import yaml
-
             value = yaml.safe_load(value) if value.strip() else {}
         if not isinstance(value, dict):
             raise bad

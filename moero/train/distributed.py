@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from moero.models.collective import all_reduce_flat
+from moero.train.device import dist_backend
 
 __all__ = [
     "DistInfo",
@@ -85,7 +86,7 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = 600
         dev = torch.device(want)
     if world <= 1 and not dist.is_initialized():
         return DistInfo(0, 1, 0, dev, None)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
+    backend = dist_backend(dev)
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {"backend": backend, "timeout": _dt.timedelta(seconds=timeout_s)}
         if dev.type == "cuda":

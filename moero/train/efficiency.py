@@ -17,6 +17,7 @@ Model names: the registry's (``promptmr``, ``vq-prompt``, ``moero-CxK``, ours) a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import statistics
 import sys
@@ -38,10 +39,17 @@ __all__ = [
     "phantom_batch",
     "training_step",
     "peak_memory",
+    "bootstrap_median",
+    "Ratio",
+    "paired_ratio",
+    "machine_note",
     "quiet_native_output",
     "throughput",
     "ddp_throughput",
     "stage_times",
+    "batch_scan",
+    "force_routes",
+    "dispatch_batches",
     "STAGES",
 ]
 
@@ -161,24 +169,121 @@ def quiet_native_output() -> Iterator[None]:
                 sys.stderr.write(held.read().decode(errors="replace"))
 
 
+def _allocation_events(prof: Any, device: torch.device) -> list[tuple[int, int]]:
+    """``(time ns, bytes)`` of every allocation (> 0) and free (< 0) the profiler saw on ``device``'s
+    allocator, each one on its own (the op events of ``prof.events()`` nest and sum their children's)."""
+    from torch._C._profiler import _EventType
+
+    events: list[tuple[int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation:
+            fields = node.extra_fields
+            if fields.device.type == device.type:
+                events.append((int(node.start_time_ns), int(fields.alloc_size)))
+        stack.extend(node.children)
+    return sorted(events)
+
+
 def peak_memory(fn: Callable[[], Any], device: str | torch.device = "cpu") -> int:
-    """Peak bytes allocated while ``fn`` runs: the CUDA allocator's peak on GPU; on CPU the largest running
-    sum of the allocations and frees the profiler records (torch tensors only)."""
+    """Peak bytes allocated while ``fn`` runs, above what was allocated when it started, by the allocator:
+    on CUDA ``torch.cuda.max_memory_allocated`` less the bytes allocated at the start; on CPU the
+    largest running sum of the CPU allocator's individual allocations and frees, in time order, as the
+    profiler records them (torch tensors only). On CPU the profiler does not see frees of tensors
+    allocated before ``fn`` (e.g. last step's gradients released by ``zero_grad``): the figure is the
+    peak of what ``fn`` itself allocates, never lowered by them, where CUDA's would be."""
     device = torch.device(device)
     if device.type == "cuda":
+        _sync(device)
+        start = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         _sync(device)
-        return int(torch.cuda.max_memory_allocated(device))
+        return max(0, int(torch.cuda.max_memory_allocated(device)) - int(start))
     from torch.profiler import ProfilerActivity, profile
 
     with quiet_native_output(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
-    for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += ev.cpu_memory_usage
+    for _, size in _allocation_events(prof, device):
+        live += size
         peak = max(peak, live)
     return int(peak)
+
+
+def bootstrap_median(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """``(median, low, high)``: the median of ``values`` and its percentile-bootstrap interval."""
+    vals = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+    if vals.numel() == 0:
+        raise ValueError("bootstrap_median needs at least one value")
+    med = float(vals.quantile(0.5))
+    if vals.numel() == 1:
+        return med, med, med
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, vals.numel(), (resamples, vals.numel()), generator=gen)
+    meds = vals[idx].quantile(0.5, dim=1)
+    alpha = (1.0 - confidence) / 2
+    return med, float(meds.quantile(alpha)), float(meds.quantile(1.0 - alpha))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """A ratio's median over interleaved pairs and its bootstrap interval (``pairs`` per-pair ratios)."""
+
+    median: float
+    low: float
+    high: float
+    pairs: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, ratios: Sequence[float], confidence: float = 0.95) -> Ratio:
+        med, lo, hi = bootstrap_median(ratios, confidence)
+        return cls(med, lo, hi, tuple(float(r) for r in ratios))
+
+    def clears(self, goal: float, higher_is_better: bool = True) -> bool:
+        """Whether the whole interval lies on the good side of ``goal`` (a goal is met only then)."""
+        return self.low >= goal if higher_is_better else self.high <= goal
+
+    def inverse(self) -> Ratio:
+        """The ratio the other way round (``1 / r``: a time ratio as a speed ratio)."""
+        return Ratio(1.0 / self.median, 1.0 / self.high, 1.0 / self.low, tuple(1.0 / r for r in self.pairs))
+
+    def text(self, digits: int = 2) -> str:
+        return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def paired_ratio(target: Callable[[], Any], reference: Callable[[], Any], pairs: int = 7, repeat: int = 1,
+                 warmup: int = 1, device: str | torch.device = "cpu",
+                 confidence: float = 0.95) -> tuple[Ratio, list[float], list[float]]:
+    """Time ``target`` against ``reference`` in ``pairs`` interleaved pairs (the order alternates from pair
+    to pair, so drift and cache effects hit both alike); returns the ratio target time / reference time
+    per pair as a :class:`Ratio` (median, bootstrap interval) and the seconds per call of each."""
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        target(), reference()
+    fns = {"target": target, "reference": reference}
+    times: dict[str, list[float]] = {"target": [], "reference": []}
+    for i in range(pairs):
+        for name in (("target", "reference") if i % 2 == 0 else ("reference", "target")):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                fns[name]()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / repeat)
+    ratio = Ratio.of([t / r for t, r in zip(times["target"], times["reference"], strict=True)], confidence)
+    return ratio, times["target"], times["reference"]
+
+
+def machine_note() -> dict[str, Any]:
+    """What a timing on a shared machine needs beside it: the 1-minute load average, torch's thread count
+    and the CPU count."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"load_avg_1min": round(load, 2), "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 
 
 def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
@@ -198,12 +303,6 @@ def interleaved_times(fns: dict[str, Callable[[], None]], rounds: int, repeat: i
     return times
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], rounds: int, repeat: int, device: torch.device,
-                 barrier: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Median over rounds of :func:`interleaved_times`."""
-    return {name: statistics.median(ts) for name, ts in interleaved_times(fns, rounds, repeat, device, barrier).items()}
-
-
 def _check_counts(rounds: int, warmup: int) -> None:
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -213,11 +312,13 @@ def _check_counts(rounds: int, warmup: int) -> None:
 
 def throughput(names: Sequence[str], preset: str = "tiny", shape: Sequence[int] = (64, 48), cascades: int | None = None,
                rounds: int = 3, warmup: int = 2, device: str | torch.device = "cpu", frames: int | None = None,
-               coils: int = 4) -> list[dict[str, Any]]:
+               coils: int = 4, confidence: float = 0.95) -> list[dict[str, Any]]:
     """Single process: iterations/s, its ratio to the first model of ``names`` and peak step memory per model.
 
-    Rows: ``model``, ``experts``, ``parameters``, ``s_per_it``, ``it_per_s``, ``speed_vs_baseline``,
-    ``peak_mib``, ``memory_vs_baseline``."""
+    Rows: ``model``, ``experts``, ``parameters``, ``s_per_it``, ``it_per_s``, ``speed_vs_baseline`` (median
+    times' ratio), ``speed_round_median`` / ``speed_low`` / ``speed_high`` (the per-round ratios' median and
+    bootstrap interval at ``confidence``), ``peak_mib`` (the allocator's, :func:`peak_memory`),
+    ``memory_vs_baseline``."""
     _check_counts(rounds, warmup)
     if not names:
         raise ValueError("names must list at least one model")
@@ -229,12 +330,16 @@ def throughput(names: Sequence[str], preset: str = "tiny", shape: Sequence[int] 
     for fn in steps.values():  # allocator, AdamW state and routing centres settle before timing
         for _ in range(warmup):
             fn()
-    times = _interleaved(steps, rounds, 1, device)
+    rounds_times = interleaved_times(steps, rounds, 1, device)
+    times = {n: statistics.median(ts) for n, ts in rounds_times.items()}
     peaks = {n: peak_memory(fn, device) for n, fn in steps.items()}
     ref = names[0]
+    speed = {n: Ratio.of([r / t for r, t in zip(rounds_times[ref], rounds_times[n], strict=True)], confidence)
+             for n in names}
     return [{
         "model": n, "experts": _experts(n), "parameters": sum(p.numel() for p in models[n].parameters()),
         "s_per_it": times[n], "it_per_s": 1.0 / times[n], "speed_vs_baseline": times[ref] / times[n],
+        "speed_round_median": speed[n].median, "speed_low": speed[n].low, "speed_high": speed[n].high,
         "peak_mib": peaks[n] / 2**20, "memory_vs_baseline": peaks[n] / max(peaks[ref], 1),
     } for n in names]
 
@@ -272,7 +377,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, spec: dict[str, Any]
             steps[n] = training_step(wrapped, core, kspace, mask)
             for _ in range(spec["warmup"]):
                 steps[n]()
-        times = _interleaved(steps, spec["rounds"], 1, device, dist.barrier)
+        times = interleaved_times(steps, spec["rounds"], 1, device, dist.barrier)
         if rank == 0:
             torch.save(times, Path(out) / "ddp.pt")
     finally:
@@ -283,7 +388,8 @@ def ddp_throughput(names: Sequence[str], world: int = 2, preset: str = "tiny", s
                    cascades: int | None = None, rounds: int = 2, warmup: int = 2, coils: int = 4,
                    threads: int | None = None) -> list[dict[str, Any]]:
     """``world`` processes (``torch.multiprocessing.spawn``; gloo on CPU, NCCL when there are enough GPUs):
-    seconds per step and speed relative to the first model of ``names``. Each rank sees another phantom
+    seconds per step and speed relative to the first model of ``names`` (``speed_low`` / ``speed_high``: the
+    bootstrap interval of the per-round ratios' median). Each rank sees another phantom
     shift, so Moero's ranks may route differently (the sparse case that ``find_unused_parameters`` pays for)."""
     import torch.multiprocessing as mp
 
@@ -296,14 +402,81 @@ def ddp_throughput(names: Sequence[str], world: int = 2, preset: str = "tiny", s
     with tempfile.TemporaryDirectory() as tmp:
         with quiet_native_output():
             mp.spawn(_ddp_worker, args=(world, free_port(), tmp, spec), nprocs=world, join=True)
-        times = torch.load(Path(tmp) / "ddp.pt", weights_only=True)
+        rounds_times = torch.load(Path(tmp) / "ddp.pt", weights_only=True)
+    times = {n: statistics.median(ts) for n, ts in rounds_times.items()}
     ref = names[0]
     backend = "nccl" if use_cuda else "gloo"
+    speed = {n: Ratio.of([r / t for r, t in zip(rounds_times[ref], ts, strict=True)]) for n, ts in rounds_times.items()}
     return [{
         "model": n, "experts": _experts(n), "ddp": f"{world} x {backend}",
         "find_unused_parameters": split_variant(n)[1], "s_per_it": t, "it_per_s": 1.0 / t,
-        "speed_vs_baseline": times[ref] / t,
+        "speed_vs_baseline": times[ref] / t, "speed_low": speed[n].low, "speed_high": speed[n].high,
     } for n, t in times.items()]
+
+
+def batch_scan(batch: int, shape: Sequence[int], frames: int, coils: int = 4,
+               device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` phantom scans (each another shift, :func:`phantom_batch`) stacked on the batch axis."""
+    scans = [phantom_batch(shape, frames, coils, seed, device) for seed in range(batch)]
+    return torch.cat([k for k, _ in scans]), torch.cat([m for _, m in scans])
+
+
+def force_routes(model: nn.Module, routes: Callable[[int], torch.Tensor]) -> None:
+    """Replace every navigator's decision of a Moero ``model`` by ``routes(batch)`` (their state is left alone)."""
+    for nav in model.navs:
+        nav.forward = lambda hist: routes(hist.shape[0])
+
+
+def dispatch_batches(preset: str = "small", cascades: int = 4, shape: Sequence[int] = (64, 48),
+                     batches: Sequence[int] = (2, 4), experts: int = 2, rounds: int = 7,
+                     warmup: int = 2, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Moero at batch > 1 with mixed (round-robin) routes against VQ-PromptMR+ at the same batch, one training
+    step each, all in the same interleaved rounds; per batch the rows (``what``):
+
+    * ``moero mixed`` / ``moero one expert`` (every sample to expert 0: no splitting) / ``vq-prompt B/K x K``
+      (VQ-PromptMR+ run K times on B/K samples): speed relative to VQ-PromptMR+ at batch B;
+    * ``lost batching``: the last of these, the inherent cost of running experts on smaller groups;
+    * ``dispatch overhead``: ``T(mixed) / (T(one expert) x T(B/K x K) / T(vq-prompt))``, what is left
+      (1: none beyond lost batching).
+
+    Each ratio: ``ratio`` (median over rounds), ``ratio_low`` / ``ratio_high`` (bootstrap interval at
+    ``confidence``)."""
+    rows = []
+    for batch in batches:
+        if batch % experts:
+            raise ValueError(f"batch {batch} must be a multiple of experts={experts}")
+        vq = build_model("vq-prompt", preset, cascades)
+        kspace, mask = batch_scan(batch, shape, int(vq.config.frames))
+        part = batch // experts
+        whole, split = training_step(vq, vq, kspace, mask), training_step(vq, vq, kspace[:part], mask[:part])
+
+        def vq_split(split: Callable[[], None] = split) -> None:
+            for _ in range(experts):
+                split()
+
+        steps = {"vq-prompt": whole, "vq-prompt B/K x K": vq_split}
+        for name, routes in (("moero mixed", lambda b: torch.arange(b) % experts),
+                             ("moero one expert", lambda b: torch.zeros(b, dtype=torch.long))):
+            model = build_model(f"moero-{cascades}x{experts}", preset, cascades)
+            force_routes(model, routes)
+            steps[name] = training_step(model, model, kspace, mask)
+        for fn in steps.values():
+            for _ in range(warmup):
+                fn()
+        t = interleaved_times(steps, rounds, 1, torch.device("cpu"))
+        ref = t["vq-prompt"]
+        ratios = {f"{n}: speed vs vq-prompt": Ratio.of([r / x for r, x in zip(ref, t[n], strict=True)], confidence)
+                  for n in ("moero mixed", "moero one expert", "vq-prompt B/K x K")}
+        ratios["lost batching"] = ratios["vq-prompt B/K x K: speed vs vq-prompt"]
+        ratios["dispatch overhead"] = Ratio.of([m / (o * s / r) for m, o, s, r in zip(
+            t["moero mixed"], t["moero one expert"], t["vq-prompt B/K x K"], ref, strict=True)], confidence)
+        base = {"batch": batch, "experts": experts, "preset": preset, "cascades": cascades,
+                "input": f"{batch}x{int(vq.config.frames)}x4x{shape[0]}x{shape[1]}"}
+        for what, r in ratios.items():
+            name = what.split(":")[0]
+            rows.append({**base, "what": what, "s_per_step": statistics.median(t[name]) if name in t else None,
+                         "ratio": r.median, "ratio_low": r.low, "ratio_high": r.high})
+    return rows
 
 
 def stage_times(model: nn.Module, dataset: Any, augment: Callable[..., Any] | None = None, steps: int = 3,

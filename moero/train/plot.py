@@ -6,11 +6,12 @@ validation SSIM against the step, and training speed (iterations per second, ``1
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from moero.train.rundir import read_records
 
 __all__ = ["read_metrics", "plot_runs"]
 
@@ -22,15 +23,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{path}: no metrics.jsonl (is this a run folder written by `moero train`?)")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {n}: not JSON ({err.msg})") from None
-    return records
+    return read_records(path)
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, smooth: int = 1) -> Path:

@@ -1,20 +1,34 @@
 """Ownership of a run folder: one process at a time, and nothing of a previous run is ever deleted.
 
-* :class:`RunLock`: an exclusive ``flock`` on ``.<run>.lock`` beside the run folder, held for the whole
-  run. The operating system releases it when the process dies (even by ``kill -9``), so a lock can never
-  go stale; the file holds the holder's PID, which a refused second process names. The lock file sits
+* :class:`RunLock`: an exclusive lock (``filelock``: ``flock`` on Unix, ``msvcrt`` on Windows) on
+  ``.<run>.lock`` beside the run folder, held for the whole run. The operating system releases it when
+  the process dies (even by ``kill -9``), so a lock can never go stale; ``.<run>.lock.pid`` holds the
+  holder's PID, which a refused second process names. The lock file sits
   beside the folder, not in it, so that :func:`move_aside` can move the whole folder away while
   the lock is held.
+  A parent folder where no file can be created (read-only) gets the lock inside the run folder instead:
+  nothing can move the folder out of such a parent, so the lock cannot be separated from it.
 * :func:`move_aside`: ``--overwrite`` renames an existing run folder to ``<run>.old-<UTC time>``.
+* :func:`read_records`: the JSON lines of ``metrics.jsonl``; a torn last line (a writer killed mid-line)
+  is dropped with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import json
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLockedError", "RunLock", "lock_path", "move_aside"]
+__all__ = ["RunLockedError", "RunLock", "lock_path", "move_aside", "read_records"]
+
+INNER_LOCK = ".moero.lock"
+# every lock held by this process: a RunLock that is dropped without release() keeps its lock until the
+# process ends (as a descriptor would), instead of losing it when the garbage collector closes the file
+_HELD: dict[int, Any] = {}
 
 
 class RunLockedError(RuntimeError):
@@ -28,44 +42,68 @@ def lock_path(run_dir: str | Path) -> Path:
 
 
 class RunLock:
-    """Exclusive, non-blocking ``flock`` of a run folder (a context manager; :meth:`acquire` / :meth:`release`)."""
+    """Exclusive, non-blocking lock of a run folder (a context manager; :meth:`acquire` / :meth:`release`)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, what: str = "run folder", hint: str = "use another run_dir") -> None:
         self.run_dir = Path(run_dir)
         self.path = lock_path(run_dir)
-        self._fd: int | None = None
+        self.what, self.hint = what, hint
+        self._lock: Any = None
+
+    @property
+    def pid_path(self) -> Path:
+        """The file naming the holder's PID, beside the lock file."""
+        return self.path.with_name(self.path.name + ".pid")
+
+    def _choose_path(self) -> None:
+        """The lock file beside the folder, or inside it when its parent is read-only."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666))
+            return
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not self.run_dir.is_dir():
+                raise
+        self.path = self.run_dir / INNER_LOCK  # a read-only parent: the folder cannot be moved out of it
 
     def acquire(self) -> RunLock:
         """Take the lock or raise :class:`RunLockedError` naming the holder's PID (never waits)."""
-        import fcntl
+        from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self._choose_path()
+        lock = FileLock(self.path, timeout=0)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunLockedError(f"run folder {self.run_dir} is in use by process {holder} "
-                                 f"(lock {self.path}); wait for it to finish or use another run_dir") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            lock.acquire()
+        except Timeout:
+            try:
+                holder = self.pid_path.read_text(errors="replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            raise RunLockedError(f"{self.what} {self.run_dir} is in use by process {holder} "
+                                 f"(lock {self.path}); wait for it to finish or {self.hint}") from None
+        try:
+            self.pid_path.write_text(f"{os.getpid()}\n")
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        _HELD[id(lock)] = lock
         return self
 
     def release(self) -> None:
-        """Drop the lock (the file stays: deleting it would let two processes lock different files)."""
-        if self._fd is not None:
-            import fcntl
-
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Drop the lock (the lock file stays: deleting it would let two processes lock different files)."""
+        if self._lock is not None:
+            try:
+                self.pid_path.write_text("")
+            except OSError:
+                pass
+            self._lock.release()
+            _HELD.pop(id(self._lock), None)
+            self._lock = None
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock is not None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -85,3 +123,28 @@ def move_aside(run_dir: str | Path) -> Path:
         n += 1
     run_dir.rename(target)
     return target
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log (``metrics.jsonl``). A last line that is not JSON (a writer killed
+    mid-line) is dropped with a warning naming the file; a bad line before it is a ``ValueError`` naming
+    the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    records = []
+    for i, (n, line) in enumerate(numbered):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == len(numbered) - 1:
+                warnings.warn(f"{path}, line {n}: dropped a torn last line (not JSON: {err.msg})", stacklevel=2)
+                break
+            raise ValueError(f"{path}, line {n}: not JSON ({err.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}, line {n}: a record must be a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+    return records

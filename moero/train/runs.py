@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from moero.eval.evaluate import TEST_SPLITS, ZeroFilled, evaluate, write_tables
 from moero.physics.masks import MaskSampler
 from moero.train.checkpoint import (
     CheckpointError,
+    clip,
     load_checkpoint,
     load_module_buffers,
     non_finite_tensors,
@@ -20,6 +22,7 @@ from moero.train.checkpoint import (
 )
 from moero.train.config import TrainConfig
 from moero.train.distributed import resolve_device
+from moero.train.scoring import Protocol, score_model
 from moero.train.trainer import build_model, dataset_root
 
 __all__ = ["load_trained", "evaluate_checkpoint", "check_writable"]
@@ -38,9 +41,16 @@ def load_trained(checkpoint: str | Path, overrides: dict[str, Any] | None = None
     if bad:
         raise CheckpointError(f"checkpoint {checkpoint} holds non-finite weights {bad[:3]} (a diverged run?); "
                               f"refusing to evaluate it")
-    config = TrainConfig.from_dict({**state["config"], **(overrides or {})})
+    try:
+        config = TrainConfig.from_dict({**state["config"], **(overrides or {})})
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {checkpoint}: {clip(err, 200)}") from None
     model = build_model(config)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # a foreign model's weights: torch lists every key, tens of kB
+        raise CheckpointError(f"checkpoint {checkpoint}: weights do not fit model {config.model!r} "
+                              f"({clip(err)})") from None
     load_module_buffers(model, state["buffers"], checkpoint)
     return model, config, state
 
@@ -72,15 +82,22 @@ def evaluate_checkpoint(
     max_files: int = 0,
     progress: bool = True,
     modalities: Sequence[str] | None = None,
-) -> dict[str, list[dict[str, Any]]]:
-    """Load ``checkpoint`` (None: the zero-filled reference), evaluate on ``splits`` (and ``modalities``)
-    of ``data_root`` (default: the checkpoint config's), write the tables to ``out`` (checked writable first).
+    protocol: Protocol | None = None,
+) -> dict[str, Any]:
+    """Load ``checkpoint`` (None: the zero-filled reference), score it on ``splits`` (and ``modalities``)
+    of ``data_root`` (default: the checkpoint config's) with :func:`moero.train.scoring.score_model` under
+    ``protocol`` (default: masks drawn from the run's kinds and accelerations with the evaluation seed),
+    and write the tables to ``out`` (checked writable first).
 
     A fastMRI folder (``*.h5``, no manifest) is scored whole, by fastMRI's conventions
-    (:func:`moero.eval.evaluate.evaluate_fastmri`: 320 x 320 centre crop against ``reconstruction_rss``,
-    the volume's maximum as data range); ``splits`` does not apply to it."""
+    (:func:`moero.eval.fastmri.evaluate_fastmri`: fastMRI's masks at R 4 and 8, or the protocol's
+    accelerations, 320 x 320 centre crop against ``reconstruction_rss``, the volume's maximum as data
+    range; a row per file and acceleration); ``splits`` does not apply to it."""
     if max_files < 0:
         raise ValueError(f"parameter 'max_files' must be >= 0 (0: all files), got {max_files}")
+    protocol = protocol or Protocol.drawn()
+    if max_files:
+        protocol = dataclasses.replace(protocol, files_per_split=max_files)
     if out is not None:
         check_writable(out)
     if checkpoint is not None:
@@ -93,13 +110,19 @@ def evaluate_checkpoint(
     if data_root:
         config = config.replace(data_root=str(data_root))
     root = dataset_root(config)
-    masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
-    fastmri = not (root / "manifest.csv").is_file() and any(root.glob("*.h5"))  # one folder, one split
-    dataset = SliceDataset(root, split=None if fastmri else list(splits), frames=frames, mask_sampler=masks,
-                           seed=config.seed + 2, modalities=list(modalities) if modalities else None)
-    if len(dataset) == 0:
-        raise ValueError(f"no examples of splits {list(splits)} under {root}")
-    results = evaluate(model, dataset, resolve_device(device), progress=progress, max_files=max_files)
+    if not (root / "manifest.csv").is_file() and any(root.glob("*.h5")):  # fastMRI: one folder, one split
+        masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations),
+                            acs=config.acs)
+        dataset = SliceDataset(root, split=None, frames=frames, mask_sampler=masks, seed=protocol.seed,
+                               modalities=list(modalities) if modalities else None)
+        if len(dataset) == 0:
+            raise ValueError(f"no examples under {root}")
+        results = evaluate(model, dataset, resolve_device(device), progress=progress, max_files=max_files,
+                           accelerations=protocol.accelerations or None)  # a row per file and acceleration
+    else:
+        results = score_model(model, config, root, splits, protocol, frames=frames, device=resolve_device(device),
+                              modalities=modalities)
+        results["splits"] = [{"split": k, **v} for k, v in results["splits"].items()]
     if out is not None:
         write_tables(results, out, label)
     return results

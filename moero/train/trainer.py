@@ -1,4 +1,4 @@
-"""Training engine: a :class:`TrainConfig` dataclass and the :class:`Trainer` (reference section 7).
+"""Training engine: the :class:`Trainer` of one :class:`~moero.train.config.TrainConfig` (reference section 7).
 
 The loss is ``1 - SSIM`` (7x7 window, each target's maximum as data range) plus the sum of the VQ
 commitment losses the model returns; AdamW (lr 2e-4, weight decay 1e-2), a step (PromptMR+: x0.1
@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,17 +37,25 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 import moero.models.registry as registry
+import moero.train.device as mdevice
 import moero.train.distributed as mdist
+from moero.data.dataset import SliceDataset
+from moero.data.sampler import BalancedSampler
 from moero.eval.metrics import SSIMLoss, score_images
 from moero.models.io import (
-    batch_to_device,
+    ReconModel,
     collate_examples,
     example_meta,
     model_inputs,
     output_parts,
     set_gradient_checkpointing,
+    training_hooks,
 )
+from moero.models.vq import VectorQuantizer, set_auto_update, sync_vq_modules
+from moero.physics.masks import MaskSampler
 from moero.train.checkpoint import (
+    CheckpointError,
+    clip,
     load_checkpoint,
     load_module_buffers,
     module_buffers,
@@ -58,9 +65,10 @@ from moero.train.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    short_repr,
 )
-from moero.train.config import TrainConfig, resume_mismatch
-from moero.train.rundir import RunLock, move_aside
+from moero.train.config import AugmentConfig, TrainConfig, resume_mismatch
+from moero.train.rundir import RunLock, move_aside, read_records
 
 __all__ = [
     "Trainer",
@@ -129,19 +137,12 @@ def json_line(record: Mapping[str, Any]) -> str:
 
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory of this process: CUDA allocator peak on GPU, else the process's peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB, macOS bytes
+    return mdevice.peak_memory_bytes(device)
 
 
 
 
 def _has_vq(model: nn.Module) -> bool:
-    try:
-        from moero.models.vq import VectorQuantizer
-    except ImportError:  # pragma: no cover - moero.vq ships with the package
-        return False
     return any(isinstance(m, VectorQuantizer) for m in model.modules())
 
 
@@ -151,28 +152,25 @@ class Trainer:
 
     Args:
         config: the run's settings.
-        model: any ``nn.Module`` called as ``model(batch["masked_kspace"], batch["mask"])`` that returns a
-            tensor image ``(B, H, W)`` or an object/dict with ``image`` and optionally ``vq_loss``.
+        model: a :class:`~moero.models.io.ReconModel` called as ``model(masked_kspace, mask, ...)`` that
+            returns a tensor image ``(B, H, W)`` or an object/dict with ``image`` and optionally ``vq_loss``.
         train_dataset: examples are dicts with ``masked_kspace``, ``mask``, ``target`` ``(H, W)`` and
             metadata (``file`` groups validation per volume). ``set_epoch(epoch)`` is called when present
             (mask draws and augmentation seeded by ``(seed, epoch, index)``).
         val_dataset: validated every ``val_every`` epochs and at the end (optional).
-        train_sampler: a sampler with ``set_epoch`` (e.g. ``moero.sampler.BalancedSampler``) already
+        train_sampler: a sampler with ``set_epoch`` (e.g. ``moero.data.sampler.BalancedSampler``) already
             split for this rank; default: ``DistributedSampler`` (shuffled by ``seed``; one replica when single).
         callbacks: called with every record (``kind`` = ``train``, ``val`` or ``summary``); an exception
             raised there stops the run (the last checkpoint stays valid).
         dist_info: from :func:`moero.train.distributed.init_distributed` (default: read the environment).
 
-    Hooks a model may define (the Moero experts use them):
-        ``ddp_ignored_parameters() -> list[str]``: names of parameters (and buffers) DDP must leave alone;
-        passed to ``DDP._set_params_and_buffers_to_ignore_for_model`` before wrapping. The model then
-        synchronises their gradients itself in ``after_backward``.
-        ``after_backward(step: int)``: called on every rank once per step after ``backward`` and before
-        clipping and the optimiser step (all-reduce expert gradients in a fixed order, sync routing
-        statistics).
-        ``handles_vq_sync = True``: the model's ``after_backward`` also syncs its VQ statistics; otherwise
-        the trainer calls :func:`moero.models.vq.sync_vq_modules` once per step after ``after_backward``
-        (quantisers are switched to ``auto_update=False`` at start).
+    Hooks: the model's :class:`~moero.models.io.TrainingHooks` (:func:`~moero.models.io.training_hooks`;
+    no-ops for a model without them). ``ddp_ignored_parameters()`` names what DDP must leave alone (the
+    model syncs those gradients itself in ``after_backward``); ``after_backward(step)`` runs on every rank
+    once per step after ``backward`` and before clipping and the optimiser step; ``handles_vq_sync``: the
+    model's ``after_backward`` syncs its VQ statistics too, otherwise the trainer calls
+    :func:`moero.models.vq.sync_vq_modules` once per step (quantisers switched to ``auto_update=False``);
+    ``set_epoch(epoch)`` at each epoch; ``routing_state()`` logged to ``routing.jsonl`` per logged step.
 
     Records: ``self.history`` (list of dicts) and ``run_dir/metrics.jsonl`` (rank 0) hold every record;
     ``fit()`` returns the summary (steps, it/s, peak memory, last validation).
@@ -181,7 +179,7 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        model: nn.Module,
+        model: ReconModel,
         train_dataset: Dataset,
         val_dataset: Dataset | None = None,
         *,
@@ -201,15 +199,14 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
         self.model = model.to(self.device)
+        self.hooks = training_hooks(self.model)
         set_gradient_checkpointing(self.model, config.gradient_checkpointing)
         self.has_vq = _has_vq(self.model)
         if self.has_vq:
-            from moero.models.vq import set_auto_update
-
             set_auto_update(self.model, False)
         self.wrapped: nn.Module = self.model
         if self.dist.world_size > 1:
-            ignored = list(self.model.ddp_ignored_parameters()) if hasattr(self.model, "ddp_ignored_parameters") else []
+            ignored = list(self.hooks.ddp_ignored_parameters())
             if ignored:
                 DDP._set_params_and_buffers_to_ignore_for_model(self.model, ignored)
             # buffers: synced once at wrapping (rank 0's), then by the model's own once-per-step sync
@@ -230,13 +227,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
-        amp = config.amp
-        if amp == "auto":
-            amp = "bf16" if self.device.type == "cuda" else "off"
-        if amp in ("bf16", "fp16") and self.device.type != "cuda":
-            raise ValueError(f"config field 'amp': {amp} autocast is for GPU runs only (device {self.device})")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        try:  # auto: bf16 on GPU, off on CPU
+            self.amp_dtype = mdevice.resolve_amp(config.amp, self.device)
+        except ValueError as err:
+            raise ValueError(f"config field 'amp': {err}") from None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.ssim_loss = SSIMLoss(window=config.ssim_window, sigma=config.ssim_sigma)
 
         self.step = 0
@@ -307,13 +302,17 @@ class Trainer:
         path = Path(path)
         state = load_checkpoint(path, map_location="cpu")
         if state.get("format") != FORMAT:
-            raise ValueError(f"checkpoint {path}: format {state.get('format')!r}, expected {FORMAT!r}")
+            raise ValueError(f"checkpoint {path}: format {short_repr(state.get('format'))}, expected {FORMAT!r}")
         require_keys(state, STATE_KEYS, path)
         diffs = resume_mismatch(state["config"], self.config, int(state.get("world_size", 1)), self.dist.world_size)
         if diffs:
             raise ValueError(f"cannot resume {path}: {'; '.join(diffs)} (these must match the checkpoint; "
                              f"device, num_workers, logging, checkpoint and validation settings may change)")
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # a foreign model's weights: torch lists every key
+            raise CheckpointError(f"checkpoint {path}: weights do not fit this model ({clip(err)})"
+                                  ) from None
         load_module_buffers(self.model, state["buffers"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -329,13 +328,9 @@ class Trainer:
         """Keep the records up to the restored step (a crash may have logged steps after the checkpoint)."""
         if not self._log_path.is_file():
             return
-        kept = []
-        for line in self._log_path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if rec.get("step", 0) <= self.step and rec.get("kind") not in ("summary", "error"):
-                kept.append(rec)
+        kept = [rec for rec in read_records(self._log_path)  # a torn last line is dropped with a warning
+                if isinstance(rec.get("step", 0), int | float) and rec.get("step", 0) <= self.step
+                and rec.get("kind") not in ("summary", "error")]
         self.history = kept
         mdist.barrier()
         if self.is_main:
@@ -349,17 +344,16 @@ class Trainer:
             with open(self._log_path, "a") as fh:
                 fh.write(json_line(rec))
             self._tensorboard(rec)
-            routing_state = getattr(self.model, "routing_state", None)
-            if rec.get("kind") == "train" and callable(routing_state):  # Moero: route counts per logged step
+            routing = self.hooks.routing_state() if rec.get("kind") == "train" else None
+            if routing is not None:  # Moero: route counts per logged step
                 with open(Path(self.config.run_dir) / ROUTES_NAME, "a") as fh:
-                    fh.write(json_line({"step": rec["step"], **routing_state()}))
+                    fh.write(json_line({"step": rec["step"], **routing}))
         for cb in self.callbacks:
             cb(rec)
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 (or float16) autocast on GPU when configured; a disabled context otherwise."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
-                              enabled=self.amp_dtype is not None)
+        return mdevice.autocast(self.device, self.amp_dtype)
 
     def model_inputs(self, batch: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
         """The model's inputs for a collated batch (see :func:`model_inputs`)."""
@@ -369,7 +363,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """Forward, loss, backward, hooks, clipping, optimiser and scheduler step."""
         cfg = self.config
-        batch = batch_to_device(batch, self.device)
+        batch = mdevice.to_device(batch, self.device)
         target = batch["target"].float()
         args, kwargs = self.model_inputs(batch)
         with self._autocast():
@@ -381,11 +375,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.scale(loss).backward()
-        if hasattr(self.model, "after_backward"):
-            self.model.after_backward(self.step)
-        if self.has_vq and not getattr(self.model, "handles_vq_sync", False):
-            from moero.models.vq import sync_vq_modules
-
+        self.hooks.after_backward(self.step)
+        if self.has_vq and not self.hooks.handles_vq_sync:
             sync_vq_modules(self.model)
         # the norm is always measured (divergence detection); max_norm inf scales by exactly 1 (no clipping)
         self.scaler.unscale_(self.optimizer)
@@ -429,7 +420,7 @@ class Trainer:
             num_workers=self.config.num_workers,
             collate_fn=self.collate_fn,
             generator=torch.Generator().manual_seed(seed),
-            pin_memory=self.device.type == "cuda",
+            pin_memory=mdevice.pin_memory(self.device),
         )
 
     def _progress(self, total: int, initial: int, desc: str) -> Any:
@@ -467,14 +458,16 @@ class Trainer:
         if cfg.resume and not cfg.resume_if_present and not has_checkpoint:
             raise ValueError(f"config field 'resume': there is no checkpoint {self.checkpoint_path} to resume "
                              f"(a typo in run_dir?); set resume_if_present to start afresh when there is none")
-        if not (cfg.resume or cfg.resume_if_present):
-            held = [p.name for p in (self.checkpoint_path, self._log_path) if p.exists()]
-            if held and not cfg.overwrite:
+        if not (cfg.resume or cfg.resume_if_present) or not has_checkpoint:
+            held = [p.name for p in (self.checkpoint_path, self._log_path, self.run_dir / ROUTES_NAME) if p.exists()]
+            # resume_if_present with a log but no checkpoint: start afresh, the old log moved aside, never deleted
+            if held and not (cfg.overwrite or cfg.resume_if_present):
                 raise ValueError(f"run_dir {self.run_dir} holds a run ({', '.join(held)}): continue it with resume, "
                                  f"move it aside with overwrite, or choose another run_dir")
             if held:
                 moved = move_aside(self.run_dir)
-                print(f"overwrite: the previous run in {self.run_dir} was moved to {moved}", file=sys.stderr)
+                print(f"{'overwrite' if cfg.overwrite else 'resume_if_present (no checkpoint)'}: the previous run "
+                      f"in {self.run_dir} was moved to {moved}", file=sys.stderr)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.run_dir, CHECKPOINT_NAME)  # left by a writer that was killed
 
@@ -494,32 +487,26 @@ class Trainer:
         if (cfg.resume or cfg.resume_if_present) and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
         else:
-            mdist.barrier()
-            if self.is_main:  # a fresh run starts a fresh log (only a resume_if_present run gets here with one)
-                self._log_path.unlink(missing_ok=True)
-                (self.run_dir / ROUTES_NAME).unlink(missing_ok=True)
+            mdist.barrier()  # a fresh run: any earlier log was refused or moved aside with its run folder
         if self.is_main:  # written only after the checks: a refused resume leaves the folder as it was
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         mdist.barrier()
         steps_this_run, train_time = 0, 0.0
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        mdevice.reset_peak_memory(self.device)
         bar = self._progress(self.total_steps, self.step, "train")
         stopped = False
         while self.epoch < self.epochs and self.step < self.total_steps and not stopped:
             if hasattr(self.train_dataset, "set_epoch"):
                 self.train_dataset.set_epoch(self.epoch)
             # models with epoch-dependent state (Moero's BranchNav warm-up) see the same epoch
-            if hasattr(self.model, "set_epoch"):
-                self.model.set_epoch(self.epoch)
+            self.hooks.set_epoch(self.epoch)
             batches = self._batches(self.epoch)
             loader = self._loader(self.train_dataset, batches[self.batch_in_epoch :], cfg.seed * 100_003 + self.epoch)
             self.model.train()
             for batch in loader:
                 t0 = time.perf_counter()
                 stats = self.train_step(batch)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
+                mdevice.synchronize(self.device)  # the step's time, not its launch
                 dt = time.perf_counter() - t0
                 train_time += dt
                 self.step += 1
@@ -610,7 +597,7 @@ class Trainer:
         try:
             loader = self._loader(dataset, [[int(i)] for i in indices], self.config.seed)
             for batch in loader:
-                batch = batch_to_device(batch, self.device)
+                batch = mdevice.to_device(batch, self.device)
                 args, kwargs = self.model_inputs(batch)
                 with self._autocast():
                     out = self.model(*args, **kwargs)
@@ -631,7 +618,9 @@ class Trainer:
         mine = range(self.dist.rank, n, self.dist.world_size)
         rows = []
         for batch, image in self.predict(self.val_dataset, mine):
-            scores = score_images(batch["target"].float(), image, crop=self.config.val_crop)
+            matrix = example_meta(batch, "matrix", 0, default=None)  # the file's stored matrix: the official region
+            scores = score_images(batch["target"].float(), image, crop=self.config.val_crop,
+                                  matrix=tuple(matrix) if matrix is not None else None)
             file = example_meta(batch, "file", 0, default=None)
             if file is None:
                 file = example_meta(batch, "path", 0, default="?")
@@ -653,7 +642,8 @@ class Trainer:
 def build_model(config: TrainConfig) -> nn.Module:
     """The registry model ``config.model`` at preset ``config.preset`` (``moero.models.registry``), with the
     ``model_overrides`` of the config."""
-    return registry.build_model(config.model, config.preset, nav_kwargs=config.nav or None,
+    nav = config.nav.kwargs() if registry.parse_model_name(config.model).family == "moero" else None
+    return registry.build_model(config.model, config.preset, nav_kwargs=nav,
                                 **{"checkpoint": config.gradient_checkpointing, **config.model_overrides})
 
 
@@ -666,19 +656,9 @@ def dataset_root(config: TrainConfig) -> Path:
 
 
 def make_augment(kind: str, probability: float) -> Any:
-    """The augmentation callable for ``TrainConfig.augment``: ``kspace`` (noise + motion), ``image``
-    (geometry only), ``dual`` (both), ``none`` (None); ``probability`` is the augmentation ratio."""
-    if kind == "none":
-        return None
-    from moero.augment.pipeline import DualSpaceAugment
-
-    if kind == "kspace":
-        return DualSpaceAugment(geometric={}, schedule=probability)
-    if kind == "image":
-        return DualSpaceAugment.without_artefacts(schedule=probability)
-    if kind == "dual":
-        return DualSpaceAugment(schedule=probability)
-    raise ValueError(f"config field 'augment': unknown kind {kind!r}")
+    """The augmentation callable of kind ``kspace`` (noise + motion), ``image`` (geometry only), ``dual``
+    (both) or ``none`` (None) at ratio ``probability``, with :class:`AugmentConfig`'s other defaults."""
+    return AugmentConfig(kind=kind, probability=probability).build()
 
 
 def tensorboard_writer(run_dir: str | Path) -> Any:
@@ -694,23 +674,22 @@ def tensorboard_writer(run_dir: str | Path) -> Any:
 
 
 def build_datasets(config: TrainConfig, frames: int) -> tuple[Dataset, Dataset | None]:
-    """Training and validation ``moero.dataset.SliceDataset`` of the configured tree, masks and augmentation.
+    """Training and validation ``moero.data.dataset.SliceDataset`` of the configured tree, masks and augmentation.
 
     A fastMRI folder (``*.h5`` files, no manifest, e.g. ``multicoil_train``) is one split: every file
     trains, whatever ``train_split`` says, and there is no validation from it (score ``multicoil_val``
     with ``moero eval --data-root``)."""
-    from moero.data.dataset import SliceDataset
-    from moero.physics.masks import MaskSampler
-
     root = dataset_root(config)
     masks = MaskSampler(kinds=tuple(config.mask_kinds), accelerations=tuple(config.accelerations), acs=config.acs)
     shape = tuple(config.image_shape) if config.image_shape else None
     fastmri = not (root / "manifest.csv").is_file() and any(root.glob("*.h5"))
     train_ds = SliceDataset(root, split=None if fastmri else config.train_split, frames=frames, mask_sampler=masks,
-                            seed=config.seed, augment=make_augment(config.augment, config.augment_probability),
+                            seed=config.seed, augment=config.augment.build(),
+                            subjects=config.train_subjects or None,
                             shape=shape)
     if len(train_ds) == 0:
-        raise ValueError(f"config field 'train_split': no examples of split {config.train_split!r} under {root}")
+        raise ValueError(f"config field 'train_split': no examples of split {config.train_split!r} under {root}"
+                         + (f" for train_subjects {config.train_subjects}" if config.train_subjects else ""))
     val_ds = None
     if config.val_split and config.val_every and not fastmri:
         val_ds = SliceDataset(root, split=config.val_split, frames=frames, mask_sampler=masks,
@@ -724,8 +703,6 @@ def build_sampler(config: TrainConfig, dataset: Dataset, info: mdist.DistInfo) -
     """``BalancedSampler`` (eq. (10)) when ``config.balanced``, else ``None`` (the trainer's shuffling sampler)."""
     if not config.balanced:
         return None
-    from moero.data.sampler import BalancedSampler
-
     return BalancedSampler(dataset, num_replicas=info.world_size, rank=info.rank, seed=config.seed)
 
 

@@ -1,0 +1,158 @@
+"""What a results chapter displays: where its results come from, tables and figures read back from
+disk, computed admonitions and verdict rows (chapters 06-09)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moero.book.runspec import MissingResultError
+from moero.eval.stats import Comparison, judge_family
+from moero.eval.tables import Table
+from moero.paths import repo_root
+
+__all__ = ["ResultsSource", "results_source", "require_result", "read_table", "show_result", "publish_figure",
+           "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "measured_verdict", "admonition", "show_source"]
+
+@dataclass(frozen=True)
+class ResultsSource:
+    """Where a chapter's displayed results come from: ``folder``, ``kind`` (``gpu`` or the run's profile) and a
+    sentence saying so."""
+    folder: Path
+    kind: str
+    note: str
+
+
+def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None) -> ResultsSource:
+    """The committed GPU results of ``notebook`` (``book/results/gpu/<notebook>``, complete provenance) when
+    they exist, else this run's own results folder."""
+    gpu = Path(gpu_root) if gpu_root else repo_root() / "book" / "results" / "gpu"
+    prov = gpu / notebook / "provenance.json"
+    if run.profile.name != "gpu" and prov.is_file():
+        meta = json.loads(prov.read_text())
+        if meta.get("complete"):
+            card = meta.get("environment", {}).get("gpu", "GPU")
+            return ResultsSource(gpu / notebook, "gpu",
+                                 f"Shown: the gpu-profile results committed under book/results/gpu/{notebook} "
+                                 f"(commit {meta.get('commit', '?')}, {card}); "
+                                 f"this run's {run.profile.name}-profile results are in {_shown_path(run)}.")
+    return ResultsSource(run.results_dir, run.profile.name,
+                         f"Shown: this run's {run.profile.name}-profile results ({_shown_path(run)}); no gpu-profile "
+                         f"results are committed under book/results/gpu/{notebook}.")
+
+
+def _shown_path(run: Any) -> str:
+    """Where the run's results live once the runner has swapped them in (not the staging folder it writes to),
+    relative to the checkout when inside it."""
+    final = Path(getattr(run, "final_dir", run.results_dir)).resolve()
+    try:
+        return final.relative_to(repo_root().resolve()).as_posix()
+    except ValueError:
+        return str(final)
+
+
+def require_result(folder: str | Path, name: str) -> Path:
+    """The result file ``folder/name``; a :class:`MissingResultError` naming it when no run produced it (and,
+    when the folder has a provenance, when that provenance does not list it)."""
+    folder = Path(folder)
+    path = folder / name
+    if not path.is_file() or path.stat().st_size == 0:
+        raise MissingResultError(f"result file {path} was referred to but no run produced it")
+    prov = folder / "provenance.json"
+    if prov.is_file() and name not in json.loads(prov.read_text()).get("files", {}):
+        raise MissingResultError(f"result file {path} is not recorded in {prov}: no run of this notebook produced it")
+    return path
+
+
+def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
+    """Rows of ``<stem>.csv`` (a produced result, see :func:`require_result`)."""
+    with open(require_result(folder, f"{stem}.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def show_result(folder: str | Path, stem: str) -> Any:
+    """Display a produced table (``<stem>.csv``, as one HTML :class:`~moero.eval.tables.Table` with the
+    caption and units its provenance records) or figure (``<stem>.png``) from disk, failing if it is missing."""
+    from IPython.display import Image
+
+    folder = Path(folder)
+    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.csv").exists():
+        return Image(filename=str(require_result(folder, f"{stem}.png")))
+    path = require_result(folder, f"{stem}.csv")
+    prov = folder / "provenance.json"
+    entry = json.loads(prov.read_text()).get("files", {}).get(path.name, {}) if prov.is_file() else {}
+    return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"))
+
+
+def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
+    """Save ``fig`` through ``run`` (PNG + provenance), close it, and display the file written to disk,
+    so the chapter shows exactly the produced result (a missing file fails the notebook)."""
+    import matplotlib.pyplot as plt
+
+    run.figure(fig, stem, caption=caption)
+    plt.close(fig)
+    return show_result(run.results_dir, stem)
+
+
+# verdicts are judged per chapter with Holm at 0.05 / 4: over the four results chapters (06-09) the
+# family-wise error stays at 0.05 (Bonferroni across chapters, Holm within; book/conventions.md)
+RESULTS_CHAPTERS = 4
+CHAPTER_ALPHA = 0.05 / RESULTS_CHAPTERS
+
+
+def judged_rows(comparisons: Sequence[Comparison], direction_only: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A chapter's verdict table: :func:`moero.eval.stats.judge_family` of its comparisons at
+    :data:`CHAPTER_ALPHA`, one row each with our effect and 95 % interval beside the paper's effect, the
+    Holm-adjusted p-value, the seeds and subjects behind it and the verdict (one of the four).
+    ``direction_only``: names of claims the paper states without a number (their ``paper`` is a sign)."""
+    rows = []
+    for j in judge_family(comparisons, alpha=CHAPTER_ALPHA):
+        if j.paper is None:
+            paper = "none"
+        elif j.name in direction_only:
+            paper = f"{'+' if j.paper > 0 else '-'} (direction only)"
+        else:
+            paper = f"{j.paper:+.4g}"
+        rows.append({"comparison": j.name, "ours": j.effect, "ci_low": j.ci_low, "ci_high": j.ci_high,
+                     "paper": paper, "seeds": j.seeds,
+                     "subjects": j.subjects, "p_holm": j.p_holm, "verdict": j.verdict})
+    return rows
+
+
+def measured_verdict(effect: float, ci: tuple[float, float], paper: float | None, reason: str | None = None) -> str:
+    """The verdict on a measurement without seeds (a timing ratio minus 1 with its interval ``ci`` at the
+    chapter's family level): holds / contradicts when ``ci`` excludes 0 with the paper's sign / the
+    opposite sign, else inconclusive; not testable with a ``reason`` or no paper value."""
+    if reason:
+        return f"not testable at this scale ({reason})"
+    if paper is None or not math.isfinite(float(paper)) or float(paper) == 0.0:
+        return "not testable at this scale (no paper value)"
+    lo, hi = ci
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0.0 <= hi:
+        return "inconclusive at this scale"
+    return "holds" if (effect > 0) == (float(paper) > 0) else "contradicts"
+
+
+def admonition(text: str, title: str = "Note", kind: str = "note") -> Any:
+    """A computed statement shown as the book's admonition box (wrapped text, never a cut print line)."""
+    from IPython.display import HTML
+
+    return HTML(f'<div class="admonition {html.escape(kind)}"><p class="admonition-title">{html.escape(title)}</p>'
+                f"<p>{html.escape(text)}</p></div>")
+
+
+def show_source(src: ResultsSource, run: Any, stem: str) -> Any:
+    """Say where the chapter's results come from; repeat table ``stem`` only when it is not this run's own
+    (committed gpu-profile results), so no table is shown twice."""
+    from IPython.display import HTML
+
+    box = admonition(src.note, title=f"Results shown: {src.kind} profile").data
+    if Path(src.folder).resolve() == Path(run.results_dir).resolve():
+        return HTML(box)
+    return HTML(box + show_result(src.folder, stem)._repr_html_())
