@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from moero.data import twix as raw
+from moero.data.digest import file_sha256
 from moero.physics.coils import espirit_maps
 from moero.physics.fft import ifft2c
 from moero.physics.sense import rss, sense_adjoint
@@ -33,7 +34,7 @@ def gre_dat() -> Path:
 def test_example_is_cached_outside_the_repo_and_verified(gre_dat: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = Path(raw.__file__).resolve().parents[1]
     assert gre_dat.is_file() and repo not in gre_dat.resolve().parents
-    assert raw._sha256(gre_dat) == raw.GRE_SHA256
+    assert file_sha256(gre_dat) == raw.GRE_SHA256
 
     def no_network(*args, **kwargs):
         raise AssertionError("example_gre_dat must use the cache, not pip")

@@ -14,7 +14,6 @@ provenance untouched. Outside the runner (an interactive session) results are wr
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import torch
 
 from moero.book.plots import apply_style
 from moero.book.profiles import Profile, get_profile, notebook_params
+from moero.data.digest import file_sha256
 from moero.data.synthetic import ensure_synthetic
 from moero.eval.tables import Table
 from moero.paths import build_dir, default_data_root, repo_root
@@ -38,15 +38,6 @@ from moero.train.distributed import resolve_device
 __all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "STAGING_ENV"]
 
 STAGING_ENV = "MOERO_RESULTS_STAGING"
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _staging_folder(final: Path) -> Path:

@@ -9,7 +9,6 @@ Siemens Skyra gradient-echo scan, MIT licence) from the *source distribution* of
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from moero.data.digest import file_sha256
 
 __all__ = ["TwixScan", "read_twix", "example_gre_dat", "cache_root", "RawDataUnavailable", "GRE_SHA256"]
 
@@ -124,14 +125,6 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "moero"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def example_gre_dat(cache_dir: str | os.PathLike | None = None) -> Path:
     """Path to twixtools' example ``gre.dat``, downloaded once from the ``twixtools==0.24`` sdist.
 
@@ -140,7 +133,7 @@ def example_gre_dat(cache_dir: str | os.PathLike | None = None) -> Path:
     :func:`cache_root`. Raises :class:`RawDataUnavailable` with pip's message when that fails.
     """
     target = cache_root(cache_dir) / "twixtools-0.24" / "gre.dat"
-    if target.is_file() and _sha256(target) == GRE_SHA256:
+    if target.is_file() and file_sha256(target) == GRE_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="moero-twixtools-") as tmp:
@@ -160,7 +153,7 @@ def example_gre_dat(cache_dir: str | os.PathLike | None = None) -> Path:
             raise RawDataUnavailable(f"{archives[0].name} has no readable {_GRE_MEMBER}: {err}") from err
     partial = target.with_suffix(".dat.partial")
     partial.write_bytes(payload)
-    if _sha256(partial) != GRE_SHA256:
+    if file_sha256(partial) != GRE_SHA256:
         partial.unlink()
         raise RawDataUnavailable(f"{_GRE_MEMBER} from the {TWIXTOOLS_SDIST} sdist has an unexpected SHA-256")
     os.replace(partial, target)

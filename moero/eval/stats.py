@@ -64,6 +64,26 @@ def seed_summary(runs: Sequence[Rows], metric: str = "ssim",
             "seeds": int(arr.size)}
 
 
+def _paired_table(a: Sequence[Rows], b: Sequence[Rows], means: Callable[[Rows], dict[str, float]], units: str,
+                  caller: str) -> tuple[np.ndarray, list[str]]:
+    """``D[s, u] = means(a[s])[u] - means(b[s])[u]`` over the units common to both (``b`` may hold one run,
+    paired with every seed of ``a``), and the units; every seed must cover the same units."""
+    table = []
+    common_units: list[str] | None = None
+    for s, rows in enumerate(a):
+        ma, mb = means(rows), means(b[s if len(b) > 1 else 0])
+        common = sorted(set(ma) & set(mb))
+        if common_units is None:
+            common_units = common
+        elif common != common_units:
+            raise ValueError(f"{caller}: the seeds were scored on different {units}")
+        table.append([ma[u] - mb[u] for u in common])
+    d = np.asarray(table, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError(f"{caller}: no {units[:-1] if units.endswith('s') else units} is common to both results")
+    return d, list(common_units or [])
+
+
 def paired_difference(a: Sequence[Rows], b: Sequence[Rows], metric: str = "ssim",
                       keep: Callable[[Mapping[str, Any]], bool] | None = None) -> dict[str, float]:
     """Mean difference ``a - b`` and its standard error (module docstring) over seed pairs and test files.
@@ -72,19 +92,7 @@ def paired_difference(a: Sequence[Rows], b: Sequence[Rows], metric: str = "ssim"
     every seed of ``a``. Returns ``{"mean", "se", "seeds", "files"}``."""
     if not a or not b or (len(b) != 1 and len(b) != len(a)):
         raise ValueError(f"paired_difference needs runs of a and b per seed (or one b), got {len(a)} and {len(b)}")
-    table = []
-    files: list[str] | None = None
-    for s, rows in enumerate(a):
-        fa, fb = file_means(rows, metric, keep), file_means(b[s if len(b) > 1 else 0], metric, keep)
-        common = sorted(set(fa) & set(fb))
-        if files is None:
-            files = common
-        elif common != files:
-            raise ValueError("paired_difference: the seeds were scored on different test files")
-        table.append([fa[f] - fb[f] for f in common])
-    d = np.asarray(table, dtype=np.float64)
-    if d.size == 0:
-        raise ValueError("paired_difference: no test file is common to both results")
+    d, _ = _paired_table(a, b, lambda rows: file_means(rows, metric, keep), "test files", "paired_difference")
     seeds, nfiles = d.shape
     var = (d.mean(axis=1).var(ddof=1) / seeds if seeds > 1 else 0.0) + (
         d.mean(axis=0).var(ddof=1) / nfiles if nfiles > 1 else 0.0)
@@ -135,21 +143,8 @@ def subject_differences(a: Sequence[Rows], b: Sequence[Rows], metric: str = "ssi
     every seed of ``a``. Every seed must cover the same subjects."""
     if not a or not b or (len(b) != 1 and len(b) != len(a)):
         raise ValueError(f"subject_differences needs runs of a and b per seed (or one b), got {len(a)} and {len(b)}")
-    table = []
-    subjects: list[str] | None = None
-    for s, rows in enumerate(a):
-        sa = subject_means(rows, metric, keep, subject)
-        sb = subject_means(b[s if len(b) > 1 else 0], metric, keep, subject)
-        common = sorted(set(sa) & set(sb))
-        if subjects is None:
-            subjects = common
-        elif common != subjects:
-            raise ValueError("subject_differences: the seeds were scored on different subjects")
-        table.append([sa[u] - sb[u] for u in common])
-    d = np.asarray(table, dtype=np.float64)
-    if d.size == 0:
-        raise ValueError("subject_differences: no subject is common to both results")
-    return d, list(subjects or [])
+    return _paired_table(a, b, lambda rows: subject_means(rows, metric, keep, subject), "subjects",
+                         "subject_differences")
 
 
 @dataclass(frozen=True)

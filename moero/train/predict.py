@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from moero.data.dataset import adjacent_frames, is_cyclic
+from moero.data.digest import file_sha256
 from moero.data.layout import layout_index
 from moero.data.readers import DataError, Volume, load_cmrxrecon
 from moero.eval.submission import img4ranking, ranking_selection, save_img4ranking
@@ -83,14 +84,6 @@ def submission_path(out: Path, task: str, rel: str) -> Path:
         raise ValueError(f"predict: input path {rel!r} is not a plain path inside the data root")
     start = parts.index("MultiCoil") if "MultiCoil" in parts else 0
     return out / task / Path(*parts[start:])
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _model_hash(model: nn.Module) -> str:
@@ -206,7 +199,7 @@ def predict(
         model, config, _ = load_trained(checkpoint)
         frames = frames or int(getattr(model.config, "frames", 1))
         acs = acs if acs is not None else int(config.acs)
-        model_id = _sha256_file(Path(checkpoint))
+        model_id = file_sha256(Path(checkpoint))
     else:
         model_id = _model_hash(model)
     frames, acs = int(frames or 1), int(20 if acs is None else acs)
@@ -237,7 +230,7 @@ def _predict_files(model: nn.Module, rows: Sequence[dict[str, Any]], targets: Se
     written, skipped, errors = [], [], []
     for row, target, _ in zip(rows, targets, bar, strict=True):
         rel = target.relative_to(folder).as_posix()
-        if target.is_file() and rel in done and _sha256_file(target) == done[rel]:
+        if target.is_file() and rel in done and file_sha256(target) == done[rel]:
             skipped.append(str(target))
             continue
         if record["files"].pop(rel, None) is not None:  # damaged or missing: written again, or not zipped
@@ -252,7 +245,7 @@ def _predict_files(model: nn.Module, rows: Sequence[dict[str, Any]], targets: Se
             print(f"error: {message}", file=sys.stderr)
             continue
         save_img4ranking(target, img4ranking(images))
-        record["files"][rel] = _sha256_file(target)
+        record["files"][rel] = file_sha256(target)
         _write_json(record_path, record)
         written.append(str(target))
     return {"written": written, "skipped": skipped, "errors": errors}

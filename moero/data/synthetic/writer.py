@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from moero.data.digest import file_sha256
 from moero.data.matfile import write_mat73
 from moero.data.readers import MANIFEST_NAME
 from moero.data.synthetic.acquisition import NUM_VIRTUAL_COILS, simulate_file
@@ -103,17 +104,9 @@ def _stamp(size: str, seed: int) -> dict[str, Any]:
     return {"size": size, "seed": int(seed), "generator": GENERATOR_VERSION, "code": code_hash()}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _inventory(root: Path) -> dict[str, dict[str, Any]]:
     """``{relative path: {"size", "sha256"}}`` of every file under ``root`` but the stamp."""
-    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != STAMP_NAME}
 
 
@@ -125,7 +118,7 @@ def _damaged(root: Path, files: dict[str, Any], verify: bool) -> str | None:
             return f"{path} is missing"
         if path.stat().st_size != entry.get("size"):
             return f"{path} has {path.stat().st_size} bytes, the stamp says {entry.get('size')}"
-        if verify and _file_sha256(path) != entry.get("sha256"):
+        if verify and file_sha256(path) != entry.get("sha256"):
             return f"{path} does not match its SHA-256 in {root / STAMP_NAME}"
     return None
 
