@@ -7,6 +7,9 @@ PIP := $(PY) -m pip --disable-pip-version-check --quiet
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= cpu
 PYTEST_ARGS ?=
+# pytest-xdist workers: the two long book builds of the suite run side by side (tests/conftest.py gives each worker
+# and what it starts one thread, so 2 workers on 2 cores do not oversubscribe)
+PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.moero-installed
 
 .PHONY: setup test test-fast book notebooks lint bench mutate clean gpu-bundle
@@ -21,12 +24,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # the tests not marked slow (no book builds, live chapters or multi-process end-to-end runs): the loop while editing
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 book: setup
 	$(PY) -m moero book --profile $(PROFILE)

@@ -18,7 +18,12 @@ import torch
 
 from moero.data.synthetic import ensure_synthetic
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# under pytest-xdist (`make test` runs 2 workers) every worker and the kernels and processes it starts use one
+# thread: two workers of 2 OpenMP threads each on 2 cores spin against each other and run many times slower
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def _tree_state(root: Path) -> dict[str, tuple[int, int]]:

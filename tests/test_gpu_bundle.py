@@ -160,7 +160,7 @@ def test_rehearsal_cuts_are_parameters_of_the_profile():
     assert stems == driver.NOTEBOOKS
     routed = split_params(driver.PROFILE, stems, driver.REHEARSE_PARAMS)
     assert routed["06_training"]["budgets"] == driver.REHEARSE_PARAMS["budgets"]
-    assert all(prof.notebooks[nb] for nb in driver.NOTEBOOKS)
+    assert all(nb in prof.notebooks for nb in driver.NOTEBOOKS)
     argv = driver.book_argv("python", rehearse=True)
     assert argv[argv.index("--profile") + 1] == driver.PROFILE and "--no-html" in argv
 

@@ -209,8 +209,10 @@ def test_two_process_ddp_equals_single_process(tmp_path) -> None:
             if ".recent_" in name:  # the VQ restart pool keeps evenly spaced rows of each rank's own batch
                 continue
             got = res["state"][name]
-            if value.is_floating_point():  # AdamW turns round-off in near-zero gradients into ~lr steps
-                assert close(got, value, 1e-4), f"rank {r}: {name}"
+            if value.is_floating_point():
+                # AdamW turns round-off in a near-zero gradient into a step of up to lr (m / sqrt(v) ~ +-1), which
+                # depends on thread counts and batch splits; a wrong synchronisation shows in the gradients below
+                assert close(got, value, 1e-4) or (got - value).abs().max() <= 2 * LR * STEPS, f"rank {r}: {name}"
             else:
                 assert torch.equal(got, value), f"rank {r}: {name}"
         for name, g in ref_grads.items():

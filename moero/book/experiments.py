@@ -35,6 +35,7 @@ from moero.book.logs import SEGMENTS_NAME, append_json, read_jsonl
 from moero.book.runspec import (
     SPEC_NAME,
     Experiment,
+    augmented_names,
     catalogue,
     experiment_config,
     model_names,
@@ -69,7 +70,7 @@ def plan(params: dict[str, Any]) -> list[Job]:
     cat = catalogue(params)
     budgets = sorted(int(b) for b in params.get("budgets", ()))
     curve = sorted(int(b) for b in params.get("curve_budgets", budgets))
-    headline = [*model_names(params), "kspace-aug", "image-aug"]
+    headline = [*model_names(params), *augmented_names(params)]
     jobs = [Job(None)]
     tab2 = set(model_names(params))
     for name in headline:

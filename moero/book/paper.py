@@ -10,7 +10,9 @@ are keyed by their registry names (``moero.models.registry``): ``promptmr`` is t
 
 from __future__ import annotations
 
-__all__ = ["TABLE1", "TABLE2", "SPEED", "MEMORY_GB"]
+from dataclasses import dataclass
+
+__all__ = ["TABLE1", "TABLE2", "SPEED", "MEMORY_GB", "Claim", "CLAIMS", "PARITY_MARGIN"]
 
 # Tab. 1: data augmentation ablation, 12 epochs.
 TABLE1: list[dict[str, float | str]] = [
@@ -39,3 +41,51 @@ MEMORY_GB: dict[str, tuple[float, float]] = {
     "moero-12x2": (34.18, 2.57),
     "moero-12x4": (36.62, 3.26),
 }
+
+
+# a parity claim ("matches the baseline") holds when the whole Holm-level interval of the difference lies within
+# this many SSIM of 0 (an equivalence test); about a third of the paper's VQ-Prompt gain
+PARITY_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, judged in one results chapter: ``key`` (the ``claim`` column of that chapter's
+    ``verdicts`` table), the claim in words, the chapter (notebook stem) and the paper's figure as printed."""
+
+    key: str
+    statement: str
+    chapter: str
+    paper: str
+
+
+_AUG, _MODELS, _TRAIN, _EFF = "07_augmentation_ablation", "08_model_ablation", "06_training", "09_efficiency"
+
+# every claim the paper makes about its experiments (sections 4.1-4.3, Tab. 1-2); the claims page lists them all
+CLAIMS: tuple[Claim, ...] = (
+    Claim("kspace-aug-full", "k-space augmentation on the full training set (Tab. 1, SSIM)", _AUG, "-0.012"),
+    Claim("image-aug-full", "image augmentation on the full training set (Tab. 1, SSIM)", _AUG, "-0.020"),
+    Claim("kspace-aug-small", "k-space augmentation helps a small training set", _AUG, "+ (direction only)"),
+    Claim("ratio-too-low", "too low an augmentation ratio gives less gain than the right one", _AUG,
+          "+ (direction only)"),
+    Claim("ratio-too-high", "too high an augmentation ratio distorts training", _AUG, "+ (direction only)"),
+    Claim("vq-prompt-total", "VQ-Prompt beats the baseline at 12 epochs, SSIM-total (Tab. 2)", _MODELS, "+0.0082"),
+    Claim("vq-prompt-rare", "VQ-Prompt beats the baseline on pathology cases (rare)", _MODELS, "+0.0175"),
+    Claim("vq-prompt-fresh", "VQ-Prompt beats the baseline on unseen centres (fresh)", _MODELS, "+0.0129"),
+    Claim("moero-x2-12", "Moero 12x2 trails the baseline at 12 epochs", _MODELS, "-0.008"),
+    Claim("moero-x4-12", "Moero 12x4 trails the baseline at 12 epochs", _MODELS, "-0.030"),
+    Claim("moero-late-gain", "Moero keeps improving from 12 to 24 epochs, beyond the baseline's change", _MODELS,
+          "+0.028 (12x4)"),
+    Claim("moero-iterations", "Moero with twice the baseline's iterations matches the baseline (~1.5x / ~2x)",
+          _MODELS, "-0.002 (12x4 at 24 vs baseline at 12 epochs: parity)"),
+    Claim("moero-rare", "Moero trained on matches the baseline on pathology cases (rare)", _MODELS,
+          "+0.005 (parity)"),
+    Claim("moero-fresh", "Moero trained on matches the baseline on unseen centres (fresh)", _MODELS,
+          "0.000 (parity)"),
+    Claim("baseline-plateau", "The baseline and VQ-Prompt plateau after 12 epochs", _TRAIN,
+          "VQ-Prompt +0.0003 from 12 to 18 epochs"),
+    Claim("expert-specialisation", "Moero's experts specialise by image content", _TRAIN, "stated, no figure"),
+    Claim("speed", "Experts cost speed: Moero 12x4 trains at 0.68x the baseline's iterations/s", _EFF, "0.86 / 1.27"),
+    Claim("memory", "Experts cost memory: Moero 12x4 takes 1.12x the baseline's GPU memory", _EFF,
+          "39.88 / 35.62 GB"),
+)

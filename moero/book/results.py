@@ -96,13 +96,18 @@ def paired(a: Sequence[Result], b: Sequence[Result], acceleration: float | None 
 
 
 def compared(name: str, a: Sequence[Result], b: Sequence[Result], paper: float | None, metric: str = "ssim",
-             acceleration: float | None = None, split: str = "total", reason: str | None = None) -> Comparison:
+             acceleration: float | None = None, split: str = "total", reason: str | None = None,
+             margin: float | None = None) -> Comparison:
     """One claim to judge (:func:`moero.book.show.judged_rows`): ``a - b`` per seed and test subject on the
-    test grid (:func:`moero.eval.stats.subject_differences`) against the paper's effect."""
-    diffs, _ = subject_differences([r["files"] for r in a], [r["files"] for r in b], metric,
-                                   at_acceleration(acceleration, split))
+    test grid (:func:`moero.eval.stats.subject_differences`) against the paper's effect (0 with an
+    equivalence ``margin``: a parity claim)."""
+    keep = at_acceleration(acceleration, split)
+    if not any(keep(f) for f in a[0]["files"]):  # e.g. a real tree without pathology cases: nothing to compare
+        return Comparison(name, np.zeros((len(a), 0)), None if paper is None or not math.isfinite(paper) else
+                          float(paper), margin=margin, reason=reason or f"no {split} test files")
+    diffs, _ = subject_differences([r["files"] for r in a], [r["files"] for r in b], metric, keep)
     return Comparison(name, diffs, None if paper is None or not math.isfinite(paper) else float(paper),
-                      reason=reason)
+                      margin=margin, reason=reason)
 
 
 def change_between(runs_late: Sequence[Result], runs_early: Sequence[Result]) -> list[Result]:

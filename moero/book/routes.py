@@ -21,13 +21,13 @@ import torch
 from moero.book.evaluation import evaluate_checkpoint, load_model
 from moero.book.logs import route_history
 from moero.book.runspec import SPEC_NAME, snapshot_path
-from moero.eval.specialisation import content_probe, specialisation
+from moero.eval.specialisation import content_probe, excess_nmi, specialisation
 from moero.models.registry import parse_model_name
 from moero.models.routing import centre_similarity, spherical_kmeans
 from moero.train.checkpoint import load_checkpoint
 
 __all__ = ["ROUTE_LABELS", "BUDGET_LABELS", "specialisation_over_training", "routing_budgets", "fit_step",
-           "routing_inactive"]
+           "routing_inactive", "content_excess"]
 
 # what Moero's test routes are compared with: the image's contrast, view, vendor, centre and its undersampling
 ROUTE_LABELS = ("modality", "view", "vendor", "centre", "kind", "acceleration")
@@ -122,6 +122,16 @@ def routing_budgets(run_dir: str | Path, params: dict[str, Any], data_root: str 
                          "train_counts": "/".join(map(str, train_counts))})
             previous[k] = step
     return rows
+
+
+def content_excess(run_dir: str | Path, budget: int, params: dict[str, Any], data_root: str | Path | None = None,
+                   device: str | torch.device = "cpu", label: str = "modality", seed: int = 0) -> dict[str, float]:
+    """How much the test routes of a Moero run at snapshot ``budget`` follow the images' ``label`` beyond
+    chance: :func:`moero.eval.specialisation.excess_nmi` over its cascades, labels permuted across files."""
+    res = evaluate_checkpoint(run_dir, budget, params, data_root, device=device)
+    cascades = len(res["routes"][0]) if res["routes"] else 0
+    return excess_nmi([[r[k] for r in res["routes"]] for k in range(cascades)],
+                      [lab[label] for lab in res["labels"]], [lab["file"] for lab in res["labels"]], seed=seed)
 
 
 def fit_step(run_dir: str | Path) -> int | None:

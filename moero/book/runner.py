@@ -32,6 +32,7 @@ from moero.book.execute import CellWatch, PrefixWriter, cell_label, cell_timeout
 from moero.book.params import check_param_type, coerce_param, split_params
 from moero.book.profiles import get_profile
 from moero.book.run import STAGING_ENV, file_sha256
+from moero.book.toc import NOTEBOOK_FMT, is_light, read_source, select_notebooks, toc_files, toc_notebooks
 from moero.data.synthetic import ensure_synthetic
 from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.rundir import RunLock
@@ -53,7 +54,6 @@ __all__ = [
     "split_params",
 ]
 
-NOTEBOOK_FMT = "py:percent"
 KERNEL = "python3"
 
 
@@ -92,54 +92,6 @@ def package_hash() -> str:
     return h.hexdigest()
 
 
-def toc_files(root: Path | None = None) -> list[str]:
-    """Every ``file:`` entry of ``_toc.yml``, in order (without suffix)."""
-    import yaml
-
-    root = root or repo_root()
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    out: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    out.append(str(node[key]))
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    return out
-
-
-def toc_notebooks(root: Path | None = None) -> list[Path]:
-    """Jupytext notebooks of ``_toc.yml`` (``notebooks/*.py``), in book order."""
-    root = root or repo_root()
-    paths = []
-    for entry in toc_files(root):
-        path = root / (entry if entry.endswith(".py") else entry + ".py")
-        if path.parent.name == "notebooks" and path.exists():
-            paths.append(path)
-    return paths
-
-
-def _read_source(path: Path):
-    import jupytext
-
-    text = path.read_text()
-    nb = jupytext.reads(text, fmt=NOTEBOOK_FMT)
-    return text, nb
-
-
-def is_light(nb: Any) -> bool:
-    """Light notebooks are executed by Jupyter Book at build time, not by the runner."""
-    return bool(nb.metadata.get("moero", {}).get("light", False))
-
-
 def run_notebook(
     path: Path,
     profile: str,
@@ -171,7 +123,7 @@ def _run_notebook(path: Path, profile: str, out_dir: Path, parameters: dict[str,
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
-    text, nb = _read_source(path)
+    text, nb = read_source(path)
     stem = path.stem
     parameters = dict(parameters or {})
     parameters.setdefault("profile", profile)
@@ -283,23 +235,6 @@ def results_intact(folder: Path) -> bool:
     return True
 
 
-def select_notebooks(only: list[str] | None = None, root: Path | None = None) -> list[Path]:
-    """The (non-light) book notebooks to run, in ``_toc.yml`` order; ``only`` names stems (an unknown
-    one is a ``ValueError`` naming it)."""
-    notebooks = []
-    for path in toc_notebooks(root or repo_root()):
-        if only and path.stem not in only:
-            continue
-        _, nb = _read_source(path)
-        if not is_light(nb):
-            notebooks.append(path)
-    if only:
-        missing = set(only) - {p.stem for p in notebooks}
-        if missing:
-            raise ValueError(f"--only names notebooks that are not (non-light) book chapters: {sorted(missing)}")
-    return notebooks
-
-
 def run_notebooks(
     profile: str = "cpu",
     data: str | Path | None = None,
@@ -310,8 +245,9 @@ def run_notebooks(
     log_output: bool = False,
     timeout: int | None = None,
 ) -> list[NotebookResult]:
-    """Execute the book's (non-light) notebooks for ``profile``, in ``_toc.yml`` order; the progress bar
-    shows the running cell (``log_output``, ``timeout``: :func:`run_notebook`)."""
+    """Execute the book's (non-light) notebooks for ``profile``, in run order
+    (:func:`moero.book.toc.run_order`); the progress bar shows the running cell (``log_output``, ``timeout``:
+    :func:`run_notebook`)."""
     from tqdm.auto import tqdm
 
     prof = get_profile(profile)

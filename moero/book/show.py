@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moero.book.paper import CLAIMS
 from moero.book.runspec import MissingResultError
 from moero.eval.stats import Comparison, judge_family
 from moero.eval.tables import Table
-from moero.paths import repo_root
+from moero.paths import build_dir, repo_root
 
 __all__ = ["ResultsSource", "results_source", "require_result", "read_table", "show_result", "publish_figure",
-           "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "measured_verdict", "admonition", "show_source"]
+           "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict", "admonition",
+           "show_source", "chapter_folder"]
 
 @dataclass(frozen=True)
 class ResultsSource:
@@ -29,9 +31,10 @@ class ResultsSource:
     note: str
 
 
-def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None) -> ResultsSource:
+def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None, other: bool = False) -> ResultsSource:
     """The committed GPU results of ``notebook`` (``book/results/gpu/<notebook>``, complete provenance) when
-    they exist, else this run's own results folder."""
+    they exist, else this run's own results folder (``other``: ``notebook`` is another chapter than the
+    running one, whose folder is then :func:`chapter_folder`)."""
     gpu = Path(gpu_root) if gpu_root else repo_root() / "book" / "results" / "gpu"
     prov = gpu / notebook / "provenance.json"
     if run.profile.name != "gpu" and prov.is_file():
@@ -42,6 +45,10 @@ def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None) 
                                  f"Shown: the gpu-profile results committed under book/results/gpu/{notebook} "
                                  f"(commit {meta.get('commit', '?')}, {card}); "
                                  f"this run's {run.profile.name}-profile results are in {_shown_path(run)}.")
+    if other:
+        folder = chapter_folder(run.profile.name, notebook)
+        return ResultsSource(folder, run.profile.name, f"Shown: this run's {run.profile.name}-profile results of "
+                                                        f"{notebook}.")
     return ResultsSource(run.results_dir, run.profile.name,
                          f"Shown: this run's {run.profile.name}-profile results ({_shown_path(run)}); no gpu-profile "
                          f"results are committed under book/results/gpu/{notebook}.")
@@ -68,6 +75,12 @@ def require_result(folder: str | Path, name: str) -> Path:
     if prov.is_file() and name not in json.loads(prov.read_text()).get("files", {}):
         raise MissingResultError(f"result file {path} is not recorded in {prov}: no run of this notebook produced it")
     return path
+
+
+def chapter_folder(profile: str, notebook: str) -> Path:
+    """The results folder of chapter ``notebook`` for ``profile`` (``_build/results/<profile>/<notebook>``),
+    for a chapter that shows another's measurement (one source); read it with :func:`read_table`."""
+    return build_dir() / "results" / profile / notebook
 
 
 def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
@@ -106,23 +119,40 @@ RESULTS_CHAPTERS = 4
 CHAPTER_ALPHA = 0.05 / RESULTS_CHAPTERS
 
 
-def judged_rows(comparisons: Sequence[Comparison], direction_only: Sequence[str] = ()) -> list[dict[str, Any]]:
+def judged_rows(comparisons: Sequence[Comparison], direction_only: Sequence[str] = (),
+                claims: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """A chapter's verdict table: :func:`moero.eval.stats.judge_family` of its comparisons at
     :data:`CHAPTER_ALPHA`, one row each with our effect and 95 % interval beside the paper's effect, the
     Holm-adjusted p-value, the seeds and subjects behind it and the verdict (one of the four).
-    ``direction_only``: names of claims the paper states without a number (their ``paper`` is a sign)."""
+    ``direction_only``: names of claims the paper states without a number (their ``paper`` is a sign);
+    ``claims``: comparison name -> the key of the paper's claim it judges (``moero.book.paper.CLAIMS``), the
+    ``claim`` column that the claims page reads."""
     rows = []
     for j in judge_family(comparisons, alpha=CHAPTER_ALPHA):
         if j.paper is None:
             paper = "none"
         elif j.name in direction_only:
             paper = f"{'+' if j.paper > 0 else '-'} (direction only)"
+        elif j.paper == 0.0:
+            paper = "0 (parity)"
         else:
             paper = f"{j.paper:+.4g}"
-        rows.append({"comparison": j.name, "ours": j.effect, "ci_low": j.ci_low, "ci_high": j.ci_high,
-                     "paper": paper, "seeds": j.seeds,
+        rows.append({"comparison": j.name, "claim": (claims or {}).get(j.name, ""), "ours": j.effect,
+                     "ci_low": j.ci_low, "ci_high": j.ci_high, "paper": paper, "seeds": j.seeds,
                      "subjects": j.subjects, "p_holm": j.p_holm, "verdict": j.verdict})
+    unknown = set(claims or {}) - {r["comparison"] for r in rows}
+    if unknown:
+        raise KeyError(f"claims name comparisons that were not judged: {sorted(unknown)}")
     return rows
+
+
+def untested_rows(reasons: dict[str, str]) -> list[dict[str, Any]]:
+    """Verdict rows for claims a profile cannot test at all (no run of the kind exists): claim key -> reason,
+    in the columns of :func:`judged_rows`."""
+    known = {c.key: c for c in CLAIMS}
+    return [{"comparison": known[key].statement, "claim": key, "ours": math.nan, "ci_low": math.nan,
+             "ci_high": math.nan, "paper": known[key].paper, "seeds": 0, "subjects": 0, "p_holm": math.nan,
+             "verdict": f"not testable at this scale ({reason})"} for key, reason in reasons.items()]
 
 
 def measured_verdict(effect: float, ci: tuple[float, float], paper: float | None, reason: str | None = None) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "usage_over_training",
     "contingency",
     "specialisation",
+    "excess_nmi",
     "content_probe",
     "trace_routing",
     "fit_sensitivity_codebook",
@@ -99,6 +100,33 @@ def specialisation(routes: Sequence[int] | torch.Tensor | np.ndarray,
             "classes": int(codes.max() + 1) if codes.size else 0,
         })
     return rows
+
+
+def excess_nmi(routes: Sequence[Sequence[int]], labels: Sequence[Any], groups: Sequence[Any],
+               permutations: int = 200, seed: int = 0) -> dict[str, float]:
+    """How much more the routes follow ``labels`` than chance: the largest NMI over cascades between a
+    cascade's routes and the labels, minus the mean of the same largest NMI with the labels permuted across
+    ``groups`` (files: every image of a file keeps one label, so the images of a file, which share content,
+    count as one draw, not many). ``routes``: per cascade, one route per image. ``{"nmi", "chance",
+    "excess"}``."""
+    labels_arr = np.asarray([str(v) for v in labels])
+    group_arr = np.asarray([str(g) for g in groups])
+    if not routes or any(len(r) != labels_arr.size for r in routes) or group_arr.size != labels_arr.size:
+        raise ValueError("excess_nmi: every cascade's routes, the labels and the groups need one entry per image")
+    names, index = np.unique(group_arr, return_inverse=True)
+    per_group = np.empty(names.size, dtype=labels_arr.dtype)
+    per_group[index] = labels_arr
+    if not (per_group[index] == labels_arr).all():
+        raise ValueError("excess_nmi: a group holds images with different labels")
+    codes = [_as_routes(r) for r in routes]
+
+    def best(lab: np.ndarray) -> float:
+        return max(float(normalized_mutual_info_score(lab, c)) for c in codes)
+
+    rng = np.random.default_rng(seed)
+    chance = float(np.mean([best(per_group[rng.permutation(names.size)][index]) for _ in range(permutations)]))
+    observed = best(labels_arr)
+    return {"nmi": observed, "chance": chance, "excess": observed - chance}
 
 
 def content_probe(features: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[Any],

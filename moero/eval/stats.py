@@ -298,7 +298,11 @@ def judge_family(comparisons: Sequence[Comparison], alpha: float = 0.05, min_see
     no estimable p form no part of the family. Holm adjusts the p-values of the rest (:func:`holm`); the
     Holm-level interval of the comparison at sorted rank i (0-based) of m has level ``1 - alpha / (m -
     i)`` (a parity claim: ``1 - alpha / m``, Bonferroni). :func:`verdict` decides."""
-    stats = [crossed_interval(c.diffs, level) for c in comparisons]
+    nothing = math.nan
+    # a comparison with a reason and no data (e.g. a split without test files) is reported, never estimated
+    stats = [crossed_interval(c.diffs, level) if np.asarray(c.diffs).size or not c.reason else
+             Interval(nothing, nothing, nothing, nothing, nothing, nothing, int(np.asarray(c.diffs).shape[0]), 0, level)
+             for c in comparisons]
     tested = [c.reason is None and st.seeds >= min_seeds and math.isfinite(st.p) and c.paper is not None
               and (float(c.paper) != 0.0) for c, st in zip(comparisons, stats, strict=True)]
     parity = [c.reason is None and st.seeds >= min_seeds and c.paper is not None and float(c.paper) == 0.0

@@ -29,6 +29,11 @@ picks an expert:
   gain ``g`` (sign updates, as auxiliary-loss-free load balancing of mixtures of experts). Unlike the
   balance rule and capacity, the balance it learns also holds at evaluation, which routes by
   ``argmax_j cos_j + b_j`` with the biases frozen (still deterministic and history-free).
+* **Centring (our departure).** With ``center=True`` the fit subtracts the buffer's mean histogram from
+  every histogram (kept in the buffer ``offset``) before the spherical k-means, and routing compares the
+  centres with ``hist - offset``. Raw token histograms share a large common part (background and frequent
+  codes), so their cosine similarities to any centre are all close to 1 and routing follows that common
+  part; the centred cosine is a correlation and follows what differs between images.
 * **Granularity.** ``route_by="batch"`` sends a whole batch to one expert (the mode of the
   per-sample choices; the paper trains with batch size 1), ``route_by="sample"`` routes every sample
   and :func:`dispatch` runs each active expert once on its group and scatters the results back. A
@@ -206,6 +211,8 @@ class BranchNav(nn.Module):
         capacity: ``c >= 1``: no expert takes more than ``c / K`` (+1 sample) of the training samples routed
             since the last fit; ``0``: off (the paper).
         bias_rate: step of the per-expert routing biases (module doc); ``0``: off (the paper).
+        center: route on histograms minus the buffer's mean histogram at the fit (module doc); ``False``:
+            the raw histograms (the paper).
     """
 
     def __init__(
@@ -227,6 +234,7 @@ class BranchNav(nn.Module):
         freeze_codebook_after_fit: bool = False,
         capacity: float = 0.0,
         bias_rate: float = 0.0,
+        center: bool = False,
     ) -> None:
         super().__init__()
         if num_experts < 1:
@@ -262,7 +270,7 @@ class BranchNav(nn.Module):
         self.restarts, self.max_iter, self.seed = restarts, max_iter, seed
         self.eval_mode, self.route_by, self.gather_per_step = eval_mode, route_by, gather_per_step
         self.refit_every, self.freeze_codebook = refit_every, freeze_codebook
-        self.capacity, self.bias_rate = float(capacity), float(bias_rate)
+        self.capacity, self.bias_rate, self.center = float(capacity), float(bias_rate), bool(center)
         self.register_buffer("counts", torch.zeros(num_experts, dtype=torch.long))  # synced n_j
         self.register_buffer("step_counts", torch.zeros(num_experts, dtype=torch.long))  # this rank, this step
         self.register_buffer("buffer", torch.zeros(buffer_size, num_codes))
@@ -286,9 +294,11 @@ class BranchNav(nn.Module):
         # bias balancing: the routing biases and this rank's preferences of this step (argmax cos + bias)
         self.register_buffer("bias", torch.zeros(num_experts))
         self.register_buffer("step_prefs", torch.zeros(num_experts, dtype=torch.long))
+        # centring: the buffer's mean histogram at the latest fit, subtracted before every cosine (0 without)
+        self.register_buffer("offset", torch.zeros(num_codes))
         self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
 
-    _ADDED_BUFFERS = ("head", "fitted_at", "last_fit_at", "refits", "fit_counts", "bias", "step_prefs")
+    _ADDED_BUFFERS = ("head", "fitted_at", "last_fit_at", "refits", "fit_counts", "bias", "step_prefs", "offset")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints from before refit/capacity lack these buffers: keep their defaults
@@ -300,7 +310,7 @@ class BranchNav(nn.Module):
         return (f"num_experts={self.num_experts}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
                 f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}, "
                 f"refit_every={self.refit_every}, freeze_codebook={self.freeze_codebook!r}, "
-                f"capacity={self.capacity}, bias_rate={self.bias_rate}")
+                f"capacity={self.capacity}, bias_rate={self.bias_rate}, center={self.center}")
 
     # ------------------------------------------------------------------ state
     def set_epoch(self, epoch: int) -> None:
@@ -345,12 +355,17 @@ class BranchNav(nn.Module):
         return bool(c.max() / (c.min() + _EPS_RATIO) > self.imbalance_ratio)
 
     # ------------------------------------------------------------------ routing
+    def features(self, hist: torch.Tensor) -> torch.Tensor:
+        """What the centres are compared with: the histograms, minus the fit's mean histogram with ``center``."""
+        hist = hist.detach().float()
+        return hist - self.offset.to(hist.device, hist.dtype) if self.center else hist
+
     def assign(self, hist: torch.Tensor) -> torch.Tensor:
         """Nearest centre by cosine similarity, ``(B,)``; a ``ValueError`` before the centres exist."""
         self._check(hist)
         if not bool(self.fitted):
             raise ValueError("BranchNav has no centres yet: the buffer is not full (see fill, buffer_size)")
-        return cosine_assign(hist.detach().float(), self.centres)
+        return cosine_assign(self.features(hist), self.centres)
 
     @torch.no_grad()
     def cos_now(self, hist: torch.Tensor | None = None) -> float:
@@ -362,7 +377,7 @@ class BranchNav(nn.Module):
         if hist is None:
             hist = self.buffer[: int(self.fill)]
         self._check(hist)
-        return float(centre_similarity(hist.detach().float(), self.centres).double().mean())
+        return float(centre_similarity(self.features(hist), self.centres).double().mean())
 
     def _check(self, hist: torch.Tensor) -> None:
         if hist.ndim != 2 or hist.shape[1] != self.num_codes:
@@ -379,7 +394,7 @@ class BranchNav(nn.Module):
         # one device -> host transfer: nearest centres and counts together
         parts = [self.counts.double(), self.step_counts.double(), self.fit_counts.double()]
         if fitted:
-            sims_dev = cosine_similarities(hist, self.centres)
+            sims_dev = cosine_similarities(self.features(hist), self.centres)
             parts.append((sims_dev + self.bias.to(sims_dev.dtype)).reshape(-1).double())
         host = torch.cat(parts).cpu()
         k = self.num_experts
@@ -537,7 +552,10 @@ class BranchNav(nn.Module):
         if fill < self.num_experts:
             raise ValueError(f"the buffer holds {fill} histograms, fewer than num_experts={self.num_experts}")
         data = self.buffer[:fill]
-        centres, labels, score = spherical_kmeans(data, self.num_experts, self.restarts, self.max_iter, self.seed)
+        if self.center:  # the common part of all histograms (background, frequent codes) says nothing of content
+            self.offset.copy_(data.mean(dim=0))
+        centres, labels, score = spherical_kmeans(self.features(data), self.num_experts, self.restarts,
+                                                  self.max_iter, self.seed)
         total = int(self.counts.sum())
         if bool(self.fitted):
             perm = match_centres(centres, self.centres)

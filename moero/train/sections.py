@@ -135,6 +135,8 @@ class NavConfig:
     capacity: float = field(default=0.0, metadata=_help(
         "c >= 1: no expert takes more than c / K of the training samples routed since the last fit (0: off)"))
     bias_rate: float = field(default=0.0, metadata=_help("step of the per-expert routing biases (0: off)"))
+    center: bool = field(default=False, metadata=_help(
+        "route on histograms minus the buffer's mean histogram at the fit (false: raw histograms, the paper)"))
 
     def __post_init__(self) -> None:
         warm = self.warmup

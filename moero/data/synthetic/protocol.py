@@ -61,6 +61,7 @@ class DatasetSize:
     rare_fraction: float = 0.15  # pathology cases among the trained-on subjects
     rare_centres: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"Center005": ("Siemens_15T_Sola",)})
     rare_subjects: int = 2  # pathology subjects per vendor of a rare centre (all of them tested as "rare")
+    val_subjects: int = 0  # healthy subjects held out for validation (0: 10 % of them, at least one)
 
 
 _ALL_CENTRES = {
@@ -82,8 +83,9 @@ SIZES: dict[str, DatasetSize] = {
         {"cine_sax": 2, "mapping": 1, "lge": 2, "static": 1},
         rare_subjects=2,
     ),
-    # about two minutes on 2 cores: 38 subjects over 5 centres and 8 vendors, matrices 1/4 of the gpu size
-    "cpu": DatasetSize("cpu", _ALL_CENTRES, ("Center004",), 5, 0.25, rare_subjects=3),
+    # about two minutes on 2 cores: 45 subjects over 5 centres and 8 vendors, matrices 1/4 of the gpu size;
+    # 6 validation subjects, so that choices made on validation rest on more than a handful of files
+    "cpu": DatasetSize("cpu", _ALL_CENTRES, ("Center004",), 6, 0.25, rare_subjects=3, val_subjects=6),
     # CMRxRecon2025 matrices (e.g. 512 x 246): 150 subjects, more slices
     "gpu": DatasetSize(
         "gpu", _ALL_CENTRES, ("Center004",), 20, 1.0, slices={"cine_sax": 5, "mapping": 3, "lge": 5, "static": 3},
@@ -141,7 +143,7 @@ def pixel_size_mm(vendor: Vendor, readout: int) -> float:
 
 
 def _split_subjects(subjects: list[dict[str, Any]], fresh: tuple[str, ...], rare: tuple[str, ...],
-                    rng: np.random.Generator) -> None:
+                    rng: np.random.Generator, val_subjects: int = 0) -> None:
     """train / val / test-total / rare / fresh, by subject (never by file).
 
     Fresh centres are held out; rare centres hold only pathology cases, all tested as "rare" (never
@@ -159,7 +161,7 @@ def _split_subjects(subjects: list[dict[str, Any]], fresh: tuple[str, ...], rare
     healthy = [s for s in known if s["pathology"] == "none"]
     order = rng.permutation(len(healthy))
     n = len(healthy)
-    n_val = max(1, round(0.1 * n)) if n >= 3 else 0
+    n_val = (val_subjects or max(1, round(0.1 * n))) if n >= 3 else 0
     n_test = max(1, round(0.2 * n)) if n >= 3 else 0
     for rank, j in enumerate(order):
         healthy[j]["split"] = "val" if rank < n_val else "test-total" if rank < n_val + n_test else "train"
@@ -185,7 +187,7 @@ def plan_dataset(size: DatasetSize | str, seed: int = 0) -> list[FileSpec]:
                 subjects.append({"centre": centre, "vendor": vname, "subject": f"P{p + 1:03d}",
                                  "pathology": PATHOLOGIES[k % len(PATHOLOGIES)]})
                 k += 1
-    _split_subjects(subjects, size.fresh, tuple(size.rare_centres), rng)
+    _split_subjects(subjects, size.fresh, tuple(size.rare_centres), rng, size.val_subjects)
 
     specs: list[FileSpec] = []
     for k, s in enumerate(subjects):

@@ -1,0 +1,80 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+#   moero:
+#     needs: [06_training, 07_augmentation_ablation, 08_model_ablation, 09_efficiency]
+# ---
+
+# %% [markdown]
+# # The paper's claims at a glance
+#
+# Every claim the paper {cite}`li2025branch` makes about its experiments, set against what this book
+# measures: the paper's figure, ours with its 95 % interval, and the verdict of the chapter that judges it.
+# A verdict is one of four: **holds** and **contradicts** only when the interval, Holm-corrected over the
+# chapter's family (and split over the four results chapters), excludes 0 with the paper's sign or against
+# it (a parity claim: when the whole interval lies within the equivalence margin, or beyond it);
+# **inconclusive at this scale** when it does not; **not testable at this scale** with the reason (too few
+# seeds, routing not active, a run the profile does not train, a curve that still improves). The rules
+# are in {doc}`../book/conventions`; each row's chapter shows the comparison in full.
+#
+# The table is computed from the verdict tables of {doc}`06_training`, {doc}`07_augmentation_ablation`,
+# {doc}`08_model_ablation` and {doc}`09_efficiency` (this page runs after them) and written to
+# `claims.csv` in its results folder.
+
+# %% tags=["parameters"]
+profile = "cpu"      # smoke | cpu | gpu | paper
+data_root = None     # a CMRxRecon2025 tree; None -> the profile's embedded synthetic data
+results_dir = None   # None -> _build/results/<profile>/<notebook>
+params = {}          # overrides of this notebook's profile parameters
+
+# %% tags=["hide-input"]
+from collections import Counter
+
+from IPython.display import display
+
+from moero.book import paper, show
+from moero.book.run import start_run
+
+run = start_run("claims", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
+chapters = sorted({c.chapter for c in paper.CLAIMS})
+# the verdicts each chapter shows: its committed gpu-profile results when they exist, else this run's
+sources = {ch: show.results_source(ch, run, other=True) for ch in chapters}
+verdicts = {ch: show.read_table(src.folder, "verdicts") for ch, src in sources.items()}
+
+# %% tags=["hide-input"]
+rows = []
+for claim in paper.CLAIMS:
+    found = [r for r in verdicts[claim.chapter] if r.get("claim") == claim.key]
+    # every claim of the paper gets exactly one verdict in its chapter: a missing one fails the build
+    assert len(found) == 1, f"chapter {claim.chapter} has {len(found)} verdict rows for claim {claim.key!r}"
+    r = found[0]
+    rows.append({"claim": claim.key, "statement": claim.statement, "chapter": claim.chapter, "paper": claim.paper,
+                 "ours": r["ours"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r.get("seeds", ""),
+                 "verdict": r["verdict"], "shown": sources[claim.chapter].kind})
+table = run.table(rows, "claims", columns=["claim", "chapter", "paper", "ours", "ci_low", "ci_high", "seeds", "verdict",
+                                           "statement", "shown"],
+                  caption="Every claim of the paper: its figure, ours with the 95 % interval, the verdict and the "
+                          "chapter that judges it")
+tally = Counter(r["verdict"].split(" (")[0] for r in rows)
+display(show.admonition(
+    f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda t: -t[1]))
+    + f". Scale: the {run.profile.name} profile (each chapter's Setting box gives its model, data, budgets in "
+      "epochs and seeds); a verdict here is a verdict at that scale, not on the paper's.",
+    title="Verdicts", kind="note"))
+display(table)
+
+# %% [markdown]
+# Where each claim is judged: {doc}`06_training` (plateau, specialisation), {doc}`07_augmentation_ablation`
+# (augmentation and its ratio), {doc}`08_model_ablation` (VQ-Prompt, Moero and its later gain) and
+# {doc}`09_efficiency` (speed and memory).
+
+# %% tags=["remove-cell"]
+run.finish()
