@@ -340,14 +340,17 @@ top = max(summary_routes, key=lambda r: r["nmi_min"])
 carried = max((r for r in summary_routes if r["label"] in ("modality", "view", "vendor", "centre")),
               key=lambda r: r["nmi_kmeans_on_test"])
 fit_perp = np.mean([f["codebook_perplexity_at_fit"] for f in fits])
+codes = min(preset(P["train"]["preset"]).sens_num_codes, preset(P["train"]["preset"]).num_codes)
+# a perplexity below a quarter of the smaller codebook: the tokens fall on a few codes, not "in use"
+usage = ("the codebooks are in use" if fit_perp >= codes / 4 else
+         f"the tokens fall on a few of the {codes}+ codes, so the histograms have little to tell images apart")
 display(show.admonition(
     f"Highest NMI reached by every seed: {top['model']} against {top['label']}, NMI {top['nmi_min']:.3f} "
     f"(mean {top['nmi_mean']:.3f}). "
     + (f"Routes follow image content: NMI >= 0.2 in every seed for "
        f"{', '.join(r['model'] + ' / ' + r['label'] for r in content)}." if content else
        "No content label (modality, view, vendor, centre) reaches NMI 0.2 in every seed. Evidence: at the fit the "
-       f"buffered histograms had a mean perplexity of {fit_perp:.1f} codes (the fit table: the codebooks are in "
-       f"use); a k-means fitted on the test histograms themselves reaches NMI "
+       f"buffered histograms had a mean perplexity of {fit_perp:.1f} codes (the fit table: {usage}); a k-means fitted on the test histograms themselves reaches NMI "
        f"{carried['nmi_kmeans_on_test']:.3f} at best ({carried['model']} / {carried['label']}), so "
        + ("the histograms do carry content and the centres fitted during training do not find it."
           if carried["nmi_kmeans_on_test"] >= 0.2 else
@@ -408,7 +411,8 @@ for name in ("promptmr", "vq-prompt"):
     st = crossed_interval(d)
     label = f"{catalogue[name].label}: validation SSIM gained over the last doubling of the budget"
     comparisons.append(Comparison(label, d, 0.0, margin=PARITY,
-                                  reason=None if st.ci_low <= 0.0 <= st.ci_high else f"{name} still improves"))
+                                  reason=None if st.ci_low <= 0.0 <= st.ci_high else
+                                  f"{'the baseline' if name == 'promptmr' else 'VQ-Prompt'} still improves"))
     claims[label] = "baseline-plateau" if name == "promptmr" else ""
 verdicts = show.judged_rows(comparisons, claims={k: v for k, v in claims.items() if v})
 excess = {name: [routes.content_excess(rd, last, P, root, device=run.device)["excess"]

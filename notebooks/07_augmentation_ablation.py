@@ -43,6 +43,7 @@ from IPython.display import display
 from moero.book import evaluation, experiments, logs, paper, runspec, show
 from moero.book import results as R
 from moero.book.run import start_run
+from moero.eval.stats import Comparison
 from moero.train.trainer import make_augment
 
 run = start_run("07_augmentation_ablation", profile=profile, params=params, results_dir=results_dir,
@@ -205,8 +206,9 @@ small_gain = R.paired(small_tests[chosen["ratio"]], small_tests[0.0]) if chosen[
 full_gain = R.paired(ours["kspace-aug"], ours["promptmr"])
 # the paper: k-space augmentation helps a small training set (sign +); chosen on validation, judged on test
 SMALL_SET = "k-space aug (validation-chosen ratio) vs none, small set, SSIM-total"
-comparisons.append(R.compared(SMALL_SET, small_tests[chosen["ratio"]], small_tests[0.0], +1.0,
-                              reason=None if chosen["ratio"] else "no ratio beats p = 0 on validation"))
+comparisons.append(R.compared(SMALL_SET, small_tests[chosen["ratio"]], small_tests[0.0], +1.0) if chosen["ratio"] else
+                   Comparison(SMALL_SET, np.zeros((len(small_tests[0.0]), 0)), +1.0,
+                              reason="no ratio beats p = 0 on validation"))  # nothing to compare: no number shown
 claims[SMALL_SET] = "kspace-aug-small"
 # too low / too high: the validation-chosen ratio against the lowest non-zero and the highest ratio swept,
 # each judged on test at its validation-best snapshot (the paper gives the direction only)

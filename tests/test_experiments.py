@@ -38,7 +38,8 @@ def build(tmp_path, monkeypatch) -> Path:
 
 
 def test_catalogue_names_and_ratio_runs():
-    p = {**notebook_params("07_augmentation_ablation", "cpu"), "experts": [2, 4]}  # the cpu profile runs 2 only
+    # the cpu profile trains one Moero size and no image augmentation; the catalogue knows them all
+    p = {**notebook_params("07_augmentation_ablation", "cpu"), "experts": [2, 4], "augmentations": ["kspace", "image"]}
     assert notebook_params("07_augmentation_ablation", "cpu")["experts"] == [2]
     cat = runspec.catalogue(p)
     for name in ("promptmr", "vq-prompt", "moero-2x2", "moero-2x4", "kspace-aug", "image-aug"):
@@ -285,7 +286,9 @@ def test_plan_covers_every_result_of_the_chapters_once():
     p = notebook_params("06_training", "cpu")
     jobs = experiments.plan(p)
     runs = [j.exp.run_name for j in jobs if j.exp is not None]
-    assert len(runs) == len(set(runs)) == 6 * 3 + len(p["ratios"]) * len(p["small_seeds"])
+    headline = len(runspec.model_names(p)) + len(runspec.augmented_names(p))  # 4 in the cpu profile: no image-aug
+    assert headline == 4 and runspec.augmented_names(p) == ["kspace-aug"]
+    assert len(runs) == len(set(runs)) == headline * len(p["seeds"]) + len(p["ratios"]) * len(p["small_seeds"])
     assert sum(j.exp is None for j in jobs) == 1  # the references
     by_name = {j.exp.run_name: j for j in jobs if j.exp is not None}
     for name in runspec.model_names(p):  # Tab. 2: test at every budget, for every seed
