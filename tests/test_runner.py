@@ -133,3 +133,20 @@ def test_a_stalled_cell_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
     with pytest.raises(NotebookFailed) as info:
         run_notebook(src, "smoke", tmp_path / "executed", {}, progress_bar=False)
     assert "time.sleep(60)" in info.value.source and info.value.partial.exists()
+
+
+@pytest.mark.slow
+def test_a_notebook_that_needs_another_reruns_when_the_others_results_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOERO_BUILD_DIR", str(tmp_path / "_build"))
+    needing = HEADER.replace("#     name: python3\n", "#     name: python3\n#   moero:\n#     needs: [06_training]\n") \
+        + GOOD[len(HEADER):]
+    assert needing.count("needs: [06_training]") == 1
+    src = write(tmp_path, "reader", needing)
+    out, results = tmp_path / "executed", tmp_path / "results"
+    upstream = tmp_path / "_build" / "results" / "smoke" / "06_training" / "provenance.json"
+    upstream.parent.mkdir(parents=True)
+    upstream.write_text('{"complete": true, "started": "1"}')
+    assert not run_notebook(src, "smoke", out, {"results_dir": str(results)}, progress_bar=False).skipped
+    assert run_notebook(src, "smoke", out, {"results_dir": str(results)}, progress_bar=False).skipped
+    upstream.write_text('{"complete": true, "started": "2"}')  # chapter 6 ran again: the reader must follow
+    assert not run_notebook(src, "smoke", out, {"results_dir": str(results)}, progress_bar=False).skipped

@@ -32,7 +32,7 @@ from moero.book.execute import CellWatch, PrefixWriter, cell_label, cell_timeout
 from moero.book.params import check_param_type, coerce_param, split_params
 from moero.book.profiles import get_profile
 from moero.book.run import STAGING_ENV, file_sha256
-from moero.book.toc import NOTEBOOK_FMT, is_light, read_source, select_notebooks, toc_files, toc_notebooks
+from moero.book.toc import NOTEBOOK_FMT, is_light, needs, read_source, select_notebooks, toc_files, toc_notebooks
 from moero.data.synthetic import ensure_synthetic
 from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.rundir import RunLock
@@ -117,6 +117,11 @@ def run_notebook(
         return _run_notebook(path, profile, out_dir, parameters, force, progress_bar, watch, timeout)
 
 
+def _file_state(path: Path) -> str:
+    """SHA-256 of a file's bytes ("" when it does not exist)."""
+    return file_sha256(path) if path.is_file() else ""
+
+
 def _run_notebook(path: Path, profile: str, out_dir: Path, parameters: dict[str, Any] | None, force: bool,
                   progress_bar: bool, watch: CellWatch, timeout: int | None) -> NotebookResult:
     import papermill
@@ -127,7 +132,9 @@ def _run_notebook(path: Path, profile: str, out_dir: Path, parameters: dict[str,
     stem = path.stem
     parameters = dict(parameters or {})
     parameters.setdefault("profile", profile)
-    key = _sha256(json.dumps([_sha256(text.encode()), parameters, package_hash()], sort_keys=True).encode())
+    # a chapter that reads others' results (moero: needs) reruns when their provenance changed
+    upstream = {need: _file_state(build_dir() / "results" / profile / need / "provenance.json") for need in needs(nb)}
+    key = _sha256(json.dumps([_sha256(text.encode()), parameters, package_hash(), upstream], sort_keys=True).encode())
     final = out_dir / f"{stem}.ipynb"
     if final.exists() and not force:
         try:
