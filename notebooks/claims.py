@@ -36,12 +36,14 @@ results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
 # %% tags=["hide-input"]
+import math
 from collections import Counter
 
 from IPython.display import display
 
 from moero.book import paper, show
 from moero.book.run import start_run
+from moero.eval.tables import Table
 
 run = start_run("claims", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 chapters = sorted({c.chapter for c in paper.CLAIMS})
@@ -50,26 +52,42 @@ sources = {ch: show.results_source(ch, run, other=True) for ch in chapters}
 verdicts = {ch: show.read_table(src.folder, "verdicts") for ch, src in sources.items()}
 
 # %% tags=["hide-input"]
-rows = []
+def number(text: str) -> float:
+    """A number read back from a verdict table ("" or "nan": not measured)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+rows, shown = [], []
 for claim in paper.CLAIMS:
     found = [r for r in verdicts[claim.chapter] if r.get("claim") == claim.key]
     # every claim of the paper gets exactly one verdict in its chapter: a missing one fails the build
     assert len(found) == 1, f"chapter {claim.chapter} has {len(found)} verdict rows for claim {claim.key!r}"
     r = found[0]
-    rows.append({"claim": claim.key, "statement": claim.statement, "chapter": claim.chapter, "paper": claim.paper,
-                 "ours": r["ours"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "seeds": r.get("seeds", ""),
-                 "verdict": r["verdict"], "shown": sources[claim.chapter].kind})
-table = run.table(rows, "claims", columns=["claim", "chapter", "paper", "ours", "ci_low", "ci_high", "seeds", "verdict",
-                                           "statement", "shown"],
-                  caption="Every claim of the paper: its figure, ours with the 95 % interval, the verdict and the "
-                          "chapter that judges it")
+    ours, lo, hi = number(r["ours"]), number(r["ci_low"]), number(r["ci_high"])
+    rows.append({"claim": claim.key, "chapter": claim.chapter, "paper": claim.paper, "ours": ours, "ci_low": lo,
+                 "ci_high": hi, "seeds": r.get("seeds", ""), "verdict": r["verdict"], "statement": claim.statement,
+                 "shown": sources[claim.chapter].kind})
+    measured = "not measured" if math.isnan(ours) else \
+        f"{ours:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
+    shown.append({"claim": claim.statement, "paper": claim.paper, "ours [95 % interval]": measured,
+                  "seeds": r.get("seeds") or "-", "verdict": r["verdict"],
+                  "chapter": int(claim.chapter[:2])})
+run.table(rows, "claims", columns=["claim", "chapter", "paper", "ours", "ci_low", "ci_high", "seeds", "verdict",
+                                   "statement", "shown"],
+          caption="Every claim of the paper: its figure, ours with the 95 % interval, the verdict and the chapter "
+                  "that judges it")
 tally = Counter(r["verdict"].split(" (")[0] for r in rows)
 display(show.admonition(
     f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda t: -t[1]))
     + f". Scale: the {run.profile.name} profile (each chapter's Setting box gives its model, data, budgets in "
-      "epochs and seeds); a verdict here is a verdict at that scale, not on the paper's.",
+      "epochs and seeds); a verdict here is a verdict at that scale, not on the paper's. Effects are differences "
+      "in SSIM (speed and memory: ratios to the baseline minus 1).",
     title="Verdicts", kind="note"))
-display(table)
+display(Table(shown, caption="The paper's claims: its figure, ours with the 95 % interval, the verdict and the chapter "
+                             "that judges it (claims.csv holds the same with full precision)"))
 
 # %% [markdown]
 # Where each claim is judged: {doc}`06_training` (plateau, specialisation), {doc}`07_augmentation_ablation`
