@@ -425,9 +425,9 @@ for name, values in excess.items():
     lo95, hi95 = t_interval(mean, se, n - 1, 0.95) if n > 1 else (float("nan"), float("nan"))
     why = f"{n} seed{'s' if n != 1 else ''}; a verdict needs 5" if n < 5 else None
     verdicts.append({"comparison": f"{catalogue[name].label}: NMI of routes with modality beyond chance",
-                     "claim": "expert-specialisation" if name == moero_runs[-1] else "", "ours": mean,
+                     "verdict": show.measured_verdict(mean, (lo, hi), 1.0, reason=why), "ours": mean,
                      "ci_low": lo95, "ci_high": hi95, "paper": "+ (direction only)", "seeds": n,
-                     "subjects": "", "p_holm": "", "verdict": show.measured_verdict(mean, (lo, hi), 1.0, reason=why)})
+                     "subjects": "", "p_holm": "", "claim": "expert-specialisation" if name == moero_runs[-1] else ""})
 display(run.table(verdicts, "verdicts", caption="The chapter's verdicts: the plateau of the baseline (and VQ-Prompt) "
                   f"as a parity claim (margin +-{PARITY} SSIM) and the specialisation of Moero's experts by content"))
 

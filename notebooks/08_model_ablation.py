@@ -103,7 +103,7 @@ display(show.admonition(R.setting_text(
 # Every model at every budget, mean over seeds on the test grid (SSIM-total over all test files; rare:
 # pathology cases; fresh: centres unseen in training), next to the references and the paper.
 
-# %%
+# %% tags=["hide-input"]
 # speed and peak memory of one training step come from chapter 9's measurement (one source: its single-process table)
 cost = {r["model"]: r for r in show.read_table(show.chapter_folder(run.profile.name, "09_efficiency"), "single_process")}
 COST_COLUMNS = {"speed_vs_baseline": "speed_round_median", "memory_vs_baseline": "memory_vs_baseline",
@@ -145,7 +145,7 @@ display(show.show_result(run.results_dir, "table2"))
 # themselves achieved (data loading included, runs sharing the machine's cores). The paper prints GPU memory
 # as two numbers (GB), reproduced here as their sum.
 
-# %%
+# %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=False)
 for ax, split in zip(axes, ("total", "rare", "fresh"), strict=True):
     for name in MODELS:

@@ -137,9 +137,10 @@ def judged_rows(comparisons: Sequence[Comparison], direction_only: Sequence[str]
             paper = "0 (parity)"
         else:
             paper = f"{j.paper:+.4g}"
-        rows.append({"comparison": j.name, "claim": (claims or {}).get(j.name, ""), "ours": j.effect,
-                     "ci_low": j.ci_low, "ci_high": j.ci_high, "paper": paper, "seeds": j.seeds,
-                     "subjects": j.subjects, "p_holm": j.p_holm, "verdict": j.verdict})
+        # the verdict next to the comparison: a reader on a narrow page sees both before anything else
+        rows.append({"comparison": j.name, "verdict": j.verdict, "ours": j.effect, "ci_low": j.ci_low,
+                     "ci_high": j.ci_high, "paper": paper, "seeds": j.seeds, "subjects": j.subjects,
+                     "p_holm": j.p_holm, "claim": (claims or {}).get(j.name, "")})
     unknown = set(claims or {}) - {r["comparison"] for r in rows}
     if unknown:
         raise KeyError(f"claims name comparisons that were not judged: {sorted(unknown)}")
@@ -150,9 +151,9 @@ def untested_rows(reasons: dict[str, str]) -> list[dict[str, Any]]:
     """Verdict rows for claims a profile cannot test at all (no run of the kind exists): claim key -> reason,
     in the columns of :func:`judged_rows`."""
     known = {c.key: c for c in CLAIMS}
-    return [{"comparison": known[key].statement, "claim": key, "ours": math.nan, "ci_low": math.nan,
-             "ci_high": math.nan, "paper": known[key].paper, "seeds": 0, "subjects": 0, "p_holm": math.nan,
-             "verdict": f"not testable at this scale ({reason})"} for key, reason in reasons.items()]
+    return [{"comparison": known[key].statement, "verdict": f"not testable at this scale ({reason})", "ours": math.nan,
+             "ci_low": math.nan, "ci_high": math.nan, "paper": known[key].paper, "seeds": 0, "subjects": 0,
+             "p_holm": math.nan, "claim": key} for key, reason in reasons.items()]
 
 
 def measured_verdict(effect: float, ci: tuple[float, float], paper: float | None, reason: str | None = None) -> str:
