@@ -126,6 +126,11 @@ def measure(name: str = "vq-prompt", preset: str = "tiny", shape: Sequence[int] 
     rows = []
     for variant in variants:
         mode, channels_last, precision = VARIANTS[variant]
+        if mode != "off":
+            # a fresh dynamo cache per compiled variant: the previous variant's compiled forward (same code
+            # object, other tensors) would otherwise be recompiled, and torch 2.13's recompilation-reason
+            # logging fails on its tensor-aliasing guard (TypeError inside torch._dynamo.guards)
+            torch._dynamo.reset()
         model = build_model(name, preset, cascades)
         model.load_state_dict(state)
         accelerate(model, mode, channels_last)
