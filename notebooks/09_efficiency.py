@@ -167,7 +167,7 @@ ax.legend(fontsize=9, ncols=3)
 fig.tight_layout()
 display(show.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
 
-# %%
+# %% tags=["hide-input"]
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
 moeros = [r for r in single if r["model"].startswith("moero-")]
 verdicts = []
