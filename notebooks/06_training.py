@@ -47,7 +47,7 @@ from moero.book import evaluation, experiments, gallery, logs, paper, routes, ru
 from moero.book import results as R
 from moero.book.run import start_run
 from moero.eval.evaluate import CGSense, ZeroFilled
-from moero.eval.stats import Comparison, crossed_interval, subject_differences, t_interval
+from moero.eval.stats import Comparison, crossed_interval, seed_interval, subject_differences
 from moero.models.promptmr import preset
 
 run = start_run("06_training", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
@@ -417,17 +417,15 @@ for name in ("promptmr", "vq-prompt"):
 verdicts = show.judged_rows(comparisons, claims={k: v for k, v in claims.items() if v})
 excess = {name: [routes.content_excess(rd, last, P, root, device=run.device)["excess"]
                  for rd in R.run_folders(P, run.profile.name, name)] for name in moero_runs}
-level = 1 - show.CHAPTER_ALPHA / 2
 for name, values in excess.items():
-    mean, n = float(np.mean(values)), len(values)
-    se = float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    lo, hi = t_interval(mean, se, n - 1, level) if n > 1 else (float("nan"), float("nan"))
-    lo95, hi95 = t_interval(mean, se, n - 1, 0.95) if n > 1 else (float("nan"), float("nan"))
+    judged, shown = seed_interval(values, 1 - show.CHAPTER_ALPHA / 2), seed_interval(values)  # Bonferroni / 95 %
+    n = judged.seeds
     why = f"{n} seed{'s' if n != 1 else ''}; a verdict needs 5" if n < 5 else None
     verdicts.append({"comparison": f"{catalogue[name].label}: NMI of routes with modality beyond chance",
-                     "verdict": show.measured_verdict(mean, (lo, hi), 1.0, reason=why), "ours": mean,
-                     "ci_low": lo95, "ci_high": hi95, "paper": "+ (direction only)", "seeds": n,
-                     "subjects": "", "p_holm": "", "claim": "expert-specialisation" if name == moero_runs[-1] else ""})
+                     "verdict": show.measured_verdict(judged.mean, (judged.ci_low, judged.ci_high), 1.0, reason=why),
+                     "ours": shown.mean, "ci_low": shown.ci_low, "ci_high": shown.ci_high,
+                     "paper": "+ (direction only)", "seeds": n, "subjects": "", "p_holm": "",
+                     "claim": "expert-specialisation" if name == moero_runs[-1] else ""})
 display(run.table(verdicts, "verdicts", caption="The chapter's verdicts: the plateau of the baseline (and VQ-Prompt) "
                   f"as a parity claim (margin +-{PARITY} SSIM) and the specialisation of Moero's experts by content"))
 

@@ -304,3 +304,17 @@ def test_judge_family_rows_and_exclusions():
     assert by["parity"].verdict == "holds"
     row = by["strong"].as_row()
     assert set(row) >= {"effect", "ci_low", "ci_high", "p", "p_holm", "seeds", "subjects", "paper", "verdict"}
+
+
+def test_seed_interval_is_a_t_interval_on_seeds_minus_one_degrees_of_freedom():
+    from moero.eval.stats import seed_interval
+
+    values = [0.010, 0.014, 0.008, 0.012, 0.011]
+    iv = seed_interval(values)
+    se = np.std(values, ddof=1) / np.sqrt(5)
+    half = scipy_t.ppf(0.975, 4) * se
+    assert iv.df == 4 and iv.seeds == 5 and iv.mean == pytest.approx(np.mean(values))
+    assert (iv.ci_low, iv.ci_high) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+    assert iv.p < 0.001 and math.isnan(seed_interval([0.3]).se)
+    with pytest.raises(ValueError, match="finite"):
+        seed_interval([0.1, float("nan")])

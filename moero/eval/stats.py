@@ -32,8 +32,8 @@ import numpy as np
 from scipy.stats import t as student_t
 
 __all__ = ["file_means", "seed_summary", "paired_difference", "VERDICTS", "MIN_SEEDS", "subject_of",
-           "subject_means", "subject_differences", "Interval", "t_interval", "crossed_interval", "holm",
-           "verdict", "Comparison", "Judgement", "judge_family"]
+           "subject_means", "subject_differences", "Interval", "t_interval", "seed_interval", "crossed_interval",
+           "holm", "verdict", "Comparison", "Judgement", "judge_family"]
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -171,6 +171,23 @@ def t_interval(mean: float, se: float, df: float, level: float = 0.95) -> tuple[
         return math.nan, math.nan
     q = float(student_t.ppf(0.5 + level / 2.0, df))
     return mean - q * se, mean + q * se
+
+
+def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean of one value per training seed with a t interval on ``S - 1`` degrees of freedom (a measure with
+    no test subjects, e.g. how much the routes follow the content); SE, interval and p NaN for one seed."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0 or not np.isfinite(v).all():
+        raise ValueError(f"seed_interval needs finite values, one per seed, got {v.tolist()}")
+    mean = float(v.mean())
+    if v.size < 2:
+        return Interval(mean, math.nan, math.nan, math.nan, math.nan, math.nan, int(v.size), 0, level)
+    se = float(v.std(ddof=1) / math.sqrt(v.size))
+    df = float(v.size - 1)
+    if se == 0.0:
+        return Interval(mean, 0.0, df, mean, mean, 1.0 if mean == 0.0 else 0.0, int(v.size), 0, level)
+    lo, hi = t_interval(mean, se, df, level)
+    return Interval(mean, se, df, lo, hi, float(2.0 * student_t.sf(abs(mean) / se, df)), int(v.size), 0, level)
 
 
 def crossed_interval(d: np.ndarray, level: float = 0.95) -> Interval:

@@ -25,7 +25,7 @@ from moero.eval.fastmri import fastmri_seed, leaderboard_crop, save_reconstructi
 from moero.models.io import model_inputs, output_parts
 from moero.physics.fastmri_masks import fastmri_mask, low_frequencies
 from moero.train.distributed import resolve_device
-from moero.train.runs import load_trained
+from moero.train.runs import model_to_predict
 
 __all__ = ["is_fastmri_folder", "predict_fastmri"]
 
@@ -43,11 +43,7 @@ def predict_fastmri(checkpoint: str | Path | None, data_root: str | Path, out: s
     """Write ``<out>/reconstructions/<file>.h5`` for every ``*.h5`` of ``data_root`` (module docstring).
     Returns ``{"written", "errors" ([file, message]), "masked" (files without a mask of their own)}``."""
     data_root, out = Path(data_root), Path(out)
-    if model is None:
-        if checkpoint is None:
-            raise ValueError("predict: give a checkpoint or a model")
-        model, _, _ = load_trained(checkpoint)
-        frames = frames or int(getattr(model.config, "frames", 1))
+    model, _, frames = model_to_predict(checkpoint, model, frames)
     files = sorted(data_root.glob("*.h5"))
     if not files:
         raise ValueError(f"predict: no fastMRI .h5 file in {data_root}")

@@ -46,7 +46,7 @@ from moero.eval.submission import img4ranking, ranking_selection, save_img4ranki
 from moero.models.io import model_inputs, output_parts
 from moero.train.distributed import resolve_device
 from moero.train.rundir import RunLock
-from moero.train.runs import load_trained
+from moero.train.runs import model_to_predict
 
 __all__ = ["SUBMISSION_ZIP", "reconstruct_selection", "submission_path", "predict", "zip_folder", "zip_submission"]
 
@@ -193,15 +193,11 @@ def predict(
     Returns ``{"written", "skipped" (already there, hash verified), "errors" ([file, message]), "zip"}``.
     """
     data_root, out = Path(data_root), Path(out)
-    if model is None:
-        if checkpoint is None:
-            raise ValueError("predict: give a checkpoint or a model")
-        model, config, _ = load_trained(checkpoint)
-        frames = frames or int(getattr(model.config, "frames", 1))
+    given = model is not None
+    model, config, frames = model_to_predict(checkpoint, model, frames)
+    if config is not None:
         acs = acs if acs is not None else int(config.acs)
-        model_id = file_sha256(Path(checkpoint))
-    else:
-        model_id = _model_hash(model)
+    model_id = _model_hash(model) if given else file_sha256(Path(checkpoint))
     frames, acs = int(frames or 1), int(20 if acs is None else acs)
     rows = [r for r in layout_index(data_root) if r["kind"] == "kus" and r["task"] == task]
     if not rows:

@@ -25,7 +25,7 @@ from moero.train.distributed import resolve_device
 from moero.train.scoring import Protocol, score_model
 from moero.train.trainer import build_model, dataset_root
 
-__all__ = ["load_trained", "evaluate_checkpoint", "check_writable"]
+__all__ = ["load_trained", "model_to_predict", "evaluate_checkpoint", "check_writable"]
 
 
 def load_trained(checkpoint: str | Path, overrides: dict[str, Any] | None = None
@@ -53,6 +53,18 @@ def load_trained(checkpoint: str | Path, overrides: dict[str, Any] | None = None
                               f"({clip(err)})") from None
     load_module_buffers(model, state["buffers"], checkpoint)
     return model, config, state
+
+
+def model_to_predict(checkpoint: str | Path | None, model: nn.Module | None, frames: int | None
+                     ) -> tuple[nn.Module, TrainConfig | None, int | None]:
+    """What ``predict`` runs: ``model`` as given (config None, ``frames`` as given), else the trained model of
+    ``checkpoint`` (:func:`load_trained`) with its config and, unless given, its own frame window."""
+    if model is not None:
+        return model, None, frames
+    if checkpoint is None:
+        raise ValueError("predict: give a checkpoint or a model")
+    model, config, _ = load_trained(checkpoint)
+    return model, config, frames or int(getattr(model.config, "frames", 1))
 
 
 def check_writable(folder: str | Path) -> Path:
