@@ -235,3 +235,35 @@ def test_two_process_ddp_equals_single_process(tmp_path) -> None:
                     # never routed on any rank: bitwise unchanged (no gradient, so no AdamW decay)
                     assert torch.equal(value, before[name]) != ran, name
     assert not bool((ref_routes == 2).any())  # the zero centre is never chosen
+
+
+def _calibration_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        kspace, mask = scans(4)
+        model = tiny_moero(2, calibration=2, balance=True)
+        fix_centres(model, kspace, mask)
+        mine = slice(2 * rank, 2 * rank + 2)  # each rank is (wrongly) handed other examples
+        model.calibrate_routing(lambda n: [((kspace[mine], mask[mine]), {})])
+        torch.save({n: b for n, b in model.navs.named_buffers()}, os.path.join(out_dir, f"nav{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_calibration_leaves_every_rank_with_rank_zeros_navigators(tmp_path) -> None:
+    """``calibrate_routing`` under several processes ends with rank 0's navigators on every rank (one broadcast),
+    even where ranks computed different histograms, and that state is what one process computes from rank 0's
+    examples."""
+    kspace, mask = scans(4)
+    single = tiny_moero(2, calibration=2, balance=True)
+    fix_centres(single, kspace, mask)
+    single.calibrate_routing(lambda n: [((kspace[:2], mask[:2]), {})])
+    mp.spawn(_calibration_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    navs = [torch.load(tmp_path / f"nav{r}.pt", weights_only=True) for r in range(2)]
+    expected = dict(single.navs.named_buffers())
+    assert int(expected["0.calibrations"]) == 1
+    for name, value in expected.items():
+        for r in range(2):
+            assert torch.equal(navs[r][name], value), (r, name)

@@ -588,3 +588,116 @@ def test_freeze_codebook_after_fit_is_the_fit_rule() -> None:
     assert BranchNav(2, CODES, freeze_codebook_after_fit=True).freeze_codebook == "fit"
     assert BranchNav(2, CODES, freeze_codebook_after_fit=True, freeze_codebook="buffer").freeze_codebook == "buffer"
     assert BranchNav(2, CODES).freeze_codebook == "never"
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_balanced_biases_split_skewed_similarities_equally(k: int) -> None:
+    """Rows all nearest centre 0 (a common part dominates): the biases give no centre more than ceil(N/K)
+    rows; the same input gives the same bytes."""
+    gen = torch.Generator().manual_seed(k)
+    for n in (k, 37, 101):
+        sims = torch.rand(n, k, generator=gen, dtype=torch.float64) * 0.01
+        sims[:, 0] += 0.05
+        bias = routing.balanced_biases(sims)
+        counts = torch.bincount((sims + bias).argmax(dim=1), minlength=k)
+        assert int(counts.max()) <= -(-n // k), counts.tolist()
+        assert torch.equal(bias, routing.balanced_biases(sims.clone()))
+    one = routing.balanced_biases(torch.rand(5, 1, dtype=torch.float64))
+    assert torch.equal(one, torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="sims must be"):
+        routing.balanced_biases(torch.zeros(4))
+
+
+def test_balanced_fit_moves_the_boundary_into_the_bulk() -> None:
+    """k-means splits one outlier off a bulk of near-equal histograms; ``balance=True`` sets biases that split
+    the buffer equally, and evaluation on fresh histograms of the same bulk follows that split."""
+    gen = torch.Generator().manual_seed(0)
+
+    def bulk(n: int) -> torch.Tensor:
+        h = torch.tensor([0.65, 0.2, 0.12, 0.03]).repeat(n, 1) + 0.02 * torch.rand(n, 4, generator=gen)
+        return torch.cat([h, torch.zeros(n, CODES - 4)], dim=1)
+
+    data = bulk(40)
+    data[0] = onehot(7)[0]
+    plain = BranchNav(2, CODES, buffer_size=40, warmup=0, restarts=2)
+    plain.train()
+    plain(data)
+    assert sorted(torch.bincount(plain.eval()(data), minlength=2).tolist()) == [1, 39]
+    balanced = BranchNav(2, CODES, buffer_size=40, warmup=0, restarts=2, balance=True)
+    balanced.train()
+    balanced(data)
+    assert torch.bincount(balanced.eval()(data), minlength=2).tolist() == [20, 20]
+    fresh = torch.bincount(balanced(bulk(400)), minlength=2)
+    assert int(fresh.max()) <= 0.75 * 400, fresh.tolist()  # the 1.5/K bar of the book
+    with pytest.raises(ValueError, match="balance and bias_rate"):
+        BranchNav(2, CODES, balance=True, bias_rate=0.01)
+
+
+def test_calibrate_refits_on_given_histograms_and_keeps_identities() -> None:
+    """``calibrate`` refits on the histograms it is given (not the buffer), keeps expert j on the centre nearest
+    its old one, counts itself, and refuses to run before the first fit."""
+    nav = fitted_nav(calibration=8)  # centres at code 0 (expert 0) and code 1 (expert 1)
+    hist = torch.cat([onehot(1, 4) + 0.1 * onehot(2, 4), onehot(0, 4) + 0.1 * onehot(3, 4)])
+    labels = nav.calibrate(hist)
+    assert labels.tolist() == [1] * 4 + [0] * 4 and int(nav.calibrations) == 1
+    assert int(nav.centres[0].argmax()) == 0 and int(nav.centres[1].argmax()) == 1
+    assert torch.allclose(nav.centres[1], torch.nn.functional.normalize(hist[0], dim=0).to(nav.centres.dtype))
+    fresh = BranchNav(2, CODES, buffer_size=4, warmup=0, calibration=8)
+    with pytest.raises(ValueError, match="needs fitted centres"):
+        fresh.calibrate(hist)
+    with pytest.raises(ValueError, match="calibration must be"):
+        BranchNav(2, CODES, calibration=1)
+
+
+def test_moero_calibrates_each_cascade_on_its_current_histograms() -> None:
+    """``Moero.calibrate_routing``: each navigator is refitted on the histograms the network computes now for
+    the calibration inputs (cascade by cascade), with balanced biases, so evaluation splits those inputs
+    equally; nothing is drawn from the global generator; ``calibration = 0`` changes nothing."""
+    from moero.models.moero import Moero
+    from moero.models.registry import model_config
+
+    torch.manual_seed(0)
+    config = model_config("moero-2x2", "tiny", checkpoint=False)
+    gen = torch.Generator().manual_seed(0)
+    inputs = []
+    for i in range(4):
+        kspace = torch.randn(2, config.frames, 2, 32, 32, dtype=torch.complex64, generator=gen) * (1 + i)
+        mask = torch.zeros(2, config.frames, 32, 32, dtype=torch.bool)
+        mask[..., :: 2 + i % 2] = True
+        mask[..., 14:18] = True
+        inputs.append(((kspace, mask), {}))
+
+    def trained(calibration: int) -> Moero:
+        torch.manual_seed(0)
+        model = Moero(config, 2, nav_kwargs={"warmup": 0, "buffer_size": 2, "balance": True,
+                                             "calibration": calibration})
+        model.train()
+        for (kspace, mask), _ in inputs[:2]:
+            model(kspace, mask).image.abs().mean().backward()
+            model.after_backward()
+        assert all(bool(nav.fitted) for nav in model.navs)
+        return model
+
+    off = trained(0)
+    before = copy.deepcopy(off.state_dict())
+    off.calibrate_routing(lambda n: inputs)
+    assert all(torch.equal(v, off.state_dict()[k]) for k, v in before.items())
+
+    model = trained(8)
+    received: list[torch.Tensor] = []
+    for nav in model.navs:  # record what each navigator is calibrated on
+        nav.calibrate = (lambda f: lambda hist: received.append(hist.clone()) or f(hist))(nav.calibrate)
+    rng = torch.get_rng_state()
+    asked = []
+    model.calibrate_routing(lambda n: asked.append(n) or inputs)
+    assert asked == [8, 8] and torch.equal(rng, torch.get_rng_state()) and model.training
+    assert [int(nav.calibrations) for nav in model.navs] == [1, 1]
+    model.eval()
+    with torch.no_grad():  # the network as it is now, routed by the calibrated navigators
+        outs = [model(*args) for args, _ in inputs]
+    for k in range(2):
+        assert torch.equal(received[k], torch.cat([o.histograms[k] for o in outs]))
+    # cascade 0's histograms are all alike at this size; cascade 1's take 3 distinct values (4, 3 and 1
+    # copies, the single one nearer the 4): the best split a boundary can make is 5/3, not 8/0
+    routes = torch.cat([o.routes for o in outs], dim=1)
+    assert sorted(torch.bincount(routes[1], minlength=2).tolist()) == [3, 5], routes[1].tolist()

@@ -265,3 +265,38 @@ def test_cli_trains_moero_and_eval_loads_its_checkpoint(tmp_path, capsys, smoke_
     assert "| moero | total | 1 |" in (out / "eval_splits.md").read_text()
     assert main(["train", "--model", "moero-2", "--data-root", str(root), "--run-dir", str(tmp_path / "bad")]) == 2
     assert "config field 'model'" in capsys.readouterr().err
+
+
+def _moero(calibration: int):
+    from moero.models.moero import Moero
+    from moero.models.registry import model_config
+
+    config = model_config("moero-2x2", "tiny", checkpoint=False)
+    return Moero(config, 2, nav_kwargs={"warmup": 0, "buffer_size": 4, "restarts": 1, "max_iter": 10,
+                                        "balance": True, "calibration": calibration})
+
+
+def test_moero_is_calibrated_once_at_the_end_and_resumes_bitwise(tmp_path):
+    """With ``nav.calibration`` the trainer has Moero refit its navigators on the final network's histograms
+    of fixed training examples once, at the last step (before the checkpoint); an interrupted and resumed run
+    ends in the same bytes, the interruption's checkpoint is not calibrated, and the calibration draws nothing
+    from the global generators."""
+    torch.manual_seed(0)
+    full = _trainer(tmp_path, "full", model=_moero(4))
+    full.fit()
+    assert [int(nav.calibrations) for nav in full.model.navs] == [1, 1]
+    torch.manual_seed(0)
+    first = _trainer(tmp_path, "cut", model=_moero(4), max_steps_this_run=7)
+    first.fit()
+    assert [int(nav.calibrations) for nav in first.model.navs] == [0, 0]
+    torch.manual_seed(0)
+    resumed = _trainer(tmp_path, "cut", model=_moero(4), init_seed=1, resume=True)
+    resumed.fit()
+    _assert_same_state(full, resumed)
+    torch.manual_seed(0)
+    off = _trainer(tmp_path, "off", model=_moero(0))
+    off.fit()
+    assert [int(nav.calibrations) for nav in off.model.navs] == [0, 0]
+    # the same training up to the end: only the navigators' calibrated state differs
+    differ = {k for k, v in off.model.state_dict().items() if not torch.equal(v, full.model.state_dict()[k])}
+    assert differ and all(".navs." in f".{k}" for k in differ), sorted(differ)[:5]

@@ -45,6 +45,7 @@ from moero.book.runspec import (
     snapshot_path,
 )
 from moero.eval.evaluate import TEST_SPLITS
+from moero.models.registry import parse_model_name
 from moero.train.checkpoint import load_checkpoint
 from moero.train.trainer import CHECKPOINT_NAME, LOG_NAME, train
 
@@ -135,8 +136,19 @@ def prepare(params: dict[str, Any], profile: str, data_root: str | Path, dataset
 def _spec(exp: Experiment, config: Any, params: dict[str, Any]) -> dict[str, Any]:
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("resume", "max_steps", "epochs", "progress",
                                                             "resume_if_present", "overwrite", "max_nonfinite")}
-    return {"experiment": exp.to_dict(), "config": cfg, "nav": params.get("nav", {}),
-            "budget_unit": params.get("budget_unit", "steps")}
+    spec = {"experiment": exp.to_dict(), "config": cfg, "budget_unit": params.get("budget_unit", "steps")}
+    if parse_model_name(exp.model).family == "moero":  # the profile's routing settings concern Moero runs only
+        spec["nav"] = params.get("nav", {})
+    return spec
+
+
+def _same_spec(stored: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether a run folder's ``experiment.json`` names ``spec``; a non-Moero run written when every spec carried
+    the profile's ``nav`` still matches (those settings never reached it)."""
+    spec = json.loads(json.dumps(spec))
+    if "nav" not in spec:
+        stored = {k: v for k, v in stored.items() if k != "nav"}
+    return stored == spec
 
 
 def _budget_fields(unit: str, budget: int) -> dict[str, int]:
@@ -167,7 +179,7 @@ def ensure_run(exp: Experiment, params: dict[str, Any], profile: str, data_root:
     config = experiment_config(exp, params, run_dir, data_root, dataset_size)
     spec = _spec(exp, config, params)
     spec_path = run_dir / SPEC_NAME
-    if spec_path.is_file() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec)):
+    if spec_path.is_file() and not _same_spec(json.loads(spec_path.read_text()), spec):
         log(f"{exp.run_name}: settings changed, starting the run afresh")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ sits under ``batch["meta"]``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,6 +69,11 @@ class TrainingHooks:
         """Route counts and router state to log per step (None: the model does not route)."""
         return None
 
+    def calibrate_routing(self, batches: Callable[[int], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]],
+                          process_group: Any = None) -> None:
+        """Called at the end of training with ``batches(n)``: the inputs of n fixed training examples (Moero
+        refits its navigators on the current network's histograms)."""
+
 
 class _ForeignHooks(TrainingHooks):
     """The hooks of a model that does not derive from :class:`TrainingHooks` (a user's network): whichever of
@@ -97,6 +102,11 @@ class _ForeignHooks(TrainingHooks):
     def routing_state(self) -> dict[str, Any] | None:
         hook = self._hook("routing_state")
         return hook() if hook else None
+
+    def calibrate_routing(self, batches: Callable[[int], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]],
+                          process_group: Any = None) -> None:
+        if hook := self._hook("calibrate_routing"):
+            hook(batches)
 
 
 def training_hooks(model: Any) -> TrainingHooks:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,6 +250,30 @@ class Moero(nn.Module, TrainingHooks):
             self._grid_cache = [[(ps, sum(p.numel() for p in ps)) for ps in row] for row in self.expert_parameters()]
         return self._grid_cache
 
+    @torch.no_grad()
+    def calibrate_routing(self, batches: Callable[[int], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]],
+                          process_group: Any = None) -> None:
+        """Refit every navigator on the histograms the network has now (``BranchNav.calibrate``; our departure).
+
+        ``batches(n)`` yields the model inputs ``(args, kwargs)`` of n fixed training examples (the trainer's
+        ``calibration_batches``). Cascade k routes on histograms that cascade k-1's routes shape, so the
+        navigators are calibrated one after another, each on a fresh evaluation pass (routes of the cascades
+        before it already calibrated). Off when the navigators' ``calibration`` is 0 or any of them has no
+        centres yet. Evaluation mode, no gradients, no random numbers drawn; with several ranks every rank
+        computes the same and rank 0's result is broadcast, so the navigators stay identical."""
+        n = int(self.navs[0].calibration)
+        if n == 0 or not all(bool(nav.fitted) for nav in self.navs):
+            return
+        was_training = self.training
+        self.eval()
+        try:
+            for k, nav in enumerate(self.navs):
+                hist = [self(*args, **kwargs).histograms[k] for args, kwargs in batches(n)]
+                nav.calibrate(torch.cat(hist)[:n])
+        finally:
+            self.train(was_training)
+        broadcast_flat([b for nav in self.navs for b in nav.buffers()], process_group)
+
     def routing_state(self) -> dict[str, Any]:
         """Route counts, buffer fill and fitted flag per cascade (for logs and notebooks)."""
         return {
@@ -259,6 +284,7 @@ class Moero(nn.Module, TrainingHooks):
             "fit_similarity": [float(nav.fit_similarity) for nav in self.navs],
             "fitted_at": [int(nav.fitted_at) for nav in self.navs],
             "refits": [int(nav.refits) for nav in self.navs],
+            "calibrations": [int(nav.calibrations) for nav in self.navs],
             "codebook_frozen": [bool(self.routing_quantizer(k).frozen) for k in range(len(self.navs))],
         }
 

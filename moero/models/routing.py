@@ -34,6 +34,16 @@ picks an expert:
   centres with ``hist - offset``. Raw token histograms share a large common part (background and frequent
   codes), so their cosine similarities to any centre are all close to 1 and routing follows that common
   part; the centred cosine is a correlation and follows what differs between images.
+* **Balanced fit (our departure).** With ``balance=True`` every fit also sets the biases ``b_j`` so that the
+  histograms it was fitted on split equally over the experts (:func:`balanced_biases`); routing in training and
+  evaluation is ``argmax_j cos_j + b_j``. k-means on histograms that share a large common part often splits off
+  a few outliers; the biases move the boundary into the bulk, as the equipartition of balanced clustering.
+* **Calibration (our departure).** With ``calibration = N > 0`` the owning model re-encodes N fixed training
+  examples with its current weights at the end of training and refits the centres on their histograms
+  (:meth:`BranchNav.calibrate`, called by ``Moero.calibrate_routing`` one cascade after another). The buffer
+  holds histograms of past weights; measured on the cpu profile, the drift of those weights between steps moves
+  a histogram more than the difference between images does, so centres fitted on the buffer may route every
+  image of the final network to one expert.
 * **Granularity.** ``route_by="batch"`` sends a whole batch to one expert (the mode of the
   per-sample choices; the paper trains with batch size 1), ``route_by="sample"`` routes every sample
   and :func:`dispatch` runs each active expert once on its group and scatters the results back. A
@@ -63,12 +73,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from moero.models.clustering import (
+    balanced_biases,
+    centre_similarity,
+    cosine_assign,
+    cosine_similarities,
+    match_centres,
+    spherical_kmeans,
+)
 from moero.models.collective import all_reduce_flat, distributed_world
 
-__all__ = ["BranchNav", "AUTHORS_NAV", "spherical_kmeans", "cosine_assign", "cosine_similarities",
+__all__ = ["BranchNav", "AUTHORS_NAV", "spherical_kmeans", "balanced_biases", "cosine_assign", "cosine_similarities",
            "centre_similarity", "match_centres", "dispatch"]
 
 _EPS_RATIO = 1e-13  # the authors' epsilon in max/min
@@ -88,97 +105,6 @@ AUTHORS_NAV: dict[str, Any] = {
     "eval_mode": "paper",
     "route_by": "batch",
 }
-
-
-def cosine_similarities(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity ``(N, K)`` of each row of ``x`` ``(N, D)`` to each centre ``(K, D)`` (norms ignored)."""
-    return F.normalize(x.to(centres.dtype), dim=1, eps=1e-12) @ F.normalize(centres, dim=1, eps=1e-12).t()
-
-
-def cosine_assign(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Index of the centre of highest cosine similarity for each row of ``x`` ``(N, D)`` (lowest index on ties)."""
-    return cosine_similarities(x, centres).argmax(dim=1)
-
-
-def centre_similarity(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity ``(N,)`` of each row of ``x`` to its nearest centre (the tightness k-means maximises)."""
-    return cosine_similarities(x, centres).max(dim=1).values
-
-
-def match_centres(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """Permutation ``perm`` ``(K,)`` such that ``new[perm]`` keeps the identities of ``old``: slot j gets the new
-    centre of the Hungarian assignment that maximises the summed cosine similarity of new to old centres."""
-    from scipy.optimize import linear_sum_assignment
-
-    sims = cosine_similarities(new.double().cpu(), old.double().cpu()).numpy()
-    rows, cols = linear_sum_assignment(sims, maximize=True)
-    perm = torch.empty(old.shape[0], dtype=torch.long)
-    perm[torch.as_tensor(cols, dtype=torch.long)] = torch.as_tensor(rows, dtype=torch.long)
-    return perm
-
-
-@torch.no_grad()
-def spherical_kmeans(
-    x: torch.Tensor, k: int, restarts: int = 8, max_iter: int = 100, seed: int = 42
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """k-means with cosine similarity on the rows of ``x`` ``(N, D)``; returns ``(centres, labels, score)``.
-
-    Rows and centres live on the unit sphere; each iteration assigns every row to the centre of
-    highest cosine similarity and moves each centre to the normalised mean of its rows. Every restart
-    starts from a k-means++ draw (distance ``1 - cos``) of a ``torch.Generator`` seeded by ``seed``;
-    the restart with the largest total similarity ``score = sum_i max_j cos(x_i, c_j)`` wins. An
-    empty cluster is re-seeded with the row least similar to its current centre. Computed in float64
-    on CPU, so the same ``x`` and ``seed`` give the same bytes on every rank.
-    """
-    if x.ndim != 2:
-        raise ValueError(f"x must be (N, D), got shape {tuple(x.shape)}")
-    if k < 1 or k > x.shape[0]:
-        raise ValueError(f"k must lie in [1, N={x.shape[0]}], got {k}")
-    if restarts < 1:
-        raise ValueError(f"restarts must be >= 1, got {restarts}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    data = F.normalize(x.detach().to("cpu", torch.float64), dim=1, eps=1e-12)
-    n = data.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    best: tuple[torch.Tensor, torch.Tensor, float] | None = None
-    for _ in range(restarts):
-        # k-means++ seeding with the cosine distance 1 - cos
-        first = int(torch.randint(0, n, (1,), generator=gen))
-        centres = [data[first]]
-        dist_min = (1.0 - data @ data[first]).clamp_min(0.0)
-        for _ in range(1, k):
-            total = float(dist_min.sum())
-            if total <= 0.0:  # all rows coincide with chosen centres: pick uniformly
-                nxt = int(torch.randint(0, n, (1,), generator=gen))
-            else:
-                nxt = int(torch.multinomial(dist_min / total, 1, generator=gen))
-            centres.append(data[nxt])
-            dist_min = torch.minimum(dist_min, (1.0 - data @ data[nxt]).clamp_min(0.0))
-        c = torch.stack(centres)
-        labels = torch.full((n,), -1, dtype=torch.long)
-        for _ in range(max_iter):
-            sims = data @ c.t()
-            new_labels = sims.argmax(dim=1)
-            if torch.equal(new_labels, labels):
-                break
-            labels = new_labels
-            sums = torch.zeros_like(c).index_add_(0, labels, data)
-            counts = torch.bincount(labels, minlength=k)
-            for j in torch.nonzero(counts == 0).flatten().tolist():
-                # re-seed an empty cluster with the row worst served by its centre
-                worst = int((sims.gather(1, labels[:, None]).squeeze(1)).argmin())
-                sums[j] = data[worst]
-                labels[worst] = j
-                sims[worst] = float("inf")  # not picked twice in this pass
-            c = F.normalize(sums, dim=1, eps=1e-12)
-        sims = data @ c.t()
-        labels = sims.argmax(dim=1)
-        score = float(sims.max(dim=1).values.sum())
-        if best is None or score > best[2]:
-            best = (c, labels, score)
-    assert best is not None
-    return best
 
 
 class BranchNav(nn.Module):
@@ -213,6 +139,10 @@ class BranchNav(nn.Module):
         bias_rate: step of the per-expert routing biases (module doc); ``0``: off (the paper).
         center: route on histograms minus the buffer's mean histogram at the fit (module doc); ``False``:
             the raw histograms (the paper).
+        balance: every fit also sets the routing biases so that the histograms it was fitted on split equally
+            over the experts (:func:`balanced_biases`; module doc); ``False``: no biases (the paper).
+        calibration: training examples the owning model re-encodes with its current weights to refit the
+            centres on, at the end of training (:meth:`calibrate`; module doc); ``0``: off (the paper).
     """
 
     def __init__(
@@ -235,6 +165,8 @@ class BranchNav(nn.Module):
         capacity: float = 0.0,
         bias_rate: float = 0.0,
         center: bool = False,
+        balance: bool = False,
+        calibration: int = 0,
     ) -> None:
         super().__init__()
         if num_experts < 1:
@@ -263,6 +195,12 @@ class BranchNav(nn.Module):
             raise ValueError(f"freeze_codebook must be 'never', 'fit' or 'buffer', got {freeze_codebook!r}")
         if not bias_rate >= 0.0:
             raise ValueError(f"bias_rate must be >= 0, got {bias_rate}")
+        if balance and bias_rate > 0:
+            raise ValueError("balance and bias_rate > 0 both set the routing biases: choose one")
+        if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 0:
+            raise ValueError(f"calibration must be an int >= 0, got {calibration!r}")
+        if 0 < calibration < num_experts:
+            raise ValueError(f"calibration must be 0 or >= num_experts={num_experts}, got {calibration}")
         if not (capacity == 0.0 or capacity >= 1.0):
             raise ValueError(f"capacity must be 0 (off) or >= 1, got {capacity}")
         self.num_experts, self.num_codes, self.buffer_size = num_experts, num_codes, buffer_size
@@ -271,6 +209,7 @@ class BranchNav(nn.Module):
         self.eval_mode, self.route_by, self.gather_per_step = eval_mode, route_by, gather_per_step
         self.refit_every, self.freeze_codebook = refit_every, freeze_codebook
         self.capacity, self.bias_rate, self.center = float(capacity), float(bias_rate), bool(center)
+        self.balance, self.calibration = bool(balance), int(calibration)
         self.register_buffer("counts", torch.zeros(num_experts, dtype=torch.long))  # synced n_j
         self.register_buffer("step_counts", torch.zeros(num_experts, dtype=torch.long))  # this rank, this step
         self.register_buffer("buffer", torch.zeros(buffer_size, num_codes))
@@ -296,9 +235,12 @@ class BranchNav(nn.Module):
         self.register_buffer("step_prefs", torch.zeros(num_experts, dtype=torch.long))
         # centring: the buffer's mean histogram at the latest fit, subtracted before every cosine (0 without)
         self.register_buffer("offset", torch.zeros(num_codes))
+        # calibration: fits on the current network's histograms so far (see calibrate)
+        self.register_buffer("calibrations", torch.zeros((), dtype=torch.long))
         self._queue: list[torch.Tensor] = []  # histograms routed this step, waiting for the buffer
 
-    _ADDED_BUFFERS = ("head", "fitted_at", "last_fit_at", "refits", "fit_counts", "bias", "step_prefs", "offset")
+    _ADDED_BUFFERS = ("head", "fitted_at", "last_fit_at", "refits", "fit_counts", "bias", "step_prefs", "offset",
+                      "calibrations")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # checkpoints from before refit/capacity lack these buffers: keep their defaults
@@ -310,7 +252,8 @@ class BranchNav(nn.Module):
         return (f"num_experts={self.num_experts}, num_codes={self.num_codes}, buffer_size={self.buffer_size}, "
                 f"warmup={self.warmup!r}, eval_mode={self.eval_mode!r}, route_by={self.route_by!r}, "
                 f"refit_every={self.refit_every}, freeze_codebook={self.freeze_codebook!r}, "
-                f"capacity={self.capacity}, bias_rate={self.bias_rate}, center={self.center}")
+                f"capacity={self.capacity}, bias_rate={self.bias_rate}, center={self.center}, "
+                f"balance={self.balance}, calibration={self.calibration}")
 
     # ------------------------------------------------------------------ state
     def set_epoch(self, epoch: int) -> None:
@@ -395,11 +338,12 @@ class BranchNav(nn.Module):
         parts = [self.counts.double(), self.step_counts.double(), self.fit_counts.double()]
         if fitted:
             sims_dev = cosine_similarities(self.features(hist), self.centres)
-            parts.append((sims_dev + self.bias.to(sims_dev.dtype)).reshape(-1).double())
+            parts.append(sims_dev.reshape(-1).double())
         host = torch.cat(parts).cpu()
         k = self.num_experts
         counts = (host[:k] + host[k : 2 * k]).long()
-        scores = host[3 * k :].view(batch, k) if fitted else None  # cosine + bias (bias 0 without balancing)
+        # cosine + bias (0 without balancing), added in float64 on the host as the balanced fit computed it
+        scores = host[3 * k :].view(batch, k) + self.bias.double().cpu() if fitted else None
         if eval_nearest:
             if scores is not None:
                 return scores.argmax(dim=1)  # = cosine_assign without biases: lowest index on ties
@@ -551,7 +495,27 @@ class BranchNav(nn.Module):
         fill = int(self.fill)
         if fill < self.num_experts:
             raise ValueError(f"the buffer holds {fill} histograms, fewer than num_experts={self.num_experts}")
-        data = self.buffer[:fill]
+        return self._fit_on(self.buffer[:fill])
+
+    @torch.no_grad()
+    def calibrate(self, hist: torch.Tensor) -> torch.Tensor:
+        """Refit the centres (expert identities kept, biases balanced with ``balance``) on ``hist`` ``(N,
+        num_codes)``: the histograms of fixed training examples re-encoded by the network as it is now.
+
+        Why (our departure): the histograms a navigator buffers during training come from the weights of many
+        past steps, and at CPU scale the step-to-step drift of those weights moves a histogram more than the
+        difference between images does, so centres fitted on the buffer may send every image of the final
+        network to one expert. Needs fitted centres (a ``ValueError`` before). Returns the labels of ``hist``."""
+        self._check(hist)
+        if not bool(self.fitted):
+            raise ValueError("BranchNav.calibrate needs fitted centres: train until the buffer is full first")
+        if hist.shape[0] < self.num_experts:
+            raise ValueError(f"calibrate: {hist.shape[0]} histograms, fewer than num_experts={self.num_experts}")
+        labels = self._fit_on(hist.detach().to(self.buffer.device, self.buffer.dtype))
+        self.calibrations += 1
+        return labels
+
+    def _fit_on(self, data: torch.Tensor) -> torch.Tensor:
         if self.center:  # the common part of all histograms (background, frequent codes) says nothing of content
             self.offset.copy_(data.mean(dim=0))
         centres, labels, score = spherical_kmeans(self.features(data), self.num_experts, self.restarts,
@@ -568,11 +532,16 @@ class BranchNav(nn.Module):
         self.fit_counts.copy_(self.counts)
         self.centres.copy_(centres.to(self.centres.dtype))
         self.fitted.fill_(True)
+        if self.balance:  # an equal split of what the fit saw: the biases absorb the histograms' common part
+            # the similarities exactly as forward computes them, so the split holds for routing itself
+            sims = cosine_similarities(self.features(data.float()), self.centres).double().cpu()
+            self.bias.copy_(balanced_biases(sims, dtype=self.bias.dtype).to(self.bias.device, self.bias.dtype))
+            labels = (sims + self.bias.double().cpu()).argmax(dim=1)
         mean = data.double().clamp_min(0).mean(dim=0)
         prob = mean / mean.sum().clamp_min(1e-12)
         entropy = -(prob * prob.clamp_min(1e-30).log()).sum()
         self.fit_perplexity.fill_(float(entropy.exp()))
-        self.fit_similarity.fill_(score / fill)
+        self.fit_similarity.fill_(score / data.shape[0])
         return labels
 
 

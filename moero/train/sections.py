@@ -46,6 +46,14 @@ def _number(name: str, value: Any, low: float) -> float:
     return float(value)
 
 
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"config field {name!r} must be true or false, got {value!r}")
+    return value
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"config field {name!r}: {value!r} is not one of {choices}")
@@ -137,6 +145,11 @@ class NavConfig:
     bias_rate: float = field(default=0.0, metadata=_help("step of the per-expert routing biases (0: off)"))
     center: bool = field(default=False, metadata=_help(
         "route on histograms minus the buffer's mean histogram at the fit (false: raw histograms, the paper)"))
+    balance: bool = field(default=False, metadata=_help(
+        "every fit sets routing biases that split its histograms equally over the experts (false: the paper)"))
+    calibration: int = field(default=0, metadata=_help(
+        "training examples re-encoded by the final network to refit the centres on at the end of training "
+        "(0: off, the paper)"))
 
     def __post_init__(self) -> None:
         warm = self.warmup
@@ -158,6 +171,11 @@ class NavConfig:
         self.freeze_codebook = _choice("nav.freeze_codebook", self.freeze_codebook, ("never", "fit", "buffer"))
         self.bias_rate = _number("nav.bias_rate", self.bias_rate, 0.0)
         self.capacity = _number("nav.capacity", self.capacity, 0.0)
+        self.center = _flag("nav.center", self.center)
+        self.balance = _flag("nav.balance", self.balance)
+        self.calibration = _count("nav.calibration", self.calibration, 0)
+        if self.balance and self.bias_rate > 0:
+            raise ValueError("config fields 'nav.balance' and 'nav.bias_rate' both set the routing biases: choose one")
         if 0.0 < self.capacity < 1.0:
             raise ValueError(f"config field 'nav.capacity' must be 0 (off) or >= 1, got {self.capacity!r}")
 

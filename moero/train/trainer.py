@@ -412,6 +412,15 @@ class Trainer:
         bs = self.config.batch_size
         return [indices[i : i + bs] for i in range(0, len(indices), bs)]
 
+    def calibration_batches(self, n: int) -> Iterable[tuple[tuple[torch.Tensor, ...], dict[str, Any]]]:
+        """Model inputs of ``n`` fixed training examples (a permutation seeded by the run's seed; the same on
+        every rank), in batches of ``batch_size``; draws nothing from the global random generators."""
+        order = torch.randperm(len(self.train_dataset), generator=torch.Generator().manual_seed(
+            int(self.config.seed) * 7919 + 17))[: int(n)].tolist()
+        batches = [order[i : i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
+        for batch in self._loader(self.train_dataset, batches, int(self.config.seed)):
+            yield self.model_inputs(mdevice.to_device(batch, self.device))
+
     def _loader(self, dataset: Dataset, batches: list[list[int]], seed: int) -> DataLoader:
         # a dedicated generator: building the loader never draws from the global RNG (exact resume)
         return DataLoader(
@@ -521,6 +530,8 @@ class Trainer:
                     bar.close()
                     self._diverged()
                 last = self.step >= self.total_steps
+                if last and finite:  # Moero: route the final network by its own histograms (before it is saved)
+                    self.hooks.calibrate_routing(self.calibration_batches)
                 stopped = bool(cfg.max_steps_this_run) and steps_this_run >= cfg.max_steps_this_run and not last
                 # a non-finite step is never checkpointed: the checkpoint stays the last finite one
                 if ((cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopped) and finite:
