@@ -32,7 +32,7 @@ from moero.eval.tables import Table
 
 # %% tags=["hide-input"]
 display(Table([{"profile": p.name, "description": p.description, "dataset": p.dataset, "device": p.device}
-               for p in PROFILES.values()], caption="The profiles"))
+               for p in PROFILES.values()], caption="The profiles", name="tab-profiles-list"))
 
 # %% [markdown]
 # ## What differs between the profiles
@@ -43,4 +43,4 @@ display(Table([{"profile": p.name, "description": p.description, "dataset": p.da
 # %% tags=["hide-input"]
 rows = [{k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()} for row in profile_differences()]
 display(Table(rows, caption="Settings that differ between the profiles (notebook.parameter; "
-                            "results.*: the runs chapters 06-08 share)"))
+                            "results.*: the runs chapters 06-08 share)", name="tab-profiles-differences"))

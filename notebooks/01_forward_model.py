@@ -38,6 +38,7 @@ params = {}          # overrides of this notebook's profile parameters
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 from moero import physics  # the physics layer: SENSE, coil maps, CG-SENSE, masks
 from moero.book.run import start_run
@@ -80,8 +81,7 @@ for ax in axes:
     ax.set_xlabel("phase encode W")
     ax.set_ylabel("readout H")
 fig.tight_layout()
-run.figure(fig, "synthetic_coils", caption="Synthetic cine slice: RSS image and single-coil magnitudes.")
-plt.show()
+display(run.figure(fig, "synthetic_coils", caption="Synthetic cine slice: RSS image and single-coil magnitudes."))
 
 # %% [markdown]
 # ## Coil maps: low resolution and ESPIRiT
@@ -122,8 +122,7 @@ for row_axes, (name, maps) in zip(axes, [("low-res", maps_low), ("ESPIRiT", maps
         ax.set_title(f"{name}: |S_{c}|")
         ax.axis("off")
 fig.colorbar(im, ax=axes, shrink=0.8, label="|S_c| (normalised)")
-run.figure(fig, "coil_maps", caption=f"Coil-map magnitudes from a {acs}-line ACS: low resolution vs ESPIRiT.")
-plt.show()
+display(run.figure(fig, "coil_maps", caption=f"Coil-map magnitudes from a {acs}-line ACS: low resolution vs ESPIRiT."))
 
 run.table(
     [
@@ -169,8 +168,7 @@ if scan is not None:
         ax.set_title(title)
         ax.axis("off")
         fig.colorbar(im, ax=ax, shrink=0.75)
-    run.figure(fig, "gre_dat", caption="Real 2-coil Siemens scan (twixtools' gre.dat): RSS, ESPIRiT combination, maps.")
-    plt.show()
+    display(run.figure(fig, "gre_dat", caption="Real 2-coil Siemens scan (twixtools' gre.dat): RSS, ESPIRiT combination, maps."))
 
 # %% [markdown]
 # ## The CMRxRecon2025 sampling masks
@@ -205,8 +203,7 @@ for row_axes, ((kind, r), m) in zip(axes, gallery.items(), strict=True):
         if row_axes is axes[0]:
             ax.set_title(f"frame {t}", fontsize=10)
 fig.suptitle(f"Sampling masks (H x W = {mask_shape[1]} x {mask_shape[2]}; white = sampled; x = phase encode)")
-run.figure(fig, "mask_gallery", caption="The three CMRxRecon2025 mask kinds at several accelerations over frames.")
-plt.show()
+display(run.figure(fig, "mask_gallery", caption="The three CMRxRecon2025 mask kinds at several accelerations over frames."))
 
 # %% [markdown]
 # **Point-spread functions.** Zero filling convolves the image with the PSF $|F^{-1} M|$ (scaled to
@@ -247,8 +244,7 @@ for (kind, r), m in gallery.items():
     })
 axes[0, 0].set_ylabel("PSF (centre row)")
 fig.colorbar(im, ax=axes[1, :], shrink=0.8, label="log10 PSF")
-run.figure(fig, "mask_psf", caption="Point-spread functions of frame 0: centre-row profiles of the line masks, log-PSF images of kt-Radial.")
-plt.show()
+display(run.figure(fig, "mask_psf", caption="Point-spread functions of frame 0: centre-row profiles of the line masks, log-PSF images of kt-Radial."))
 run.table(rows, "mask_fractions", caption="Sampled fraction (official construction and exact=True) and largest PSF side lobe.")
 
 # %% [markdown]
@@ -355,8 +351,7 @@ for ax, kind in zip(axes[0], masks.KINDS, strict=True):
 axes[0, 0].set_ylabel("SSIM (official protocol)")
 axes[0, 0].legend()
 fig.tight_layout()
-run.figure(fig, "ssim_vs_r", caption="SSIM of zero filling and CG-SENSE (lambda chosen on validation) against R.")
-plt.show()
+display(run.figure(fig, "ssim_vs_r", caption="SSIM of zero filling and CG-SENSE (lambda chosen on validation) against R."))
 for kind in masks.KINDS:
     rows_k = [row for row in results if row["kind"] == kind]
     falls = all(a["SSIM zero-filled"] > b["SSIM zero-filled"] for a, b in zip(rows_k[:-1], rows_k[1:], strict=True))
@@ -384,8 +379,7 @@ for row_axes, kind in zip(axes, masks.KINDS, strict=True):
         ax.axis("off")
     fig.colorbar(im, ax=row_axes[-1], shrink=0.8)
 fig.tight_layout()
-run.figure(fig, "zf_vs_cgsense", caption=f"Frame 0 of a test subject at R={r_show}: zero-filled and CG-SENSE images and errors.")
-plt.show()
+display(run.figure(fig, "zf_vs_cgsense", caption=f"Frame 0 of a test subject at R={r_show}: zero-filled and CG-SENSE images and errors."))
 
 # %% [markdown]
 # How to read this. With the ACS at about 8 % of the phase-encode lines and whole-image series, the
@@ -465,9 +459,8 @@ for ax, (img, title, top) in zip(axes, panels, strict=True):
     ax.set_title(title, fontsize=10)
     ax.axis("off")
 fig.tight_layout()
-run.figure(fig, "cascade_step", caption="Frame 0 of one cascade of eq. (2) on the synthetic cine slice (kt-Gaussian, "
-                                        "R = 4): the start x_0 = A^H y, the data-consistency term, and x_1 without D.")
-plt.show()
+display(run.figure(fig, "cascade_step", caption="Frame 0 of one cascade of eq. (2) on the synthetic cine slice (kt-Gaussian, "
+                                                "R = 4): the start x_0 = A^H y, the data-consistency term, and x_1 without D."))
 
 # %% tags=["remove-cell"]
 run.finish()

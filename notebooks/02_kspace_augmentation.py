@@ -195,7 +195,11 @@ controls = {
 # widget: nbclient stalled on one once in a headless (papermill) run.
 display(widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:])]))
 figure, numbers = draw(**{name: w.value for name, w in controls.items()})
+
+# %% tags=["remove-input"] mystnb={"figure": {"name": "fig-02_kspace_augmentation-live", "caption": "The sliders' preview at their starting values: log k-space (coil RSS), the image, and what motion and then noise change (per cent of the image's peak). In Jupyter it follows the sliders."}}
 figure_handle = display(figure, display_id=True)
+
+# %% tags=["remove-input"]
 readout_handle = display(numbers, display_id=True)
 
 
@@ -223,8 +227,7 @@ for name, scan in scans.items():
              panels=("log_kspace", "image", "difference_noise"))
     fig.suptitle(f"{name}: thermal noise", fontsize=10)
     fig.tight_layout()
-    run.figure(fig, f"noise_{name.split()[-1].replace('.', '_')}", caption=f"Thermal noise on the {name} scan")
-    plt.show()
+    display(run.figure(fig, f"noise_{name.split()[-1].replace('.', '_')}", caption=f"Thermal noise on the {name} scan"))
 
 # %% [markdown]
 # **SNR drop per sigma.** The k-space SNR is $20\log_{10}(L(y)/\sigma_0)$ with $\sigma_0$ the RMS of
@@ -261,8 +264,7 @@ for name, scan in scans.items():
             axes[i, j].axis("off")
     fig.suptitle(f"{name}: rigid motion (RSS images)", fontsize=10)
     fig.tight_layout()
-    run.figure(fig, f"motion_{name.split()[-1].replace('.', '_')}", caption=f"Rigid motion on the {name} scan")
-    plt.show()
+    display(run.figure(fig, f"motion_{name.split()[-1].replace('.', '_')}", caption=f"Rigid motion on the {name} scan"))
 
 # %% tags=["remove-cell"]
 run.finish()

@@ -40,6 +40,7 @@ params = {}          # overrides of this notebook's profile parameters
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 from moero.augment.geometry import (
     Affine,
@@ -106,8 +107,7 @@ axes[0, 0].text(-0.15, 0.5, "$|x'|$", transform=axes[0, 0].transAxes, rotation=9
 axes[1, 0].text(-0.15, 0.5, f"$|S'_{coil}|$", transform=axes[1, 0].transAxes, rotation=90, va="center")
 axes[2, 0].text(-0.15, 0.5, f"$\\arg S'_{coil}$", transform=axes[2, 0].transAxes, rotation=90, va="center")
 fig.tight_layout()
-run.figure(fig, "transforms", caption="Each image-domain transform on the image and one coil map")
-plt.show()
+display(run.figure(fig, "transforms", caption="Each image-domain transform on the image and one coil map"))
 
 # %% [markdown]
 # ## Consistency: the re-expanded k-space is the forward model of the transformed scan
@@ -164,8 +164,7 @@ for i, ratio in enumerate(ratios):
 for ax in axes.flat:
     ax.axis("off")
 fig.tight_layout()
-run.figure(fig, "examples_by_ratio", caption="Training examples (target, zero-filled input) at several ratios")
-plt.show()
+display(run.figure(fig, "examples_by_ratio", caption="Training examples (target, zero-filled input) at several ratios"))
 
 # %% tags=["remove-cell"]
 run.finish()

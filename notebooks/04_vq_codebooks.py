@@ -77,7 +77,7 @@ run = start_run("04_vq_codebooks", profile=profile, params=params, results_dir=r
 P = run.params
 root = run.dataset_root()
 rows = read_manifest(root)
-print(f"{len(rows)} files under {root}")
+print(f"{len(rows)} files in the synthetic set of the {run.profile.name} profile")
 
 # %% [markdown]
 # ## Images
@@ -114,8 +114,7 @@ for ax, j in zip(np.atleast_1d(axes), np.linspace(0, len(images) - 1, min(6, len
     ax.set_title(f"{contrasts[j]}\n{vendors[j].split('_')[0]}", fontsize=9)
     ax.axis("off")
 fig.suptitle("Input images (magnitude, normalised)")
-run.figure(fig, "images", caption="Examples of the fully sampled synthetic images the codebook is trained on.")
-plt.show()
+display(run.figure(fig, "images", caption="Examples of the fully sampled synthetic images the codebook is trained on."))
 
 # %% [markdown]
 # ## Training with and without dead-code restart
@@ -150,9 +149,8 @@ axes[2].set(xlabel="update step", ylabel="perplexity", title=f"Perplexity (K = {
 for ax in axes:
     ax.legend(fontsize=9)
 fig.tight_layout()
-run.figure(fig, "usage", caption="Codebook usage, dead-code fraction and perplexity over training, "
-           "with and without dead-code restart.")
-plt.show()
+display(run.figure(fig, "usage", caption="Codebook usage, dead-code fraction and perplexity over training, "
+                   "with and without dead-code restart."))
 
 # %% [markdown]
 # ## Nearest-code reconstructions
@@ -179,8 +177,7 @@ for r, j in enumerate(show):
 for ax in axes.flat:
     ax.axis("off")
 fig.tight_layout()
-run.figure(fig, "reconstructions", caption="Images rebuilt from their nearest codes (PSNR in dB).")
-plt.show()
+display(run.figure(fig, "reconstructions", caption="Images rebuilt from their nearest codes (PSNR in dB)."))
 
 for name, vq in quantizers.items():
     summary.append({
@@ -211,8 +208,7 @@ im = ax.imshow(mosaic, cmap="gray")
 ax.set_title("Codebook (most used first, row-major)")
 ax.axis("off")
 fig.colorbar(im, ax=ax, fraction=0.046)
-run.figure(fig, "codebook", caption="The learned codes as patches, sorted by EMA usage.")
-plt.show()
+display(run.figure(fig, "codebook", caption="The learned codes as patches, sorted by EMA usage."))
 
 # %% [markdown]
 # ## Token histograms per contrast and vendor
@@ -234,8 +230,7 @@ for ax, values, title in ((axes[0], contrasts, "contrast"), (axes[1], vendors, "
     ax.set(xlabel="PC 1", ylabel="PC 2", title=f"Token histograms coloured by {title}")
     ax.legend(fontsize=9, loc="best")
 fig.tight_layout()
-run.figure(fig, "histogram_pca", caption="PCA of per-image token histograms, coloured by contrast and by vendor.")
-plt.show()
+display(run.figure(fig, "histogram_pca", caption="PCA of per-image token histograms, coloured by contrast and by vendor."))
 
 scores = []
 for title, values in (("contrast", contrasts), ("vendor", vendors)):
@@ -270,8 +265,7 @@ ax.set_yticks(range(len(groups)), groups)
 ax.set(xlabel="code (sorted by overall usage)", title="Mean token histogram per contrast")
 fig.colorbar(im, ax=ax, label="token frequency")
 fig.tight_layout()
-run.figure(fig, "histograms_per_contrast", caption="Mean token histogram of each contrast.")
-plt.show()
+display(run.figure(fig, "histograms_per_contrast", caption="Mean token histogram of each contrast."))
 
 perplexities = code_perplexity(torch.from_numpy(hists)).numpy()
 run.table(

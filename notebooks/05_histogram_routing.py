@@ -47,6 +47,7 @@ import copy
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 from moero.book.run import start_run
 from moero.data.dataset import SliceDataset
@@ -106,9 +107,8 @@ for ax, what in zip(axes, ("contrast", "vendor"), strict=True):
     ax.set_title(f"mean token histogram per {what}")
     fig.colorbar(im, ax=ax, label="h[k]")
 fig.tight_layout()
-run.figure(fig, "histograms", caption="Mean token histogram of the coil-map network per contrast and per "
-           "vendor. Rows that differ are what a router can separate.")
-plt.show()
+display(run.figure(fig, "histograms", caption="Mean token histogram of the coil-map network per contrast and per "
+                   "vendor. Rows that differ are what a router can separate."))
 
 # %% [markdown]
 # ## Spherical k-means on the histograms
@@ -158,9 +158,8 @@ ax.set_xlabel("training sample")
 ax.set_ylabel("route count $n_j$")
 ax.set_title("BranchNav route counts over training")
 ax.legend(fontsize=9)
-run.figure(fig, "route_counts", caption="Route counts over training: round robin before the centres exist, "
-           "nearest centre after the fit, and the least-used expert whenever max/min exceeds 3 (red).")
-plt.show()
+display(run.figure(fig, "route_counts", caption="Route counts over training: round robin before the centres exist, "
+                   "nearest centre after the fit, and the least-used expert whenever max/min exceeds 3 (red)."))
 run.table([{"rule": rule, "samples": int((rules == rule).sum()),
             "overrode the nearest centre": int(sum(r["overridden"] for r in trace if r["rule"] == rule))}
            for rule in ("least-used: no centres", "nearest centre", "least-used: imbalance")],
@@ -186,9 +185,8 @@ for ax, what in zip(axes, ("contrast", "vendor"), strict=True):
     ax.set_title(f"{what} x expert")
     fig.colorbar(im, ax=ax, label="samples")
 fig.tight_layout()
-run.figure(fig, "experts_by_label", caption="Samples per contrast (left) and vendor (right) on each expert, "
-           "evaluation routing by the nearest centre.")
-plt.show()
+display(run.figure(fig, "experts_by_label", caption="Samples per contrast (left) and vendor (right) on each expert, "
+                   "evaluation routing by the nearest centre."))
 print("expert usage:", expert_usage(routes, K).round(3))
 run.table(specialisation(routes, labels), "specialisation",
           caption="Specialisation of the experts: ARI and NMI between evaluation routes and labels.")
@@ -217,9 +215,8 @@ ax.set_xlabel(f"sample of the skewed stream (all nearest to expert {top})")
 ax.set_ylabel("route count $n_j$")
 ax.set_title("A skewed stream: the balance rule takes over")
 ax.legend(fontsize=9)
-run.figure(fig, "skewed_stream", caption="Route counts when only samples of one expert arrive: after the ratio "
-           "passes 3, the least-used experts receive them (red: overridden routes).")
-plt.show()
+display(run.figure(fig, "skewed_stream", caption="Route counts when only samples of one expert arrive: after the ratio "
+                   "passes 3, the least-used experts receive them (red: overridden routes)."))
 print(f"{len(over)} of {len(skewed)} samples overridden")
 
 # %% [markdown]

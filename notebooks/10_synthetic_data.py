@@ -66,6 +66,7 @@ from collections import Counter
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import display
 
 from moero.book.run import start_run
 from moero.data import synthetic
@@ -80,7 +81,7 @@ run = start_run("10_synthetic_data", profile=profile, params=params, results_dir
 P = run.params
 root = run.dataset_root()
 rows = read_manifest(root)
-print(root, len(rows), "files")
+print(len(rows), "files in the synthetic set of the", run.profile.name, "profile")
 
 # %% [markdown]
 # ## Composition
@@ -151,8 +152,7 @@ for i, vendor in enumerate(vendors):
             ax.set_ylabel(vendor.replace("_", "\n", 1), fontsize=7)
 fig.suptitle("Synthetic CMRxRecon: one subject per vendor (rows) and contrast (columns)")
 fig.tight_layout()
-run.figure(fig, "vendors_contrasts", caption="RSS magnitude images, one subject per vendor and contrast")
-plt.show()
+display(run.figure(fig, "vendors_contrasts", caption="RSS magnitude images, one subject per vendor and contrast"))
 
 # %% [markdown]
 # ## The beating heart
@@ -173,8 +173,7 @@ for ax, t in zip(axes, frames, strict=True):
     ax.set_title(f"frame {t} of {vol.shape[0]}")
     ax.axis("off")
 fig.suptitle(f"{cine['vendor']} {cine['subject'].split('/')[-1]}: diastole to systole")
-run.figure(fig, "cine_frames", caption="Cine frames from end-diastole to end-systole")
-plt.show()
+display(run.figure(fig, "cine_frames", caption="Cine frames from end-diastole to end-systole"))
 
 # %% [markdown]
 # ## Planned views through one body
@@ -234,8 +233,7 @@ draw_localiser(axes[4], planned["4-chamber"], "4-chamber: short-axis stack",
                {k: v for k, v in planned.items() if k.startswith("SAX")})
 fig.suptitle(f"Planning on one 3-D body ({plan_subjects[0].vendor} {plan_subjects[0].subject})", fontsize=9)
 fig.tight_layout()
-run.figure(fig, "planning", caption="Localisers with the planned short-axis stack and long-axis planes")
-plt.show()
+display(run.figure(fig, "planning", caption="Localisers with the planned short-axis stack and long-axis planes"))
 
 # %% tags=["hide-input"]
 VIEW_SPECS = [("SAX base", "sax", 0), ("SAX mid", "sax", 1), ("SAX apex", "sax", 2), ("2-chamber", "lax_2ch", 0),
@@ -276,8 +274,7 @@ for i, spec in enumerate(plan_subjects):
         axes[2 * i + 1, 0].set_ylabel("ES", fontsize=7)
 fig.suptitle(f"Cine views of two subjects, {P['gallery_size']} matrices (RSS of the simulated files)", fontsize=9)
 fig.tight_layout()
-run.figure(fig, "gallery_views", caption="Short axis base/mid/apex and 2/3/4-chamber views at ED and ES")
-plt.show()
+display(run.figure(fig, "gallery_views", caption="Short axis base/mid/apex and 2/3/4-chamber views at ED and ES"))
 
 # %% [markdown]
 # **Are the views different views?** The normalised cross-correlation of each subject's cine short
@@ -359,8 +356,7 @@ for i, vendor in enumerate(gallery_vendors):
 fig.suptitle(f"One subject per vendor (rows) and contrast (columns), {gallery_size} matrices "
              "(LGE drawn with a scar)", fontsize=9)
 fig.tight_layout()
-run.figure(fig, "gallery_vendor_contrast", caption=f"Synthetic CMR at the {gallery_size} matrix: vendor x contrast")
-plt.show()
+display(run.figure(fig, "gallery_vendor_contrast", caption=f"Synthetic CMR at the {gallery_size} matrix: vendor x contrast"))
 
 # %% [markdown]
 # **A cardiac cycle and a four-chamber view.** Top: a short-axis cine from end-diastole (frame 0) to
@@ -388,8 +384,7 @@ for row_axes, (label, series) in zip(axes, strips.items(), strict=True):
 fig.suptitle(f"{cine_spec.vendor} {cine_spec.subject}: cine from end-diastole to end-systole ({gallery_size} matrix)",
              fontsize=9)
 fig.tight_layout()
-run.figure(fig, "gallery_cine_lax", caption="Short-axis cine strip ED -> ES and the four-chamber long axis")
-plt.show()
+display(run.figure(fig, "gallery_cine_lax", caption="Short-axis cine strip ED -> ES and the four-chamber long axis"))
 print("relative change end-systole vs end-diastole:", {k: round(v, 3) for k, v in change.items()})
 
 # %% [markdown]
@@ -418,8 +413,7 @@ for row_axes, (name, imgs) in zip(axes, series.items(), strict=True):
             ax.set_title(label if imgs.shape[0] == len(times) else f"{name} frame {t}", fontsize=7)
 fig.suptitle(f"Mapping series ({gallery_size} matrix, shared grey scale per row)", fontsize=9)
 fig.tight_layout()
-run.figure(fig, "gallery_mapping", caption="T1 (MOLLI-like) and T2-prep mapping series")
-plt.show()
+display(run.figure(fig, "gallery_mapping", caption="T1 (MOLLI-like) and T2-prep mapping series"))
 
 # %% [markdown]
 # **Fresh centre beside a training centre.** The same anatomy generator, but another scanner and
@@ -437,8 +431,7 @@ for k, (label, imgs) in enumerate(pair.items()):
     show(axes[0, 2 * k], imgs[0], f"{label}\nED, {tuple(imgs.shape[-2:])}")
     show(axes[0, 2 * k + 1], imgs[1], "ES")
 fig.tight_layout()
-run.figure(fig, "gallery_fresh_vs_train", caption="A fresh-centre subject (unseen hardware and protocol) beside a training one")
-plt.show()
+display(run.figure(fig, "gallery_fresh_vs_train", caption="A fresh-centre subject (unseen hardware and protocol) beside a training one"))
 
 # %% [markdown]
 # ## Coil shading
@@ -465,8 +458,7 @@ axes[4].set_title("RSS of all elements")
 axes[4].axis("off")
 fig.colorbar(im, ax=axes[4], fraction=0.03)
 fig.suptitle(f"{coil_vendor}: array coil sensitivities (not normalised)")
-run.figure(fig, "coil_shading", caption="Array coil maps and their RSS: realistic shading is kept")
-plt.show()
+display(run.figure(fig, "coil_shading", caption="Array coil maps and their RSS: realistic shading is kept"))
 
 # %% [markdown]
 # After SVD compression the 10 virtual coils are ordered by energy; their images are shown below,
@@ -486,8 +478,7 @@ axes[5].set_title("log10 |k-space|, coil 0")
 axes[5].set_xlabel("phase encode (W)")
 axes[5].set_ylabel("readout (H)")
 fig.colorbar(im, ax=axes[5], fraction=0.04)
-run.figure(fig, "virtual_coils_kspace", caption="Compressed coil images and k-space of one file")
-plt.show()
+display(run.figure(fig, "virtual_coils_kspace", caption="Compressed coil images and k-space of one file"))
 
 # %% [markdown]
 # ## Training examples and balanced sampling
@@ -524,8 +515,7 @@ axes[2].set_title("target (RSS, fully sampled)")
 for ax in axes:
     ax.set_xlabel("readout (H)")
 fig.suptitle(ex["meta"]["file"], fontsize=8)
-run.figure(fig, "example", caption="One training example: mask, zero-filled input, target")
-plt.show()
+display(run.figure(fig, "example", caption="One training example: mask, zero-filled input, target"))
 
 # %%
 sampler = BalancedSampler(ds, seed=0)

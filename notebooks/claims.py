@@ -87,7 +87,7 @@ display(show.admonition(
       "in SSIM (speed and memory: ratios to the baseline minus 1).",
     title="Verdicts", kind="note"))
 display(Table(shown, caption="The paper's claims: its figure, ours with the 95 % interval, the verdict and the chapter "
-                             "that judges it (claims.csv holds the same with full precision)"))
+                             "that judges it (claims.csv holds the same with full precision)", name="tab-claims"))
 
 # %% [markdown]
 # Where each claim is judged: {doc}`06_training` (plateau, specialisation), {doc}`07_augmentation_ablation`

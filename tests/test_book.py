@@ -72,6 +72,17 @@ window.addEventListener('load', function () {
       typeset_displays: displays.filter(function (d) { return d.querySelector('mjx-container'); }).length,
       math_errors: document.querySelectorAll('mjx-merror').length,
       widgets: document.querySelectorAll('.jupyter-widgets').length,
+      unboxed_wide_tables: (function () {
+        var art = document.querySelector('article') || document.body;
+        return Array.from(art.querySelectorAll('table')).filter(function (t) {
+          for (var e = t.parentElement; e && e !== art; e = e.parentElement) {
+            var ox = getComputedStyle(e).overflowX;
+            if (ox === 'auto' || ox === 'scroll') { return false; }
+          }
+          var cols = t.rows.length ? t.rows[t.rows.length - 1].cells.length : 0;
+          return cols > 10 || t.getBoundingClientRect().width > art.clientWidth + 1;
+        }).length;
+      })(),
       images: imgs
     });
     document.body.appendChild(out);
@@ -100,7 +111,7 @@ def probe(page: Path) -> dict:
         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",
         "--allow-file-access-from-files", f"--user-data-dir={profile_dir}",
-        "--virtual-time-budget=20000", "--dump-dom", probe_page.as_uri(),
+        "--virtual-time-budget=20000", "--window-size=1280,2000", "--dump-dom", probe_page.as_uri(),
     ]
     # a private network namespace takes the network away for real where we may create one
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
@@ -128,6 +139,16 @@ def test_browser_typesets_maths_and_decodes_figures_offline(smoke_book):
     report = probe(figure_pages[0])
     pngs = [i for i in report["images"] if (i["src"] or "").endswith(".png")]
     assert pngs and all(i["w"] > 0 and i["h"] > 0 for i in pngs), report
+
+
+def test_browser_fits_every_table_in_its_column_or_its_own_scroll_box(smoke_book):
+    """At 1280 px no table is wider than the text column, and none has more than 10 columns, unless it sits in
+    its own scroll box (Sphinx tables do; the stylesheet fixes their first column)."""
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
+    pages = [smoke_book / "notebooks" / f"{stem}.html" for stem in RESULTS_CHAPTERS + ("claims", "00_profiles")]
+    wide = {p.name: n for p in pages if (n := probe(p)["unboxed_wide_tables"])}
+    assert not wide, wide
 
 
 def test_browser_renders_widget_snapshots_offline(smoke_book):
@@ -177,6 +198,20 @@ def page_problems(page: Path, html_root: Path, ids: dict[Path, set[str]]) -> lis
     problems += [f"{name}: {junk!r} in a cell output" for junk in JUNK if junk in outputs]
     if re.search(r"\d+%\|", outputs):
         problems.append(f"{name}: a progress bar in a cell output")
+    # figures and tables of the chapters: numbered and captioned by Sphinx (moero.book.display, Table)
+    for img in soup.select("div.cell_output img"):
+        fig = img.find_parent("figure")
+        if fig is None or not fig.select_one("figcaption span.caption-number"):
+            problems.append(f"{name}: a figure ({img.get('src', '')[-40:]}) without a numbered caption")
+    for table in soup.select("div.cell_output table"):
+        if not table.select_one("caption span.caption-number"):
+            problems.append(f"{name}: a table without a numbered caption")
+    page_text = page.read_text(errors="replace")
+    for leak in {str(ROOT), str(html_root.parent)}:
+        if leak in page_text:
+            problems.append(f"{name}: the build machine's path {leak} appears in the page")
+    if "reference section" in page_text or "reference.md" in page_text:
+        problems.append(f"{name}: points to 'reference section' (a document outside the book)")
     for div in soup.select("div.math[id^=equation-]"):
         if not div.select_one("span.eqno"):
             problems.append(f"{name}: labelled equation {div['id']} has no number")

@@ -317,3 +317,22 @@ def test_prepare_trains_in_parallel_workers_and_keeps_what_is_done(smoke_data, b
     assert runspec.snapshot_path(dirs[0], 2).stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="workers"):
         experiments.prepare(p, "paper", smoke_data, "gpu", nproc=2, workers=2, jobs=jobs)
+
+
+def test_routing_settings_restart_moero_runs_only():
+    """A change of the profile's routing settings (or of the config's nav defaults) starts Moero runs afresh
+    and keeps every other run: their specs carry no routing settings, and older specs that did still match."""
+    from moero.book.experiments import _same_spec, _spec
+    from moero.book.runspec import Experiment, experiment_config
+
+    params = notebook_params("06_training", "smoke")
+    changed = {**params, "nav": {**params["nav"], "calibration": 2}}
+    for model, restarts in (("promptmr", False), ("moero-2x2", True)):
+        exp = Experiment(name=model, label=model, model=model, seed=0)
+        old, new = (_spec(exp, experiment_config(exp, p, "/tmp/run", None, "smoke"), p) for p in (params, changed))
+        assert (not _same_spec(json.loads(json.dumps(old)), new)) is restarts, model
+    exp = Experiment(name="promptmr", label="promptmr", model="promptmr", seed=0)
+    spec = _spec(exp, experiment_config(exp, params, "/tmp/run", None, "smoke"), params)
+    legacy = json.loads(json.dumps({**spec, "nav": params["nav"],
+                                    "config": {**spec["config"], "nav": {"warmup": "epoch"}}}))
+    assert _same_spec(legacy, spec)

@@ -1,4 +1,4 @@
-"""Augmentation layer: DualSpace-CMR (reference section 4), joint image/maps geometry, k-space noise and rigid
+"""Augmentation layer: DualSpace-CMR, joint image/maps geometry, k-space noise and rigid
 motion, the pipeline.
 
 Each name below lives in the module named in its import; import from there inside the package.

@@ -1,4 +1,4 @@
-"""Image-domain geometry for DualSpace-CMR (reference section 4): joint transforms of image and coil maps.
+"""Image-domain geometry for DualSpace-CMR: joint transforms of image and coil maps.
 
 Every transform acts identically on each ``(H, W)`` plane of any number of complex tensors, so one
 call moves an image ``(..., H, W)`` and its coil maps ``(..., C, H, W)`` together. The pattern

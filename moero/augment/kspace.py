@@ -1,4 +1,4 @@
-"""k-space artefacts of DualSpace-CMR (reference section 4): thermal noise (eq. (5)) and rigid motion
+"""k-space artefacts of DualSpace-CMR: thermal noise (eq. (5)) and rigid motion
 (the per-shot phase error of eq. (6) and the motion-corrupted k-space of eq. (7)).
 
 * **Thermal noise** (:func:`add_kspace_noise`): complex circular white Gaussian noise ``n`` with

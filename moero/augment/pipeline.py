@@ -1,4 +1,4 @@
-"""DualSpace-CMR augmentation (reference section 4): k-space artefacts and the joint image/map pipeline.
+"""DualSpace-CMR augmentation: k-space artefacts and the joint image/map pipeline.
 
 Pattern (torchio): each ``Random*`` object draws its parameters from a :class:`torch.Generator` and
 returns a frozen dataclass that records them and re-applies them deterministically (same

@@ -137,17 +137,20 @@ def _spec(exp: Experiment, config: Any, params: dict[str, Any]) -> dict[str, Any
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("resume", "max_steps", "epochs", "progress",
                                                             "resume_if_present", "overwrite", "max_nonfinite")}
     spec = {"experiment": exp.to_dict(), "config": cfg, "budget_unit": params.get("budget_unit", "steps")}
-    if parse_model_name(exp.model).family == "moero":  # the profile's routing settings concern Moero runs only
+    if parse_model_name(exp.model).family == "moero":  # routing settings concern Moero runs only
         spec["nav"] = params.get("nav", {})
+    else:
+        cfg.pop("nav", None)
     return spec
 
 
 def _same_spec(stored: dict[str, Any], spec: dict[str, Any]) -> bool:
-    """Whether a run folder's ``experiment.json`` names ``spec``; a non-Moero run written when every spec carried
-    the profile's ``nav`` still matches (those settings never reached it)."""
+    """Whether a run folder's ``experiment.json`` names ``spec``. A non-Moero run written when every spec carried
+    the routing settings (the profile's ``nav`` and the config's) still matches: they never reached it."""
     spec = json.loads(json.dumps(spec))
     if "nav" not in spec:
         stored = {k: v for k, v in stored.items() if k != "nav"}
+        stored["config"] = {k: v for k, v in stored.get("config", {}).items() if k != "nav"}
     return stored == spec
 
 

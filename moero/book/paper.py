@@ -1,4 +1,4 @@
-"""The paper's reported numbers, for the "paper" column next to ours (reference section 3).
+"""The paper's reported numbers, for the "paper" column next to ours.
 
 These are citations of the paper's Tab. 1 and Tab. 2 (8x A100, CMRxRecon2025, batch 1 per GPU),
 never results of this package. Tab. 2's row labels were lost in the paper's text; the reading below

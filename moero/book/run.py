@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from moero.book.display import BookFigure, label_for, unique_label
 from moero.book.plots import apply_style
 from moero.book.profiles import Profile, get_profile, notebook_params
 from moero.data.digest import file_sha256
@@ -131,13 +132,18 @@ class Run:
         """A file in this run's results folder."""
         return self.results_dir / name
 
-    def figure(self, fig: Any, stem: str, caption: str = "", dpi: int = 110) -> Path:
-        """Save a matplotlib figure as ``<stem>.png`` and record it."""
+    def figure(self, fig: Any, stem: str, caption: str = "", dpi: int = 110) -> BookFigure:
+        """Save a matplotlib figure as ``<stem>.png``, record it and close it; returns what displays it (numbered
+        and captioned in the book, labelled ``fig-<notebook>-<stem>``)."""
+        import matplotlib.pyplot as plt
+
         out = self.path(f"{stem}.png")
         fig.savefig(out, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
         self.files[out.name] = {"kind": "figure", "caption": caption}
         self.write_provenance(complete=False)
-        return out
+        return BookFigure(Path(self.final_dir) / out.name, caption, unique_label(label_for("fig", self.notebook, stem)),
+                          source=out)
 
     def table(
         self, rows: Sequence[dict[str, Any]], stem: str, caption: str = "", columns: Sequence[str] | None = None,
@@ -146,7 +152,12 @@ class Run:
         """Save rows as ``<stem>.csv`` and ``<stem>.md``, record them, return a displayable table
         (``units``: a column's unit where its name does not imply one; kept in the provenance for
         :func:`moero.book.show.show_result`)."""
-        tab = Table(rows, columns, caption, units)
+        if columns is not None:  # a view of wider rows: those columns only, each present in some row
+            missing = [c for c in columns if not any(c in r for r in rows)]
+            if missing:
+                raise ValueError(f"table {stem!r}: columns {missing} are in no row")
+            rows = [{c: r.get(c) for c in columns} for r in rows]
+        tab = Table(rows, columns, caption, units, name=unique_label(label_for("tab", self.notebook, stem)))
         self.path(f"{stem}.csv").write_text(tab.to_csv())
         self.path(f"{stem}.md").write_text(tab.to_markdown())
         entry: dict[str, Any] = {"kind": "table", "caption": caption, **({"units": dict(units)} if units else {})}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moero.book.display import BookFigure, Outputs, label_for, unique_label
 from moero.book.paper import CLAIMS
 from moero.book.runspec import MissingResultError
 from moero.eval.stats import Comparison, judge_family
@@ -90,27 +91,27 @@ def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
 
 
 def show_result(folder: str | Path, stem: str) -> Any:
-    """Display a produced table (``<stem>.csv``, as one HTML :class:`~moero.eval.tables.Table` with the
-    caption and units its provenance records) or figure (``<stem>.png``) from disk, failing if it is missing."""
-    from IPython.display import Image
-
+    """Display a produced table (``<stem>.csv``, a :class:`~moero.eval.tables.Table` with the caption and units
+    its provenance records) or figure (``<stem>.png``, a :class:`~moero.book.display.BookFigure`) from disk,
+    failing if it is missing. Both are numbered and captioned in the book, labelled by the folder's chapter."""
     folder = Path(folder)
-    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.csv").exists():
-        return Image(filename=str(require_result(folder, f"{stem}.png")))
-    path = require_result(folder, f"{stem}.csv")
+    notebook = folder.name.split(".staging-")[0]
     prov = folder / "provenance.json"
-    entry = json.loads(prov.read_text()).get("files", {}).get(path.name, {}) if prov.is_file() else {}
-    return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"))
+    files = json.loads(prov.read_text()).get("files", {}) if prov.is_file() else {}
+    if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.csv").exists():
+        path = require_result(folder, f"{stem}.png")
+        return BookFigure(path, files.get(path.name, {}).get("caption", ""),
+                          unique_label(label_for("fig", notebook, stem)))
+    path = require_result(folder, f"{stem}.csv")
+    entry = files.get(path.name, {})
+    return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"),
+                          name=unique_label(label_for("tab", notebook, stem)))
 
 
 def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
-    """Save ``fig`` through ``run`` (PNG + provenance), close it, and display the file written to disk,
-    so the chapter shows exactly the produced result (a missing file fails the notebook)."""
-    import matplotlib.pyplot as plt
-
-    run.figure(fig, stem, caption=caption)
-    plt.close(fig)
-    return show_result(run.results_dir, stem)
+    """Save ``fig`` through ``run`` (PNG + provenance), close it, and return what displays the file written to
+    disk (a missing file fails the notebook)."""
+    return run.figure(fig, stem, caption=caption)
 
 
 # verdicts are judged per chapter with Holm at 0.05 / 4: over the four results chapters (06-09) the
@@ -186,4 +187,4 @@ def show_source(src: ResultsSource, run: Any, stem: str) -> Any:
     box = admonition(src.note, title=f"Results shown: {src.kind} profile").data
     if Path(src.folder).resolve() == Path(run.results_dir).resolve():
         return HTML(box)
-    return HTML(box + show_result(src.folder, stem)._repr_html_())
+    return Outputs(HTML(box), show_result(src.folder, stem))

@@ -13,7 +13,7 @@ of one slice, by h5py slicing) and holds:
   the identical mask (no k-space copy is seen under two masks), kt-radial rotates with the frame
   index over the series, and a static file sees one 2-D mask repeated (all ones without a sampler);
 * ``masked_kspace``: ``kspace`` times ``mask``; ``target``: float32 ``(H, W)`` RSS image of the centre
-  frame of the fully sampled k-space (reference eq. (1), section 7);
+  frame of the fully sampled k-space (eq. (1) of the scoring protocol);
 * ``num_low_frequencies`` (int, with a sampler): the ACS width the mask was drawn with;
 * ``epoch`` (int) and ``meta``: file, slice, frame, frames, centre, vendor, modality, view,
   pathology, split, mask_kind, acceleration, acs and ``r_eff`` (the realised acceleration of the

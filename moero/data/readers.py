@@ -1,6 +1,6 @@
 """Reading CMRxRecon2025 (MATLAB v7.3) and fastMRI (HDF5) k-space, and the embedded synthetic set.
 
-Every reader returns the package convention ``(T, Z, C, H=readout, W=phase)`` (reference section 6):
+Every reader returns the package convention ``(T, Z, C, H=readout, W=phase)``:
 
 * CMRxRecon2025: MATLAB ``(nx, ny, nc, nz, nt)``, which h5py reads reversed as ``(nt, nz, nc, ny, nx)``;
   we swap the last two axes (:func:`moero.data.matfile.h5_to_package`). Files without a time axis

@@ -13,7 +13,7 @@ the tree's manifest or layout index) and writes two trees:
 Both folders must be empty or absent (:func:`check_outputs`), unless ``overwrite``; they may not lie in
 one another or in the source tree.
 
-Masks are drawn as the challenge does (notes/fidelity-audit.md section 4): one ``(Pattern, R)`` per
+Masks are drawn as the challenge does: one ``(Pattern, R)`` per
 file from ``patterns`` (dealt round-robin over the files in a seeded order, so that every pair occurs
 once the test splits hold as many files), 20 ACS lines (a 20x20 square for radial), the same Uniform mask in every
 frame, kt-Gaussian drawn independently per frame, kt-Radial spokes rotated by the golden angle per

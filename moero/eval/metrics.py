@@ -1,4 +1,4 @@
-"""Image quality metrics and the official CMRxRecon2025 scoring protocol (reference section 7).
+"""Image quality metrics and the official CMRxRecon2025 scoring protocol.
 
 Conventions (stated once; ``book/conventions.md`` explains them):
 
@@ -184,7 +184,7 @@ def nmse(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
 
 
 class SSIMLoss(nn.Module):
-    """Differentiable ``1 - mean SSIM`` (7x7 window, ``uniform`` as skimage or ``gaussian``; section 7).
+    """Differentiable ``1 - mean SSIM`` (7x7 window, ``uniform`` as skimage or ``gaussian``).
 
     ``forward(prediction, target, data_range=None)``: images ``(B, H, W)`` or ``(B, 1, H, W)``;
     ``data_range`` per image (default: each target's maximum, detached).
@@ -362,7 +362,7 @@ def cmrxrecon_score(
     volumes: Iterable[Mapping[str, Any]], group_keys: Sequence[str] = ("centre", "vendor"),
     evaluation_py_order: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Score volumes by the official CMRxRecon2025 protocol (reference section 7).
+    """Score volumes by the official CMRxRecon2025 protocol.
 
     Each item holds ``target`` and ``prediction`` (magnitude or complex, ``(T, Z, H, W)`` or
     ``(Z, H, W)``), ``modality`` and metadata (``file``, ``centre``, ``vendor``, ``split``,

@@ -1,4 +1,4 @@
-"""Routing analysis: expert usage over training and the specialisation of experts (reference section 3).
+"""Routing analysis: expert usage over training and the specialisation of experts.
 
 Specialisation asks whether the routes of a cascade carry the same information as a label of the
 data (contrast, vendor, pathology). It is measured by two chance-corrected agreement scores between

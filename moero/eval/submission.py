@@ -1,6 +1,6 @@
 """CMRxRecon2025 submissions: the ``img4ranking`` files, and scoring a submission folder.
 
-Format (official ``run4Ranking_2025.m`` and ``Evaluation.py``, notes/fidelity-audit.md sections 3.1-3.4):
+Format (official ``run4Ranking_2025.m`` and ``Evaluation.py``):
 
 * one ``.mat`` file per undersampled input, same folder layout and name
   ``{Task}/MultiCoil/{Modality}/{Set}/UnderSample_{Task}/{Center}/{Vendor}/Pnnn/{name}_kus_{Pattern}{R}.mat``;
@@ -19,7 +19,7 @@ without ground truth is an error ("extra file"), a file whose shape differs from
 scored (comment ``shape mismatch``). Per-file metrics are :func:`moero.eval.metrics.score_images` of
 the 2-D images (each normalised by its 99.5th percentile, no further crop). ``Val_Score2025.py``
 calls ``calmetric(gt, recon)`` while ``calmetric`` expects ``(pred, gt)`` and swaps the order only in
-its 4-D branch (notes/fidelity-audit.md section 3.2): so for 4-D files (more than one frame) the
+its 4-D branch: so for 4-D files (more than one frame) the
 *submission's* normalised maximum is the data range and ``||submission||^2`` the NMSE denominator,
 for 3-D files the truth's. ``official_order=True`` (default) reproduces that; ``False`` uses the
 truth everywhere, as ``moero eval`` does for models. Per (centre, vendor) group (TaskR1) and per

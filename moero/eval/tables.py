@@ -1,6 +1,7 @@
-"""Result tables: rows of dicts written as CSV (full precision) and Markdown, shown as HTML tables.
+"""Result tables: rows of dicts written as CSV (full precision) and Markdown, shown as HTML tables in Jupyter
+and as numbered MyST list-tables in the book.
 
-The HTML view is what a reader sees in the book: headers carry units (``psnr`` -> ``PSNR (dB)``,
+The displayed views: headers carry units (``psnr`` -> ``PSNR (dB)``,
 ``peak_memory_mib`` -> ``peak memory (MiB)``), numbers are rounded per quantity (SSIM and NMSE to 4
 decimals, PSNR to 2, speeds to 3 significant digits) and the paper's columns (``paper_*``) are grouped
 at the right under a shaded "paper (reported)" header, apart from ours. The CSV keeps every digit.
@@ -15,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Table", "PAPER_PREFIX", "column_header", "format_value", "parse_cell"]
+__all__ = ["Table", "PAPER_PREFIX", "WIDE_COLUMNS", "column_header", "format_value", "parse_cell", "myst_inline"]
 
 PAPER_PREFIX = "paper_"
 # metric names written in capitals in headers
@@ -104,7 +105,7 @@ class Table:
     ``units`` maps a column to its unit when the name does not say it (e.g. ``{"forward": "s"}``)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, caption: str = "",
-                 units: Mapping[str, str] | None = None):
+                 units: Mapping[str, str] | None = None, name: str = ""):
         self.rows = [dict(r) for r in rows]
         if columns is None:
             columns = []
@@ -113,13 +114,14 @@ class Table:
         self.columns = list(columns)
         self.caption = caption
         self.units = dict(units or {})
+        self.name = name  # the book's label of this table (``{numref}`name```); empty: unlabelled
 
     @classmethod
-    def from_csv(cls, text: str, caption: str = "", units: Mapping[str, str] | None = None) -> Table:
+    def from_csv(cls, text: str, caption: str = "", units: Mapping[str, str] | None = None, name: str = "") -> Table:
         """A table read back from :meth:`to_csv` text (cells parsed by :func:`parse_cell`)."""
         reader = csv.DictReader(io.StringIO(text))
         rows = [{k: parse_cell(v) for k, v in row.items()} for row in reader]
-        return cls(rows, reader.fieldnames or [], caption, units)
+        return cls(rows, reader.fieldnames or [], caption, units, name)
 
     @staticmethod
     def _fmt(value: Any) -> str:
@@ -135,7 +137,7 @@ class Table:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
-        """GitHub Markdown (for the results folder; the book shows :meth:`_repr_html_`)."""
+        """GitHub Markdown (for the results folder; the book shows :meth:`_repr_markdown_`)."""
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         for row in self.rows:
             lines.append("| " + " | ".join(self._fmt(row.get(c)).replace("|", "\\|") for c in self.columns) + " |")
@@ -174,5 +176,42 @@ class Table:
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
         return (f'<table class="table moero-table">{cap}<thead>{head}</thead><tbody>{body}</tbody></table>')
 
+    def _repr_markdown_(self) -> str:
+        """The book's view: a MyST ``list-table`` (numbered and captioned by Sphinx, labelled ``name``), the
+        paper's columns after ours with ``, paper`` in their header. Jupyter shows :meth:`_repr_html_`."""
+        ours, theirs = self.display_columns()
+        cols = ours + theirs
+        headers = [column_header(c, self.units) + (", paper" if c in theirs else "") for c in cols]
+        lines = [f"```{{list-table}} {myst_inline(self.caption)}".rstrip(), ":header-rows: 1",
+                 ":class: moero-table" + (" moero-wide" if len(cols) > WIDE_COLUMNS else "")]
+        if self.name:
+            lines.append(f":name: {self.name}")
+        lines.append("")
+        for row in [headers] + [[format_value(c, r.get(c)) for c in cols] for r in self.rows]:
+            lines.append(f"* - {_myst_cell(row[0])}")
+            lines += [f"  - {_myst_cell(v)}" for v in row[1:]]
+        lines.append("```")
+        return "\n".join(lines) + "\n"
+
     def __repr__(self) -> str:
         return f"Table({len(self.rows)} rows: {', '.join(self.columns)})"
+
+
+WIDE_COLUMNS = 10  # wider tables scroll in their own box with the first column fixed (the book's stylesheet)
+_MARKDOWN_SPECIAL = set("\\`*_[]<>#|~!{}$")
+
+
+def myst_inline(text: str) -> str:
+    """``text`` as literal MyST inline text: Markdown punctuation escaped, one line."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in " ".join(str(text).split()))
+
+
+def _myst_cell(text: str) -> str:
+    """A list-table cell that reads as the text itself (never a nested list, heading or empty marker)."""
+    out = myst_inline(text)
+    if out[:1] in "-+" and out[1:2] in (" ", ""):
+        out = "\\" + out
+    head = out.split(" ", 1)[0]
+    if head[:-1].isdigit() and head[-1:] in ".)":  # "3." would start an ordered list
+        out = out[: len(head) - 1] + "\\" + out[len(head) - 1 :]
+    return out or " "

@@ -1,4 +1,4 @@
-"""Building blocks of the PromptMR+ U-Net (reference section 1) and the VQ-PromptBlock (section 2).
+"""Building blocks of the PromptMR+ U-Net and the VQ-PromptBlock.
 
 The blocks follow the structure of the published PromptMR+ (``hellopipu/PromptMR-plus``,
 ``models/utils.py``; see ``book/conventions.md``): bias-free 3x3 convolutions, channel attention
@@ -71,7 +71,7 @@ def cab_stack(ch: int, count: int, reduction: int = 4) -> nn.Sequential:
 
 
 class PromptBlock(nn.Module):
-    """Prompt of reference section 1: pool -> linear -> softmax over N prompt maps -> weighted sum
+    """Prompt of PromptMR+: pool -> linear -> softmax over N prompt maps -> weighted sum
     -> bilinear resize to the feature size -> 3x3 conv. Output ``(B, prompt_dim, H, W)``, concatenated
     by the caller.
 
@@ -160,7 +160,7 @@ class ResidualBlock(nn.Module):
 
 
 class VQPromptBlock(nn.Module):
-    """VQ-Prompt at the U-Net bottleneck (reference section 2): quantise -> light decoder -> residual fuse.
+    """VQ-Prompt at the U-Net bottleneck: quantise -> light decoder -> residual fuse.
 
     ``out = z + decoder(z_q)`` with ``decoder`` = ``num_res_blocks`` residual blocks + a 1x1 conv. The
     block owns its :class:`VectorQuantizer` and decoder; Moero lets the K experts of one cascade share

@@ -1,4 +1,4 @@
-"""Clustering of token histograms for BranchNav (reference section 3, eq. (9)): cosine similarities, spherical
+"""Clustering of token histograms for BranchNav (eq. (9)): cosine similarities, spherical
 k-means, the Hungarian match of refitted centres and the biases of a balanced split.
 
 Everything here is a pure function of its tensors: computed in float64 on CPU where it decides a route, so the

@@ -1,7 +1,7 @@
-"""Moero: a branch grid of cascades x K experts routed by BranchNav (reference section 3).
+"""Moero: a branch grid of cascades x K experts routed by BranchNav.
 
 Every expert is a full PromptMR+ cascade (U-Net denoiser + data consistency, eq. (2)); the K experts
-of cascade k share one VQ-PromptBlock (codebook and decoder, section 2) and one
+of cascade k share one VQ-PromptBlock (codebook and decoder) and one
 :class:`~moero.models.routing.BranchNav`. Cascade 0 is routed by the sensitivity net's token histogram
 (eq. (8)), cascade k by the histogram that cascade k-1 produced. Per sample exactly one expert per
 cascade runs, so a Moero step costs what a VQ-PromptMR step costs, plus routing.

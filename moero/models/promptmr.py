@@ -1,4 +1,4 @@
-"""PromptMR+ re-implemented (reference section 1) with the optional VQ-Prompt bottleneck (section 2).
+"""PromptMR+ re-implemented with the optional VQ-Prompt bottleneck.
 
 The ``paper`` preset reproduces the structure of the published PromptMR+ (``hellopipu/PromptMR-plus``,
 ``configs/model/pmr-plus.yaml`` with ``models/promptmr_v2.py``): 12 cascades, 82.49 M trainable plus
@@ -216,7 +216,7 @@ class UNetOutput:
 
 class PromptUNet(nn.Module):
     """U-Net of CABs with PromptBlocks on 3 decoder levels, structured as the published PromptMR+
-    (``PromptUnet``, reference section 1): 3x3 stem; per level CABs then a stride-2 conv; skip CABs;
+    (``PromptUnet``): 3x3 stem; per level CABs then a stride-2 conv; skip CABs;
     bottleneck CABs (then the optional VQ-PromptBlock); three :class:`~moero.models.blocks.UpBlock`
     levels; a bias-free 5x5 head. Inputs must have sizes divisible by 8 (see :func:`normalized_unet`).
 

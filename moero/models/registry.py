@@ -2,9 +2,9 @@
 
 Names
 -----
-* ``promptmr``: the PromptMR+ baseline (reference section 1).
-* ``vq-prompt``: PromptMR+ with the VQ-Prompt bottleneck (section 2).
-* ``moero-<C>x<K>``: Moero, a grid of ``C`` cascades x ``K`` experts routed by BranchNav (section 3),
+* ``promptmr``: the PromptMR+ baseline.
+* ``vq-prompt``: PromptMR+ with the VQ-Prompt bottleneck.
+* ``moero-<C>x<K>``: Moero, a grid of ``C`` cascades x ``K`` experts routed by BranchNav,
   e.g. ``moero-12x2`` and ``moero-12x4`` of the paper.
 
 Sizes come from a preset, ``tiny``, ``small``, ``medium`` or ``paper`` (``moero.models.promptmr.PRESETS``);

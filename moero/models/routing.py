@@ -1,4 +1,4 @@
-"""BranchNav: histogram routing of Moero's branch grid (reference section 3, eq. (9)).
+"""BranchNav: histogram routing of Moero's branch grid (eq. (9)).
 
 Each cascade of a Moero grid has K experts and one :class:`BranchNav`. The navigator sees the
 token-frequency vector of eq. (8) (the coil-map net's for cascade 0, cascade k-1's otherwise) and

@@ -1,4 +1,4 @@
-"""Vector quantisation for VQ-Prompt (reference section 2) and the token histogram of eq. (8).
+"""Vector quantisation for VQ-Prompt and the token histogram of eq. (8).
 
 :class:`VectorQuantizer` maps each feature vector to its nearest codebook row, the paper's eq. (3)
 ``k*(z) = argmin_k ||z - e_k||^2``, ``z_q = e_{k*}`` (squared Euclidean distance, or cosine similarity
@@ -85,7 +85,7 @@ class VQOutput:
 
 
 class VectorQuantizer(nn.Module):
-    """EMA vector quantiser over the channel axis of ``(B, D, *spatial)`` features (reference section 2).
+    """EMA vector quantiser over the channel axis of ``(B, D, *spatial)`` features.
 
     Args:
         num_codes: codebook size ``K``.

@@ -1,4 +1,4 @@
-"""Coil sensitivity maps (reference section 1): the calibration (ACS) region of a mask, low-resolution
+"""Coil sensitivity maps: the calibration (ACS) region of a mask, low-resolution
 maps from the ACS, and ESPIRiT maps (an eigenvector per pixel of the calibration matrix's kernel)."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _centre_slices(h: int, w: int, ah: int, aw: int) -> tuple[slice, slice]:
 
 
 def estimate_maps_lowres(kspace: torch.Tensor, acs: int | torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Low-resolution coil maps: images of the Hann-windowed ACS, divided by their RSS (ref. section 1).
+    """Low-resolution coil maps: images of the Hann-windowed ACS, divided by their RSS.
 
     ``kspace`` ``(..., C, H, W)``; ``acs``: the sampling mask (its fully sampled centre is found) or
     the number of central ACS lines (then sampled along the whole readout). Images are scaled to a
@@ -120,7 +120,7 @@ def espirit_maps(
     ref_coil: int = 0,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """ESPIRiT coil maps (Uecker et al. 2014) in torch, normalised as in reference section 1.
+    """ESPIRiT coil maps (Uecker et al. 2014) in torch, normalised as PromptMR+ does.
 
     Calibration matrix of ``kernel x kernel`` patches of the ACS -> SVD -> signal subspace (singular
     values ``>= threshold * max``) -> image-space kernels -> per-pixel eigenvector of the ``C x C``

@@ -1,4 +1,4 @@
-"""CMRxRecon2025 sampling masks: Uniform, kt-Gaussian and kt-Radial (reference section 5).
+"""CMRxRecon2025 sampling masks: Uniform, kt-Gaussian and kt-Radial.
 
 Every mask is a boolean tensor ``(T, H, W)``: frames, readout, phase encode. Line masks (``uniform``,
 ``kt_gaussian``) sample whole phase-encode columns, so every row of a frame is the same; ``kt_radial``
@@ -55,7 +55,7 @@ __all__ = [
 KINDS = ("uniform", "kt_gaussian", "kt_radial")
 ACCELERATIONS = (4, 8, 10, 12, 16, 20, 24)
 GOLDEN_ANGLE_DEG = 137.5
-_GAUSS_ALPHA = 0.2  # official kt-Gaussian constants (reference section 5)
+_GAUSS_ALPHA = 0.2  # official kt-Gaussian constants (the challenge's mask code)
 _GAUSS_SIGMA_FRACTION = 0.2  # s = ny / 5
 _RADIAL_RATE = 0.6  # effective radial rate 0.6 R
 ACS_LINES = 20  # the challenge's ACS width ...
@@ -356,7 +356,7 @@ def make_mask(
     exact: bool = False,
     spokes: int | None = None,
 ) -> torch.Tensor:
-    """A CMRxRecon2025 sampling mask, boolean ``(T, H, W)`` (reference section 5).
+    """A CMRxRecon2025 sampling mask, boolean ``(T, H, W)``.
 
     ``kind``: ``uniform`` | ``kt_gaussian`` | ``kt_radial`` (or fastMRI's ``fastmri_random`` |
     ``fastmri_equispaced``, :mod:`moero.physics.fastmri_masks`: centre fraction from R, ``acs`` unused);

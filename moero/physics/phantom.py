@@ -65,7 +65,7 @@ def coil_maps(num_coils: int, h: int, w: int, seed: int = 0, normalize: bool = F
 
     Coils sit on an ellipse around the field of view (angles jittered by ``seed``); each map is a
     Gaussian fall-off from its coil with a smooth, coil-specific phase. ``normalize=True`` divides
-    by the root sum of squares, as reference section 1 normalises maps.
+    by the root sum of squares, as PromptMR+ normalises maps.
     """
     if not isinstance(num_coils, int) or num_coils < 1:
         raise ValueError(f"num_coils must be a positive integer, got {num_coils!r}")

@@ -165,7 +165,7 @@ def _weighted(kspace: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def sense_adjoint(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``A^H y = sum_c conj(S_c) F^-1 (M y_c)`` (ref. section 1): k-space ``(..., C, H, W)`` -> ``(..., H, W)``."""
+    """``A^H y = sum_c conj(S_c) F^-1 (M y_c)``: k-space ``(..., C, H, W)`` -> ``(..., H, W)``."""
     _check_kspace(kspace, maps)
     u, v = _phases_for(maps)
     weight = _post_weight(u.conj(), mask, kspace.ndim, kspace.shape)
@@ -232,7 +232,7 @@ def zero_filled(kspace: torch.Tensor, mask: torch.Tensor | None = None) -> torch
 
 # ------------------------------------------------------------------------------ coil-map normalisation
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``S_c / sqrt(sum_c |S_c|^2 + eps)`` over the coil axis ``-3`` (reference section 1)."""
+    """``S_c / sqrt(sum_c |S_c|^2 + eps)`` over the coil axis ``-3``."""
     if not (torch.is_tensor(maps) and maps.is_complex()) or maps.ndim < 3:
         raise ValueError("maps must be a complex tensor (..., C, H, W)")
     if eps < 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +45,9 @@ def maybe_compile(model: nn.Module, mode: str = "off") -> nn.Module:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
     if mode != "off":
+        # the complex FFTs of data consistency break the graph by design; dynamo's warning about it would print
+        # a stack of file paths into every log and notebook that compiles
+        logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
         model.compile(mode=None if mode == "default" else mode)
     return model
 

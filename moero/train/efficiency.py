@@ -1,4 +1,4 @@
-"""Training efficiency: iterations/s, peak memory and time per stage of a training step (reference section 3).
+"""Training efficiency: iterations/s, peak memory and time per stage of a training step.
 
 The paper reports (Tab. 2, 8x A100, batch 1) that Moero trains at 0.77x (2 experts) and 0.68x
 (4 experts) the baseline's iterations/s, because DDP with ``find_unused_parameters=True`` walks the

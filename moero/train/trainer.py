@@ -1,4 +1,4 @@
-"""Training engine: the :class:`Trainer` of one :class:`~moero.train.config.TrainConfig` (reference section 7).
+"""Training engine: the :class:`Trainer` of one :class:`~moero.train.config.TrainConfig`.
 
 The loss is ``1 - SSIM`` (7x7 window, each target's maximum as data range) plus the sum of the VQ
 commitment losses the model returns; AdamW (lr 2e-4, weight decay 1e-2), a step (PromptMR+: x0.1

@@ -1,4 +1,4 @@
-"""The embedded synthetic multi-vendor CMR dataset in the CMRxRecon2025 layout (reference section 6).
+"""The embedded synthetic multi-vendor CMR dataset in the CMRxRecon2025 layout.
 
 Real CMRxRecon2025 data cannot be downloaded on a fresh machine, so this generator writes files with
 the same layout, keys, MATLAB v7.3 format and axis order, so that one reader serves both.
