@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.moero-installed
 
-.PHONY: setup test test-fast book notebooks lint bench mutate clean gpu-bundle
+.PHONY: setup test test-fast book pdf notebooks lint bench mutate clean gpu-bundle
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ test-fast: setup
 
 book: setup
 	$(PY) -m moero book --profile $(PROFILE)
+
+# the book as one PDF (_build/pdf/moero.pdf, also linked from the HTML): the single-page HTML printed by Chromium
+pdf: setup
+	$(PY) -m moero book --profile $(PROFILE) --pdf
 
 # every chapter as an .ipynb in the ignored _build/notebooks, for papermill (which cannot read the .py sources):
 #   .venv/bin/papermill _build/notebooks/06_training.ipynb out.ipynb -p profile gpu

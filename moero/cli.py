@@ -31,7 +31,7 @@ import yaml
 
 from moero import __version__
 from moero.book.profiles import PROFILES
-from moero.book.runner import build_html, coerce_param, run_notebooks, select_notebooks, split_params
+from moero.book.runner import build_html, build_pdf, coerce_param, run_notebooks, select_notebooks, split_params
 from moero.data.layout import layout_index, write_manifest
 from moero.data.readers import read_manifest
 from moero.data.synthetic import SIZES, STAMP_NAME, ensure_synthetic
@@ -252,6 +252,8 @@ def _add_book(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="run only these notebook stems")
     parser.add_argument("--force", action="store_true", help="re-run notebooks even when nothing changed")
     parser.add_argument("--no-html", action="store_true", help="run the notebooks but do not build the HTML")
+    parser.add_argument("--pdf", action="store_true",
+                        help="also print the whole book to one PDF (_build/pdf/moero.pdf; needs Chromium)")
     parser.add_argument("--log-output", action="store_true",
                         help="stream each cell's output to stderr as it runs, lines prefixed [<notebook>], with a "
                              "line 'cell N/M: <first comment>' as each cell starts (for headless runs)")
@@ -283,6 +285,10 @@ def _run_book(args: argparse.Namespace) -> int:
     if not args.no_html:
         html = build_html(args.profile)
         print(f"HTML book: {html / 'index.html'}")
+        if args.pdf:
+            print(f"PDF book: {build_pdf(args.profile, html=html)}")
+    elif args.pdf:
+        raise UsageError("book: --pdf prints the HTML book; drop --no-html")
     return 0
 
 

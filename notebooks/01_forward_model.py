@@ -191,7 +191,8 @@ if scan is not None:
 mask_shape = (P["frames"], *P["mask_shape"])
 gallery = {(kind, r): masks.make_mask(kind, mask_shape, r, acs=20, seed=0) for kind in masks.KINDS for r in P["accelerations"]}
 n_rows, n_cols = len(gallery), P["frames"]
-fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols + 1, 2.2 * n_rows), squeeze=False, layout="constrained")
+# ~1.7 in per panel and 14 pt labels: at the page's width the labels read at about 9 pt
+fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.7 * n_cols + 1, 1.5 * n_rows), squeeze=False, layout="constrained")
 for row_axes, ((kind, r), m) in zip(axes, gallery.items(), strict=True):
     for t, ax in enumerate(row_axes):
         # antialiased: at print size several lines share a pixel, shown as grey rather than moire
@@ -199,9 +200,9 @@ for row_axes, ((kind, r), m) in zip(axes, gallery.items(), strict=True):
         ax.set_xticks([])
         ax.set_yticks([])
         if t == 0:
-            ax.set_ylabel(f"{kind}\nR={r}", fontsize=9)
+            ax.set_ylabel(f"{kind}\nR={r}", fontsize=14)
         if row_axes is axes[0]:
-            ax.set_title(f"frame {t}", fontsize=10)
+            ax.set_title(f"frame {t}", fontsize=14)
 fig.suptitle(f"Sampling masks (H x W = {mask_shape[1]} x {mask_shape[2]}; white = sampled; x = phase encode)")
 display(run.figure(fig, "mask_gallery", caption="The three CMRxRecon2025 mask kinds at several accelerations over frames."))
 
@@ -390,6 +391,22 @@ display(run.figure(fig, "zf_vs_cgsense", caption=f"Frame 0 of a test subject at 
 # $\lambda$ tuned on validation subjects it trades noise amplification (g-factor) for residual
 # aliasing. The learned, unrolled reconstructions of the later chapters start from exactly these
 # operators, $A^H y$, $A^H A x$ and the coil maps, and learn the regulariser that CG-SENSE lacks.
+
+# %% [markdown]
+# ## The network these steps are unrolled into
+#
+# PromptMR+ {cite}`xin2024rethinking` repeats the step below in a chain of cascades: a sensitivity
+# network estimates the coil maps $S$ from the calibration lines, each cascade applies data
+# consistency and a prompt U-Net denoiser, and the root sum of squares of the centre frame is the
+# output. The figure is drawn from the `paper` preset's own configuration (`moero.models.promptmr.preset`).
+
+# %% tags=["hide-input"]
+from moero.book import diagrams  # noqa: E402
+from moero.models.promptmr import preset as model_preset  # noqa: E402
+
+display(run.figure(diagrams.promptmr_diagram(model_preset("paper")), "promptmr_architecture",
+                   caption="PromptMR+ as the paper preset builds it: the sensitivity net on the ACS, the unrolled "
+                           "cascades (data consistency, prompt U-Net; widths in channels) and the output RSS."))
 
 # %% [markdown]
 # ## One cascade of eq. (2)

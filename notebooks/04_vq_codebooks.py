@@ -80,6 +80,19 @@ rows = read_manifest(root)
 print(f"{len(rows)} files in the synthetic set of the {run.profile.name} profile")
 
 # %% [markdown]
+# Where the quantiser sits in a cascade of VQ-Prompt, drawn from the `paper` preset's configuration:
+
+# %% tags=["hide-input"]
+from moero.book import diagrams  # noqa: E402
+from moero.models.registry import model_config  # noqa: E402
+
+display(run.figure(diagrams.vq_prompt_diagram(model_config("vq-prompt", "paper", checkpoint=False)),
+                   "vq_prompt_architecture",
+                   caption="The prompt U-Net of one VQ-Prompt cascade (paper preset): the bottleneck features are "
+                           "quantised, decoded and fused back; their token histogram (eq. (8)) is Moero's routing "
+                           "feature."))
+
+# %% [markdown]
 # ## Images
 #
 # From each of `num_files` files spread over the manifest we take up to `frames_per_file` frames of

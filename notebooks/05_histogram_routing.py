@@ -67,6 +67,19 @@ run = start_run("05_histogram_routing", profile=profile, params=params, results_
 P = run.params
 
 # %% [markdown]
+# The grid Moero builds, drawn from the `paper` preset of `moero-12x2` (chapter 6 draws the path a
+# trained model takes for one test image):
+
+# %% tags=["hide-input"]
+from moero.book import diagrams  # noqa: E402
+from moero.models.registry import model_config  # noqa: E402
+
+display(run.figure(diagrams.moero_diagram(model_config("moero-12x2", "paper", checkpoint=False), 2),
+                   "moero_architecture",
+                   caption="Moero 12x2 (paper preset): 12 cascades of 2 experts each, one BranchNav per cascade "
+                           "routing on the token histogram of the stage before it."))
+
+# %% [markdown]
 # ## Data and token histograms
 #
 # `num_examples` slices spread evenly over the training split, undersampled 4x (uniform lines, 20

@@ -46,7 +46,6 @@ from IPython.display import display
 from moero.book import evaluation, experiments, gallery, logs, paper, routes, runspec, show
 from moero.book import results as R
 from moero.book.run import start_run
-from moero.eval.evaluate import CGSense, ZeroFilled
 from moero.eval.stats import Comparison, crossed_interval, seed_interval, subject_differences
 from moero.models.promptmr import preset
 
@@ -111,14 +110,9 @@ display(run.table(rows, "reconstruction", caption=f"Test SSIM per acceleration a
 # with its $|\text{error}| \times 5$ map and the per-image SSIM of the official protocol.
 
 # %% tags=["hide-input"]
-gallery_models = {"zero-filled": ZeroFilled(), "CG-SENSE": CGSense(P["cg"].get("iters", 10), refs["CG-SENSE"]["lam"])}
-for name in runspec.model_names(P):
-    model, gallery_config, _ = evaluation.load_model(R.run_folders(P, run.profile.name, name)[0], last)
-    gallery_models[catalogue[name].label.split(" (")[0]] = model
-grid_protocol = evaluation.protocol(P, grid=True)
-gallery_files = gallery.pick_files(gallery_config, root, "test-total", grid_protocol, P.get("gallery_files", 2))
-gallery_rows = gallery.reconstruct_grid(gallery_models, gallery_config, root, "test-total", grid_protocol,
-                                        gallery_files, device=run.device)
+gallery_rows = gallery.trained_gallery(P, run.profile.name, root, {name: catalogue[name].label.split(" (")[0]
+                                                                  for name in runspec.model_names(P)},
+                                       last, refs, device=run.device)
 display(show.publish_figure(run, gallery.plot_gallery(gallery_rows), "reconstruction_gallery",
                             caption="Test images reconstructed by every method at each test acceleration (evaluation "
                                     "masks; first seed), with |error| x5 and per-image SSIM"))
@@ -261,7 +255,10 @@ display(run.table(fits, "routing_fit", caption="BranchNav at its k-means fit: wh
 # A Moero comparison only means something when its navigators route: the centres must be fitted early
 # (warm-up and k-means buffer are fractions of the *first* Tab. 2 budget, so the fit comes by a quarter of
 # it at the latest), the centres must follow the codebooks as they train (refitted on a schedule with
-# expert identities kept: `book/conventions.md`), and no expert may take nearly all images. For every
+# expert identities kept), they must describe the network as it is when it is evaluated (at the end of
+# every training segment the navigators are refitted on fixed training examples re-encoded by the current
+# weights, with routing biases that split those examples equally; {doc}`../book/conventions` says why),
+# and no expert may take nearly all images. For every
 # Moero run, seed, budget and cascade the table gives the step of the fit, the largest share of the test
 # images and of the training samples (since the fit or the previous budget) that one expert received,
 # the mean cosine similarity of the histograms to their centres at the fit and on this budget's test
@@ -281,20 +278,49 @@ display(run.table(budget_rows, "routing_budgets", caption="BranchNav at every Ta
 first_budget = min(int(b) for b in P["budgets"])
 late_fits = [r for r in budget_rows if not 0 <= r["fitted_at_step"] <= runspec.FIT_BY * first_budget]
 experts_of = {name: catalogue[name].num_experts for name in moero_runs}
-collapsed = [r for r in budget_rows if r["max_share_test"] > 1.5 / experts_of[r["run"]]]
+# a navigator whose test histograms are identical for more than 1.5/K of the images cannot split them: the
+# data force that share onto one expert (identical_share_test); only the other rows can have collapsed
+forced = [r for r in budget_rows if r["identical_share_test"] > 1.5 / experts_of[r["run"]]]
+collapsed = [r for r in budget_rows if r["max_share_test"] > 1.5 / experts_of[r["run"]] and r not in forced]
+forced_names = ", ".join(f"{r['run']} seed {r['seed']} budget {r['budget']} cascade {r['cascade']}" for r in forced[:3])
 display(show.admonition(
     (f"Every navigator was fitted by step {int(runspec.FIT_BY * first_budget)} ({runspec.FIT_BY:.0%} of the first "
      f"budget, {first_budget} {unit}). " if not late_fits else
      f"{len(late_fits)} of {len(budget_rows)} navigator rows were fitted late or not at all "
      f"(e.g. {late_fits[0]['run']} seed {late_fits[0]['seed']} cascade {late_fits[0]['cascade']}: step "
      f"{late_fits[0]['fitted_at_step']}); their comparisons are not judged. ")
-    + (f"No expert receives more than 1.5/K of the test images at any budget (largest share "
-       f"{max(r['max_share_test'] for r in budget_rows):.2f})." if not collapsed else
-       f"{len(collapsed)} of {len(budget_rows)} rows send more than 1.5/K of the test images to one expert (largest "
-       f"share {max(r['max_share_test'] for r in budget_rows):.2f}): routing has collapsed there.")
+    + (f"No expert receives more than 1.5/K of the test images at any budget where the histograms can be split "
+       f"(largest share there {max([r['max_share_test'] for r in budget_rows if r not in forced] or [np.nan]):.2f})."
+       if not collapsed else
+       f"{len(collapsed)} of {len(budget_rows)} rows send more than 1.5/K of the test images to one expert although "
+       f"their histograms differ (largest share {max(r['max_share_test'] for r in collapsed):.2f}): routing has "
+       "collapsed there.")
+    + ("" if not forced else
+       f" In {len(forced)} row(s) ({forced_names}{', ...' if len(forced) > 3 else ''}) more than 1.5/K of the test "
+       f"images share one and the same routing histogram (up to {max(r['identical_share_test'] for r in forced):.0%}"
+       "; identical_share_test): the codebook the navigator reads puts every token on a few codes, no router can "
+       "split identical histograms, and the share sent to one expert follows from the data there, not from the "
+       "routing.")
     + f" Content probe for modality: accuracy {np.mean([r['probe_accuracy'] for r in budget_rows]):.2f} against "
-      f"chance {np.mean([r['probe_chance'] for r in budget_rows]):.2f} (mean over rows).",
+      f"chance {np.mean([r['probe_chance'] for r in budget_rows]):.2f} (mean over rows)"
+    + ("; near chance, so the histograms carry little of the image's content at this scale and a balanced split "
+       "does not sort the images by modality." if np.mean([r["probe_accuracy"] - r["probe_chance"]
+                                                           for r in budget_rows]) < 0.05 else "."),
     title="Routing active?", kind="tip" if not (late_fits or collapsed) else "warning"))
+
+# %% [markdown]
+# The path one test image takes through the first seed's Moero grid after the last budget:
+
+# %% tags=["hide-input"]
+from moero.book import diagrams  # noqa: E402
+
+path_run = R.run_folders(P, run.profile.name, moero_runs[0])[0]
+path_model, _, _ = evaluation.load_model(path_run, last)
+path_eval = evaluation.evaluate_checkpoint(path_run, last, P, root, device=run.device)
+display(run.figure(diagrams.moero_diagram(path_model.config, path_model.num_experts, routes=path_eval["routes"][0]),
+                   "moero_path", caption=f"{catalogue[moero_runs[0]].label} after {when(last)} (first seed): the "
+                                         f"experts the first test image ({path_eval['labels'][0]['file'].split('/')[-1]}"
+                                         ") was routed to, one per cascade."))
 
 # %% [markdown]
 # ## Moero: do the experts specialise?

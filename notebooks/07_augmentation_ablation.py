@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero.book import evaluation, experiments, logs, paper, runspec, show
+from moero.book import evaluation, experiments, gallery, logs, paper, runspec, show
 from moero.book import results as R
 from moero.book.run import start_run
 from moero.eval.stats import Comparison
@@ -84,7 +84,9 @@ display(show.admonition(R.setting_text(
 # ## Tab. 1: baseline, + k-space augmentation, + image augmentation
 #
 # Mean over seeds on the test grid (every test file at every test acceleration), next to the references
-# and the paper's numbers.
+# and the paper's numbers ({numref}`tab-07_augmentation_ablation-table1_paper`), and in detail
+# ({numref}`tab-07_augmentation_ablation-table1_detail`); {numref}`fig-07_augmentation_ablation-reconstruction_gallery`
+# shows the reconstructions.
 
 # %%
 paper_rows = {r["method"]: r for r in paper.TABLE1}
@@ -104,6 +106,17 @@ display(run.table(rows, "table1_paper", columns=["method", "seeds", "ssim_total"
 display(run.table(rows, "table1_detail", columns=["method", "ssim_total_sd", *R.acceleration_columns(P), "r_eff"],
                   caption="Tab. 1 counterpart in detail: the spread of test SSIM over seeds, SSIM at each test "
                           "acceleration and the realised acceleration R_eff"))
+
+# %% [markdown]
+# What augmentation changes in an image: the same test images reconstructed by the baseline and by its
+# augmented variants (first seed, last budget), under the evaluation grid's masks, with the references.
+
+# %% tags=["hide-input"]
+aug_gallery = gallery.trained_gallery(P, run.profile.name, root, dict(TAB1), last, refs, device=run.device)
+display(run.figure(gallery.plot_gallery(aug_gallery), "reconstruction_gallery",
+                   caption=f"Test images reconstructed by the baseline and its augmented variants after {when(last)} "
+                           "(evaluation masks at each test acceleration; first seed), with |error| x5 and per-image "
+                           "SSIM"))
 
 # %% [markdown]
 # Each verdict pairs the runs seed by seed and the test images subject by subject, and reads "holds" or

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from moero.book import experiments, logs, paper, routes, runspec, show
+from moero.book import experiments, gallery, logs, paper, routes, runspec, show
 from moero.book import results as R
 from moero.book.run import start_run
 
@@ -101,7 +101,9 @@ display(show.admonition(R.setting_text(
 # ## Tab. 2 counterpart
 #
 # Every model at every budget, mean over seeds on the test grid (SSIM-total over all test files; rare:
-# pathology cases; fresh: centres unseen in training), next to the references and the paper.
+# pathology cases; fresh: centres unseen in training), next to the references and the paper
+# ({numref}`tab-08_model_ablation-table2_paper`); {numref}`tab-08_model_ablation-table2_detail` gives the
+# spread over seeds and each test acceleration, {numref}`tab-08_model_ablation-table2_cost` the cost of a step.
 
 # %% tags=["hide-input"]
 # speed and peak memory of one training step come from chapter 9's measurement (one source: its single-process table)
@@ -150,6 +152,18 @@ display(run.table([r for r in rows if r["run"] != "reference" and r[unit] == bud
                            "paper_iterations_per_s"],
                   caption="Tab. 2 counterpart, cost of one training step (chapter 9's measurement) and the speed the "
                           "training runs achieved, beside the paper's GPU memory and iterations/s"))
+
+# %% [markdown]
+# The model variants on the same test images (first seed, last budget), under the evaluation grid's
+# masks, with the references: where VQ-Prompt and Moero differ from the baseline, and where they do not.
+
+# %% tags=["hide-input"]
+model_gallery = gallery.trained_gallery(P, run.profile.name, root,
+                                        {name: catalogue[name].label.split(" (")[0] for name in MODELS},
+                                        budgets[-1], refs, device=run.device)
+display(run.figure(gallery.plot_gallery(model_gallery), "reconstruction_gallery",
+                   caption=f"Test images reconstructed by every model variant after {when(budgets[-1])} (evaluation "
+                           "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
 
 # %% [markdown]
 # The cost columns come from {doc}`09_efficiency` (one measurement, shown in both chapters):

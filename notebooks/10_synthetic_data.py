@@ -134,7 +134,8 @@ def rss_image(row, frame=None):
 
 names = ["cine_sax", "cine_lax", "T1map", "T2map", "lge_sax", "T1w", "T2w", "blackblood"]
 vendors = sorted({r["vendor"] for r in rows})
-fig, axes = plt.subplots(len(vendors), len(names), figsize=(2.1 * len(names), 1.9 * len(vendors)), squeeze=False)
+# ~1.5 in per panel and 14 pt labels: at the page's width the labels read at about 9 pt
+fig, axes = plt.subplots(len(vendors), len(names), figsize=(1.5 * len(names), 1.55 * len(vendors)), squeeze=False)
 for i, vendor in enumerate(vendors):
     for j, name in enumerate(names):
         ax = axes[i, j]
@@ -145,11 +146,11 @@ for i, vendor in enumerate(vendors):
             row = match[0]
             ax.imshow(rss_image(row), cmap="gray")
             tag = "" if row["pathology"] == "none" else f" ({row['pathology']})"
-            ax.set_title(f"{row['name']}{tag}", fontsize=7)
+            ax.set_title(f"{row['name']}{tag}", fontsize=13 if not tag else 11)
         else:
             ax.axis("off")
         if j == 0:
-            ax.set_ylabel(vendor.replace("_", "\n", 1), fontsize=7)
+            ax.set_ylabel(vendor.replace("_", "\n", 1), fontsize=13)
 fig.suptitle("Synthetic CMRxRecon: one subject per vendor (rows) and contrast (columns)")
 fig.tight_layout()
 display(run.figure(fig, "vendors_contrasts", caption="RSS magnitude images, one subject per vendor and contrast"))

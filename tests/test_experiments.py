@@ -336,3 +336,11 @@ def test_routing_settings_restart_moero_runs_only():
     legacy = json.loads(json.dumps({**spec, "nav": params["nav"],
                                     "config": {**spec["config"], "nav": {"warmup": "epoch"}}}))
     assert _same_spec(legacy, spec)
+
+
+def test_identical_share_counts_the_largest_group_of_equal_histograms():
+    """What no router can split: 3 of 5 rows equal -> 0.6; all distinct -> 1/N; none -> NaN."""
+    same = torch.tensor([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    assert routes.identical_share(same) == pytest.approx(0.6)
+    assert routes.identical_share(torch.eye(4)) == pytest.approx(0.25)
+    assert routes.identical_share(torch.zeros(0, 3)) != routes.identical_share(torch.zeros(0, 3))  # NaN

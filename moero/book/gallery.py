@@ -20,7 +20,7 @@ from moero.models.io import collate_examples, model_inputs, output_parts
 from moero.train.config import TrainConfig
 from moero.train.scoring import Protocol, protocol_dataset
 
-__all__ = ["pick_files", "reconstruct_grid", "plot_gallery"]
+__all__ = ["pick_files", "reconstruct_grid", "plot_gallery", "trained_gallery"]
 
 ERROR_GAIN = 5  # |error| maps are shown x5 on the target's grey scale
 
@@ -82,23 +82,48 @@ def plot_gallery(rows: Sequence[Mapping[str, Any]], crop: Sequence[int] | None =
 
     names = list(rows[0]["images"])
     cols = 1 + len(names)
-    fig, axes = plt.subplots(2 * len(rows), cols, figsize=(1.9 * cols, 3.9 * len(rows)), squeeze=False)
+    # ~1.65 in per panel, 12 pt titles: at the page's width (about 7 in) they read at about 9 pt
+    fig, axes = plt.subplots(2 * len(rows), cols, figsize=(1.65 * cols, 3.6 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         target = row["target"]
         show = (lambda x: center_crop(x, tuple(crop))) if crop else (lambda x: x)
         vmax = float(target.max())
         ax = axes[2 * r, 0]
         ax.imshow(show(target).numpy(), cmap="gray", vmin=0, vmax=vmax)
-        ax.set_title(f"target\n{row['label']}, R={row['acceleration']:g} {row['kind']}", fontsize=9)
-        axes[2 * r + 1, 0].text(0.5, 0.5, f"|error| x{ERROR_GAIN}", ha="center", va="center", fontsize=10,
+        ax.set_title(f"target, R={row['acceleration']:g}\n{row['kind']}", fontsize=12)
+        axes[2 * r + 1, 0].text(0.5, 0.5, f"{row['label']}\n\n|error| x{ERROR_GAIN}", ha="center", va="center",
+                                fontsize=12,
                                 transform=axes[2 * r + 1, 0].transAxes)
         for c, name in enumerate(names, start=1):
             image = row["images"][name]
             axes[2 * r, c].imshow(show(image).numpy(), cmap="gray", vmin=0, vmax=vmax)
-            axes[2 * r, c].set_title(f"{name}\nSSIM {row['ssim'][name]:.3f}", fontsize=9)
+            axes[2 * r, c].set_title(f"{name}\nSSIM {row['ssim'][name]:.3f}", fontsize=12)
             axes[2 * r + 1, c].imshow(show((image - target).abs() * ERROR_GAIN).numpy(), cmap="inferno", vmin=0,
                                       vmax=vmax)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def trained_gallery(params: dict[str, Any], profile: str, root: str | Path, models: Mapping[str, str], budget: int,
+                    references: Mapping[str, Mapping[str, Any]], device: str | torch.device = "cpu",
+                    files: int | None = None) -> list[dict[str, Any]]:
+    """:func:`reconstruct_grid` of zero filling, CG-SENSE (its Tikhonov weight chosen on validation, from
+    ``references``) and the first seed's snapshot ``budget`` of every run of ``models`` (run name -> label), on
+    ``files`` test files of different contrasts and views (default: the profile's ``gallery_files``, else 2)."""
+    from moero.book.evaluation import load_model, protocol
+    from moero.book.runspec import catalogue, runs_dir, seeds
+    from moero.eval.evaluate import CGSense, ZeroFilled
+
+    shown: dict[str, nn.Module] = {"zero-filled": ZeroFilled(),
+                                   "CG-SENSE": CGSense(params["cg"].get("iters", 10), references["CG-SENSE"]["lam"])}
+    config = None
+    for name, label in models.items():
+        folder = runs_dir(profile) / catalogue(params)[name].with_seed(seeds(params)[0]).run_name
+        shown[label], config, _ = load_model(folder, budget)
+    if config is None:
+        raise ValueError("trained_gallery: no trained model to show")
+    grid = protocol(params, grid=True)
+    picked = pick_files(config, root, "test-total", grid, int(files or params.get("gallery_files", 2)))
+    return reconstruct_grid(shown, config, root, "test-total", grid, picked, device=device)

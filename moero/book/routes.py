@@ -27,7 +27,7 @@ from moero.models.routing import centre_similarity, spherical_kmeans
 from moero.train.checkpoint import load_checkpoint
 
 __all__ = ["ROUTE_LABELS", "BUDGET_LABELS", "specialisation_over_training", "routing_budgets", "fit_step",
-           "routing_inactive", "content_excess"]
+           "routing_inactive", "content_excess", "identical_share"]
 
 # what Moero's test routes are compared with: the image's contrast, view, vendor, centre and its undersampling
 ROUTE_LABELS = ("modality", "view", "vendor", "centre", "kind", "acceleration")
@@ -66,6 +66,15 @@ def specialisation_over_training(run_dir: str | Path, params: dict[str, Any], da
     return rows
 
 
+def identical_share(hist: torch.Tensor) -> float:
+    """The share of the rows of ``hist`` ``(N, D)`` equal to its most frequent row: the images a router must
+    send to one expert whatever it does, because their routing histograms are the same."""
+    if hist.shape[0] == 0:
+        return math.nan
+    _, counts = torch.unique(hist, dim=0, return_counts=True)
+    return float(counts.max()) / hist.shape[0]
+
+
 def _max_share(counts: Sequence[int]) -> float:
     total = sum(counts)
     return max(counts) / total if total else math.nan
@@ -84,6 +93,7 @@ def routing_budgets(run_dir: str | Path, params: dict[str, Any], data_root: str 
     ``fitted_at_step``: the optimiser step at which the centres were first fitted (-1: not fitted);
     ``max_share_test``: the largest share of the test images any expert receives; ``max_share_train``: the
     same over the training samples routed between the fit (or the previous budget) and this budget;
+    ``identical_share_test``: :func:`identical_share` of the test histograms (what no router can split);
     ``cos_fit``: the mean cosine similarity of the buffered histograms to their centres at the latest fit;
     ``cos_now``: that of this budget's test histograms; ``nmi_<label>``: NMI of the test routes with the
     label; ``probe_accuracy``/``probe_chance``: the content probe for modality on the test histograms,
@@ -116,6 +126,7 @@ def routing_budgets(run_dir: str | Path, params: dict[str, Any], data_root: str 
                                   [lab.get("subject") or lab["file"] for lab in labels])
             rows.append({"budget": budget, "step": step, "cascade": k, "fitted_at_step": fitted_at,
                          "max_share_test": _max_share(test_counts), "max_share_train": _max_share(train_counts),
+                         "identical_share_test": identical_share(hist),
                          "cos_fit": float(nav.fit_similarity) if fitted else math.nan, "cos_now": cos_now, **nmi,
                          "probe_accuracy": probe["accuracy"], "probe_chance": probe["chance"],
                          "test_counts": "/".join(map(str, test_counts)),

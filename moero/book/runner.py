@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "NotebookResult",
     "toc_files",
     "toc_notebooks",
+    "build_pdf",
     "run_notebook",
     "run_notebooks",
     "select_notebooks",
@@ -282,8 +284,10 @@ def run_notebooks(
     return results
 
 
-def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None = None, strict: bool = True) -> Path:
-    """Build the HTML book (Jupyter Book 1, warnings as errors) from the executed notebooks of ``profile``."""
+def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None = None, strict: bool = True,
+               builder: str = "html") -> Path:
+    """Build the HTML book (Jupyter Book 1, warnings as errors) from the executed notebooks of ``profile``
+    (``builder`` ``singlehtml``: the whole book as one page, what :func:`build_pdf` prints)."""
     root = root or repo_root()
     out = out or build_dir().parent
     env = dict(os.environ)
@@ -292,13 +296,45 @@ def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None 
     jb = "from jupyter_book.cli.main import main; main()"
     # --all: Sphinx's incremental build tracks the .py sources only, not the executed notebooks the reader
     # serves, so a re-executed chapter whose source did not change would keep its stale page
-    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", "html", "--all"]
+    cmd = [sys.executable, "-c", jb, "build", str(root), "--path-output", str(out), "--builder", builder, "--all"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, env=env, cwd=root)
     if proc.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); see the warnings above")
-    return out / "_build" / "html"
+    return out / "_build" / builder
+
+
+def build_pdf(profile: str = "cpu", root: Path | None = None, out: Path | None = None, html: Path | None = None
+              ) -> Path:
+    """One PDF of the whole book: the single-page HTML build printed by headless Chromium (figures, tables and
+    MathJax equations as the browser renders them, offline), written to ``<out>/_build/pdf/moero.pdf`` and copied
+    into the HTML build's ``_static`` (``html``: that build; the intro links it there)."""
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                   None)
+    if browser is None:
+        raise RuntimeError("make pdf needs Chromium (apt-get install chromium) to print the book")
+    single = build_html(profile, root, out, builder="singlehtml")
+    # the single page is written as the root document (book/intro.html) but links its styles and images from
+    # the build's top folder, so it is printed from there
+    page = single / "moero-book.html"
+    page.write_text((single / "book" / "intro.html").read_text())
+    pdf = single.parent / "pdf" / "moero.pdf"
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pdf.with_suffix(".tmp.pdf")
+    with tempfile.TemporaryDirectory(prefix="moero-chromium-") as profile_dir:
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--disable-background-networking", f"--user-data-dir={profile_dir}", "--allow-file-access-from-files",
+               "--virtual-time-budget=60000", "--no-pdf-header-footer", f"--print-to-pdf={tmp}",
+               page.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size < 10_000:
+        raise RuntimeError(f"Chromium did not print the book to PDF (exit {proc.returncode}): {proc.stderr[-1500:]}")
+    os.replace(tmp, pdf)
+    if html is not None and html.is_dir():
+        (html / "_static").mkdir(exist_ok=True)
+        shutil.copyfile(pdf, html / "_static" / "moero.pdf")
+    return pdf
 
 
 def hide_injected_parameters(nb: Any) -> Any:

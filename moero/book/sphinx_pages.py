@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from moero.book.bibstyle import register as register_bibliography_style
 from moero.paths import build_dir
 
 __all__ = ["API_MARKER", "public_modules", "api_markdown", "executed_notebook", "setup"]
@@ -84,6 +85,7 @@ def _offer_ipynb(app: Any, pagename: str, templatename: str, context: dict[str, 
 
 
 def setup(app: Any) -> dict[str, Any]:
+    register_bibliography_style()  # before sphinxcontrib-bibtex formats the references page
     app.connect("source-read", _fill_api)
     # before sphinx-book-theme builds its header buttons (priority 501)
     app.connect("html-page-context", _offer_ipynb, priority=500)
