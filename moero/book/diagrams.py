@@ -158,8 +158,9 @@ def moero_diagram(config: ModelConfig, num_experts: int, routes: Sequence[int] |
     if prev is not None:
         _box(ax, width - 1.3, prev[1] - 0.35, 1.2, 0.7, "image", _BOX["io"], fontsize=8)
         _arrow(ax, prev, (width - 1.3, prev[1]), colour="#2f6b2a", lw=2.0)
-    ax.text(width / 2, 0.2, f"Each BranchNav routes on the token histogram of the step before it (eq. (8)); the experts "
-            f"of a cascade share one VQ-Prompt block ({codes} codes).", ha="center", fontsize=8, color="#444444")
+    note = (f"Each BranchNav routes on the token histogram of the step before it (eq. (8)); the experts of a "
+            f"cascade share one VQ-Prompt block ({codes} codes).")
+    ax.text(width / 2, 0.2, note, ha="center", fontsize=8, color="#444444")
     path = " -> ".join(f"{int(r) + 1}" for r in routes) if routes is not None else ""
     ax.set_title(f"Moero {n}x{k_exp}: one expert per cascade and example" + (f"\n(this example: experts {path})"
                                                                            if path else ""), fontsize=11)
