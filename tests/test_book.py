@@ -316,3 +316,42 @@ def test_papermill_runs_a_chapter_source_through_jupytext_into_the_same_results_
     assert prov["complete"] and prov["profile"] == "smoke" and prov["files"]
     for name in prov["files"]:
         assert (build / "results" / "smoke" / stem / name).stat().st_size > 0
+
+
+def test_reproduction_page_lists_the_profiles_as_profiles_yaml_defines_them(smoke_book):
+    """The profile table of the reproduction page is generated from moero/book/profiles.yaml (no stale sizes)."""
+    from moero.book.profiles import PROFILES
+
+    soup = _soup(smoke_book / "book" / "reproduction.html")
+    rows = {tr.find_all("td")[0].get_text(strip=True): [td.get_text(strip=True) for td in tr.find_all("td")]
+            for tr in soup.select("article table tbody tr") if tr.find_all("td")}
+    for name, prof in PROFILES.items():
+        assert name in rows, sorted(rows)
+        assert rows[name][4] == prof.results["train"]["preset"], (name, rows[name])
+        assert rows[name][5] == str(len(prof.results["seeds"])), (name, rows[name])
+
+
+def test_build_pdf_prints_the_single_page_book_with_chromium(tmp_path, monkeypatch):
+    """``build_pdf`` prints the single-page build (written as book/intro.html, styles linked from the top folder)
+    with Chromium into ``_build/pdf/moero.pdf`` and copies it into the HTML build; the full book is what
+    ``make pdf`` prints (measured by hand: it takes minutes, so the suite prints a two-chapter stand-in)."""
+    if chromium() is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium); PDF not printed")
+    from moero.book import runner
+
+    single = tmp_path / "_build" / "singlehtml"
+    (single / "book").mkdir(parents=True)
+    (single / "_static").mkdir()
+    (single / "_static" / "style.css").write_text("h1 { color: rgb(10, 20, 30); }")
+    chapters = "".join(f'<section id="document-notebooks/{c}"><h1>{c}</h1>' + "<p>text</p>" * 300 + "</section>"
+                       for c in ("06_training", "08_model_ablation"))
+    (single / "book" / "intro.html").write_text(
+        f'<html><head><link rel="stylesheet" href="_static/style.css"/></head><body>{chapters}</body></html>')
+    monkeypatch.setattr(runner, "build_html", lambda *a, **k: single)
+    html = tmp_path / "_build" / "html"
+    html.mkdir()
+    pdf = runner.build_pdf("smoke", out=tmp_path, html=html)
+    data = pdf.read_bytes()
+    assert pdf == tmp_path / "_build" / "pdf" / "moero.pdf" and data[:5] == b"%PDF-"
+    assert len(re.findall(rb"/Type\s*/Page[^s]", data)) >= 4
+    assert (html / "_static" / "moero.pdf").read_bytes() == data

@@ -3,6 +3,8 @@
 * **API pages.** A page holding the line ``<!-- moero-api: moero.physics -->`` gets, in its place, one
   section per public module of that subpackage (``automodule`` with the members of its ``__all__``), so
   a module added to the package appears in the API reference without editing the page.
+* **Profiles.** The line ``<!-- moero-profiles -->`` becomes the table of profiles read from
+  ``moero/book/profiles.yaml`` (:func:`profiles_markdown`), so the reproduction page never lists stale sizes.
 * **Downloads.** Every chapter built from ``notebooks/*.py`` offers, beside the ``.py`` source, the
   executed ``.ipynb`` that the page shows: the papermill execution of the profile being built
   (``$MOERO_BUILD_DIR/executed/$MOERO_PROFILE``) or, for a light chapter, the notebook Jupyter Book
@@ -23,9 +25,11 @@ from typing import Any
 from moero.book.bibstyle import register as register_bibliography_style
 from moero.paths import build_dir
 
-__all__ = ["API_MARKER", "public_modules", "api_markdown", "executed_notebook", "setup"]
+__all__ = ["API_MARKER", "PROFILES_MARKER", "public_modules", "api_markdown", "profiles_markdown", "executed_notebook",
+           "setup"]
 
 API_MARKER = re.compile(r"^<!-- moero-api: ([\w.]+) -->$", re.M)
+PROFILES_MARKER = re.compile(r"^<!-- moero-profiles -->$", re.M)
 
 
 def public_modules(package: str) -> list[str]:
@@ -42,8 +46,26 @@ def api_markdown(package: str) -> str:
     return "\n".join(parts)
 
 
+def profiles_markdown() -> str:
+    """The reproduction page's table of profiles, read from ``moero/book/profiles.yaml``: what each is for, its
+    data and device, and the scale of the runs chapters 06-08 share."""
+    from moero.book.profiles import PROFILES
+
+    lines = ["| profile | what for | data | device | model preset | seeds | Tab. 2 budgets | Moero experts |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in PROFILES.values():
+        res = p.results
+        unit = res.get("budget_unit", "steps")
+        lines.append(f"| `{p.name}` | {p.description} | synthetic `{p.dataset}` set, or real data with `--data` | "
+                     f"{p.device} | `{res.get('train', {}).get('preset', '-')}` | {len(res.get('seeds', []))} | "
+                     f"{', '.join(map(str, res.get('budgets', [])))} {unit} | "
+                     f"{', '.join(map(str, res.get('experts', [])))} |")
+    return "\n".join(lines)
+
+
 def _fill_api(app: Any, docname: str, source: list[str]) -> None:
     source[0] = API_MARKER.sub(lambda m: api_markdown(m.group(1)), source[0])
+    source[0] = PROFILES_MARKER.sub(lambda m: profiles_markdown(), source[0])
 
 
 def executed_notebook(source_text: str, executed_dir: Path) -> Path | None:
