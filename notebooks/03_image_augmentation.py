@@ -115,7 +115,7 @@ display(run.figure(fig, "transforms", caption="Each image-domain transform on th
 # With every transform drawn at once (rotation, anisotropic scaling, elastic deformation), we compare
 # the augmented k-space $y'$ with its projection $F S' x'$ onto the range of the new SENSE operator,
 # for the returned maps $S'$ and the image $x' = A'^H y'$. The pipeline transforms the raw coil images
-# (the target is the RSS of the transformed coil images, `book/conventions.md`) and the maps each on
+# (the target is the RSS of the transformed coil images, {doc}`../book/conventions`) and the maps each on
 # their own grid, so $y'$ is close to that range but not inside it: interpolating a product $S_c x$
 # is not the product of the interpolated $S_c$ and $x$. The relative difference printed below says
 # how close.

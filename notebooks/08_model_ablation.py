@@ -154,18 +154,6 @@ display(run.table([r for r in rows if r["run"] != "reference" and r[unit] == bud
                           "training runs achieved, beside the paper's GPU memory and iterations/s"))
 
 # %% [markdown]
-# The model variants on the same test images (first seed, last budget), under the evaluation grid's
-# masks, with the references: where VQ-Prompt and Moero differ from the baseline, and where they do not.
-
-# %% tags=["hide-input"]
-model_gallery = gallery.trained_gallery(P, run.profile.name, root,
-                                        {name: catalogue[name].label.split(" (")[0] for name in MODELS},
-                                        budgets[-1], refs, device=run.device)
-display(run.figure(gallery.plot_gallery(model_gallery), "reconstruction_gallery",
-                   caption=f"Test images reconstructed by every model variant after {when(budgets[-1])} (evaluation "
-                           "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
-
-# %% [markdown]
 # The cost columns come from {doc}`09_efficiency` (one measurement, shown in both chapters):
 # `speed_vs_baseline` and `memory_vs_baseline` are its single-process ratios against the baseline timed in
 # the same rounds, `iterations_per_s` and `peak_memory_mib` (the allocator's peak of one training step) its
@@ -187,6 +175,18 @@ axes[0].legend(fontsize=9)
 fig.tight_layout()
 display(show.publish_figure(run, fig, "table2_budgets", caption="SSIM total / rare / fresh against the training budget "
                          "(mean over seeds)"))
+
+# %% [markdown]
+# The model variants on the same test images (first seed, last budget), under the evaluation grid's
+# masks, with the references: where VQ-Prompt and Moero differ from the baseline, and where they do not.
+
+# %% tags=["hide-input"]
+model_gallery = gallery.trained_gallery(P, run.profile.name, root,
+                                        {name: catalogue[name].label.split(" (")[0] for name in MODELS},
+                                        budgets[-1], refs, device=run.device)
+display(run.figure(gallery.plot_gallery(model_gallery), "reconstruction_gallery",
+                   caption=f"Test images reconstructed by every model variant after {when(budgets[-1])} (evaluation "
+                           "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
 
 # %% [markdown]
 # ## Which of the paper's trends hold here

@@ -55,10 +55,13 @@ def _redrawn(update: Update) -> tuple[bytes, dict[str, float]]:
 
 
 def test_sliders_redraw_the_one_figure_and_its_readouts(chapter):
-    widget_cell = next(c for c in chapter.nb.cells if c.cell_type == "code" and any(
+    code = [c for c in chapter.nb.cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(code) if any(
         "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", [])))
-    pngs = [o for o in widget_cell.outputs if "image/png" in o.get("data", {})]
-    plain = [o.get("data", {}).get("text/plain", "") for o in widget_cell.outputs]
+    # the sliders, then the figure in a cell of its own (numbered and captioned in the book), then the readout
+    outputs = [o for c in code[first : first + 3] for o in c.get("outputs", [])]
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    plain = [o.get("data", {}).get("text/plain", "") for o in outputs]
     texts = [t for t in plain if READOUT.search(t)]
     assert len(pngs) == 1 and len(texts) == 1  # the static book: one figure and one readout, initial values
     image, start = base64.b64decode(pngs[0]["data"]["image/png"]), _numbers(texts[0])

@@ -44,7 +44,7 @@ def test_table_renders_one_html_table_with_the_paper_columns_grouped_apart():
     tab = Table(rows, caption="Tab. 1 counterpart")
     html = tab._repr_html_()
     assert html.count("<table") == 1 and "<caption>Tab. 1 counterpart</caption>" in html
-    assert not hasattr(tab, "_repr_markdown_"), "a Markdown repr renders as '|' text in the book"
+    assert "```{list-table}" in tab._repr_markdown_(), "the book's view is a MyST list-table, never '|' text"
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", html)
     assert headers[:2] == ["", "paper (reported)"]  # the group row: ours, then the paper's
     assert headers[2:] == ["method", "SSIM", "PSNR (dB)", "SSIM"]  # paper column moved after ours
@@ -109,7 +109,31 @@ def test_show_source_does_not_repeat_this_runs_own_table(tmp_path):
     committed.finish()
     other = show.show_source(show.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "gpu"), run,
                              "table1")
-    assert other.data.count("<table") == 1 and "0.7000" in other.data
+    box, table = other.items  # the note, then the committed table (numbered by the book as every table)
+    assert "admonition" in box.data and "<table" not in box.data
+    # labels are unique per process: the same table shown again gets -2, -3, ...
+    assert "0.7000" in table._repr_html_() and table.name.startswith("tab-07_augmentation_ablation-table1")
+    assert f":name: {table.name}\n" in table._repr_markdown_()
+
+
+def test_tables_and_figures_render_as_numbered_myst_with_escaped_cells(tmp_path):
+    """The book takes the MyST rendering: a list-table (caption, label, a cell per value, Markdown escaped so a
+    value never becomes a list, emphasis or a heading) and a figure with a path relative to notebooks/."""
+    md = Table([{"method": "- a *b*", "ssim": 0.71234, "note": "3.", "empty": ""}], caption="Tab. 2 *x*",
+               name="tab-x")._repr_markdown_()
+    assert md.startswith("```{list-table} Tab. 2 \\*x\\*\n") and ":name: tab-x" in md
+    cells = [line[4:] for line in md.splitlines() if line.startswith(("* - ", "  - "))]
+    assert cells == ["method", "SSIM", "note", "empty", "\\- a \\*b\\*", "0.7123", "3\\.", " "]
+    run = start_run("06_training", profile="smoke", results_dir=tmp_path / "06_training")
+    import matplotlib.pyplot as plt
+
+    fig = run.figure(plt.figure(), "curve", caption="A curve")
+    text = fig._repr_markdown_()
+    assert text.startswith("```{figure} ") and ":name: fig-06_training-curve" in text and "A curve" in text
+    assert fig.name.startswith("fig-06_training-curve")
+    path = text.splitlines()[0].split(" ", 1)[1]
+    assert not Path(path).is_absolute() and (Path(__file__).resolve().parents[1] / "notebooks" / path).is_file()
+    assert "data:image/png;base64," in fig._repr_html_()
 
 
 def test_papermills_injected_parameters_cell_is_hidden():

@@ -56,13 +56,16 @@ def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None, 
 
 
 def _shown_path(run: Any) -> str:
-    """Where the run's results live once the runner has swapped them in (not the staging folder it writes to),
-    relative to the checkout when inside it."""
+    """Where the run's results live once the runner has swapped them in (not the staging folder it writes to):
+    relative to the checkout when inside it, else to the build folder."""
     final = Path(getattr(run, "final_dir", run.results_dir)).resolve()
-    try:
-        return final.relative_to(repo_root().resolve()).as_posix()
-    except ValueError:
-        return str(final)
+    # never an absolute path of the build machine on a page: relative to the checkout, else to the build folder
+    for base, prefix in ((repo_root(), ""), (build_dir(), "$MOERO_BUILD_DIR/")):
+        try:
+            return prefix + final.relative_to(Path(base).resolve()).as_posix()
+        except ValueError:
+            continue
+    return f"the results folder {final.name}"
 
 
 def require_result(folder: str | Path, name: str) -> Path:

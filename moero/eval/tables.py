@@ -209,7 +209,9 @@ def myst_inline(text: str) -> str:
 def _myst_cell(text: str) -> str:
     """A list-table cell that reads as the text itself (never a nested list, heading or empty marker)."""
     out = myst_inline(text)
-    if out[:1] in "-+" and out[1:2] in (" ", ""):
+    if not out:
+        return " "
+    if out[0] in "-+" and out[1:2] in (" ", ""):
         out = "\\" + out
     head = out.split(" ", 1)[0]
     if head[:-1].isdigit() and head[-1:] in ".)":  # "3." would start an ordered list
