@@ -283,10 +283,10 @@ def _run_book(args: argparse.Namespace) -> int:
         state = "unchanged" if res.skipped else f"{res.wall_time_s:.1f} s"
         print(f"{res.notebook}: {state} -> {res.executed}")
     if not args.no_html:
+        if args.pdf:  # first, so that the HTML build finds it and offers it in the download menu
+            print(f"PDF book: {build_pdf(args.profile)}")
         html = build_html(args.profile)
         print(f"HTML book: {html / 'index.html'}")
-        if args.pdf:
-            print(f"PDF book: {build_pdf(args.profile, html=html)}")
     elif args.pdf:
         raise UsageError("book: --pdf prints the HTML book; drop --no-html")
     return 0

@@ -219,3 +219,27 @@ def test_version_is_one_number_in_package_pyproject_citation_and_cli():
     out = subprocess.run([sys.executable, "-m", "moero", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == f"moero {version}"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_download_menu_offers_the_books_pdf_once_make_pdf_wrote_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from moero.book import sphinx_pages
+
+    monkeypatch.setenv("MOERO_BUILD_DIR", str(tmp_path / "_build"))
+    app = SimpleNamespace(builder=SimpleNamespace(format="html"), outdir=str(tmp_path / "html"))
+
+    def context():
+        return {"pathto": lambda name, resource: f"../{name}",
+                "header_buttons": [{"label": "download-buttons", "buttons": [{"label": "download-source-button"}]}]}
+
+    before = context()
+    sphinx_pages._offer_book_pdf(app, "notebooks/06_training", "page.html", before, None)
+    assert len(before["header_buttons"][0]["buttons"]) == 1  # no PDF yet: nothing offered
+    sphinx_pages.book_pdf().parent.mkdir(parents=True)
+    sphinx_pages.book_pdf().write_bytes(b"%PDF-1.4 book")
+    after = context()
+    sphinx_pages._offer_book_pdf(app, "notebooks/06_training", "page.html", after, None)
+    assert after["header_buttons"][0]["buttons"][-1]["url"] == "../_static/moero.pdf"
+    sphinx_pages._copy_book_pdf(app, None)
+    assert (tmp_path / "html" / "_static" / "moero.pdf").read_bytes() == b"%PDF-1.4 book"

@@ -308,8 +308,9 @@ def build_html(profile: str = "cpu", root: Path | None = None, out: Path | None 
 def build_pdf(profile: str = "cpu", root: Path | None = None, out: Path | None = None, html: Path | None = None
               ) -> Path:
     """One PDF of the whole book: the single-page HTML build printed by headless Chromium (figures, tables and
-    MathJax equations as the browser renders them, offline), written to ``<out>/_build/pdf/moero.pdf`` and copied
-    into the HTML build's ``_static`` (``html``: that build; the intro links it there)."""
+    MathJax equations as the browser renders them, offline), written to ``<out>/_build/pdf/moero.pdf``. An HTML
+    build made after it offers the PDF in every page's download menu (``moero.book.sphinx_pages``); ``html``: an
+    HTML build made before, to copy it into now."""
     browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
                    None)
     if browser is None:

@@ -5,6 +5,8 @@
   a module added to the package appears in the API reference without editing the page.
 * **Profiles.** The line ``<!-- moero-profiles -->`` becomes the table of profiles read from
   ``moero/book/profiles.yaml`` (:func:`profiles_markdown`), so the reproduction page never lists stale sizes.
+* **The book's PDF.** When ``make pdf`` has printed the book (:func:`book_pdf`), every page's download menu
+  offers it and the HTML build carries a copy in ``_static``.
 * **Downloads.** Every chapter built from ``notebooks/*.py`` offers, beside the ``.py`` source, the
   executed ``.ipynb`` that the page shows: the papermill execution of the profile being built
   (``$MOERO_BUILD_DIR/executed/$MOERO_PROFILE``) or, for a light chapter, the notebook Jupyter Book
@@ -26,7 +28,7 @@ from moero.book.bibstyle import register as register_bibliography_style
 from moero.paths import build_dir
 
 __all__ = ["API_MARKER", "PROFILES_MARKER", "public_modules", "api_markdown", "profiles_markdown", "executed_notebook",
-           "setup"]
+           "book_pdf", "setup"]
 
 API_MARKER = re.compile(r"^<!-- moero-api: ([\w.]+) -->$", re.M)
 PROFILES_MARKER = re.compile(r"^<!-- moero-profiles -->$", re.M)
@@ -106,9 +108,34 @@ def _offer_ipynb(app: Any, pagename: str, templatename: str, context: dict[str, 
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
+def book_pdf() -> Path:
+    """Where ``make pdf`` writes the book as one PDF (``<build>/pdf/moero.pdf``)."""
+    return build_dir() / "pdf" / "moero.pdf"
+
+
+def _offer_book_pdf(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    """Put the whole book's PDF in every page's download menu, when ``make pdf`` has written it."""
+    if app.builder.format != "html" or not book_pdf().is_file():
+        return
+    for group in context.get("header_buttons", []):
+        if group.get("label") == "download-buttons":
+            group["buttons"].append({"type": "link", "url": context["pathto"]("_static/moero.pdf", 1),
+                                     "text": "book (.pdf)", "icon": "fas fa-book", "label": "download-book-pdf-button",
+                                     "tooltip": "The whole book as one PDF (make pdf)"})
+
+
+def _copy_book_pdf(app: Any, exception: Exception | None) -> None:
+    if exception is None and app.builder.format == "html" and book_pdf().is_file():
+        (Path(app.outdir) / "_static").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(book_pdf(), Path(app.outdir) / "_static" / "moero.pdf")
+
+
 def setup(app: Any) -> dict[str, Any]:
     register_bibliography_style()  # before sphinxcontrib-bibtex formats the references page
     app.connect("source-read", _fill_api)
     # before sphinx-book-theme builds its header buttons (priority 501)
     app.connect("html-page-context", _offer_ipynb, priority=500)
+    # after sphinx-book-theme has built its download menu (priority 501)
+    app.connect("html-page-context", _offer_book_pdf, priority=510)
+    app.connect("build-finished", _copy_book_pdf)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
