@@ -332,7 +332,7 @@ display(run.figure(diagrams.moero_diagram(path_model.config, path_model.num_expe
 # 1: the routes determine the label). `nmi_kmeans_on_test` is a diagnostic, not a result of the model:
 # the NMI of a spherical k-means with as many clusters as experts fitted on the test images' own
 # histograms, i.e. how much of each label the histograms carry at all; a large gap between it and `nmi`
-# points at the centres (fitted once, during training) rather than at the features.
+# points at the centres (fitted in training, refitted at each budget on training examples) rather than at the features.
 
 # %%
 spec_rows = []

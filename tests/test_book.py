@@ -141,17 +141,6 @@ def test_browser_typesets_maths_and_decodes_figures_offline(smoke_book):
     assert pngs and all(i["w"] > 0 and i["h"] > 0 for i in pngs), report
 
 
-def test_browser_fits_every_table_in_its_column_or_its_own_scroll_box(smoke_book):
-    """At 1280 px no table is wider than the text column, and none has more than 10 columns, unless it sits in
-    its own scroll box (Sphinx tables do; the stylesheet fixes their first column)."""
-    if chromium() is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
-    # the pages with the widest tables (routing per budget, Tab. 2's views, the claims); each probe costs seconds
-    pages = [smoke_book / "notebooks" / f"{stem}.html" for stem in ("06_training", "08_model_ablation", "claims")]
-    wide = {p.name: n for p in pages if (n := probe(p)["unboxed_wide_tables"])}
-    assert not wide, wide
-
-
 def test_browser_renders_widget_snapshots_offline(smoke_book):
     if chromium() is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
@@ -280,7 +269,10 @@ def test_parameters_cell_is_shown_once(smoke_book):
         assert text.count("profile</span> <span class=\"o\">=</span>") == 1, f"{stem}: parameters shown twice"
 
 
-def test_browser_typesets_every_display_equation_and_decodes_every_image(smoke_book):
+def test_browser_typesets_every_equation_decodes_every_image_and_fits_every_table(smoke_book):
+    """Every page at 1280 px: display equations typeset, images decoded, and no table wider than the text column
+    or over 10 columns unless it sits in its own scroll box (Sphinx tables do; the stylesheet fixes their first
+    column)."""
     if chromium() is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium); browser check not run")
     from concurrent.futures import ThreadPoolExecutor
@@ -297,6 +289,8 @@ def test_browser_typesets_every_display_equation_and_decodes_every_image(smoke_b
         bad = [i["src"] for i in rep["images"] if not (i["w"] > 0 and i["h"] > 0)]
         if bad:
             problems.append(f"{name}: images not decoded: {bad}")
+        if rep["unboxed_wide_tables"]:
+            problems.append(f"{name}: {rep['unboxed_wide_tables']} table(s) wider than the column outside a scroll box")
     assert not problems, "\n".join(problems)
     assert sum(r["displays"] for r in reports.values()) >= 20
 

@@ -80,7 +80,7 @@ def promptmr_diagram(config: ModelConfig, shown_cascades: int = 3) -> Any:
         x += 1.0
     _box(ax, x, 1.5, 1.4, 1.2, f"RSS of\nframe {config.frames // 2 + 1}\nof {config.frames}", _BOX["io"], fontsize=9)
     u, s_ = config.unet, config.sens
-    ax.text(width / 2, 0.75, "x_{k+1} = x_k - eta_k A^H(A x_k - y) + D_k(x_k, prompts)   (eq. (2)),  A = M F S",
+    ax.text(width / 2, 0.75, "x_{k+1} = x_k - eta_k (A^H A x_k - A^H y) - D_k(...)   (eq. (2)),  A = M F S",
             ha="center", va="center", fontsize=9, family="monospace")
     ax.text(width / 2, 0.25, f"U-Net widths (channels): denoiser {u.stem}-{'-'.join(map(str, u.levels))}, "
             f"sensitivity net {s_.stem}-{'-'.join(map(str, s_.levels))}", ha="center", va="center", fontsize=9)

@@ -53,12 +53,12 @@ def profiles_markdown() -> str:
     data and device, and the scale of the runs chapters 06-08 share."""
     from moero.book.profiles import PROFILES
 
-    lines = ["| profile | what for | data | device | model preset | seeds | Tab. 2 budgets | Moero experts |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| profile | what for | data (or `--data`) | device | model preset | seeds | Tab. 2 budgets "
+             "| Moero experts |", "|---|---|---|---|---|---|---|---|"]
     for p in PROFILES.values():
         res = p.results
         unit = res.get("budget_unit", "steps")
-        lines.append(f"| `{p.name}` | {p.description} | synthetic `{p.dataset}` set, or real data with `--data` | "
+        lines.append(f"| `{p.name}` | {p.description} | synthetic `{p.dataset}` | "
                      f"{p.device} | `{res.get('train', {}).get('preset', '-')}` | {len(res.get('seeds', []))} | "
                      f"{', '.join(map(str, res.get('budgets', [])))} {unit} | "
                      f"{', '.join(map(str, res.get('experts', [])))} |")
