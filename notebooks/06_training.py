@@ -113,9 +113,9 @@ display(run.table(rows, "reconstruction", caption=f"Test SSIM per acceleration a
 gallery_rows = gallery.trained_gallery(P, run.profile.name, root, {name: catalogue[name].label.split(" (")[0]
                                                                   for name in runspec.model_names(P)},
                                        last, refs, device=run.device)
-display(show.publish_figure(run, gallery.plot_gallery(gallery_rows), "reconstruction_gallery",
-                            caption="Test images reconstructed by every method at each test acceleration (evaluation "
-                                    "masks; first seed), with |error| x5 and per-image SSIM"))
+display(run.figure(gallery.plot_gallery(gallery_rows), "reconstruction_gallery",
+                  caption="Test images reconstructed by every method at each test acceleration (evaluation "
+                          "masks; first seed), with |error| x5 and per-image SSIM"))
 
 # %% [markdown]
 # The margins of the model that scores best **on validation** (so the test split chooses nothing), paired
@@ -163,8 +163,8 @@ for ax, kind in zip(axes, kinds, strict=True):
 axes[0].set_ylabel("test SSIM (official protocol)")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "ssim_by_mask", caption="Test SSIM per mask kind and acceleration (a third of "
-                         "the test files per point, Latin square), mean over seeds"))
+display(run.figure(fig, "ssim_by_mask", caption="Test SSIM per mask kind and acceleration (a third of "
+               "the test files per point, Latin square), mean over seeds"))
 
 # %% [markdown]
 # ## The runs
@@ -203,7 +203,7 @@ ax_loss.set(xlabel="step", ylabel="training loss (1 - SSIM + VQ)", title="Traini
 ax_val.set(xlabel=AXIS, ylabel="validation SSIM", title=f"Validation SSIM, mean of {len(SEEDS)} seeds")
 ax_loss.legend(fontsize=8)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "learning_curves", caption="Training loss and validation SSIM per model"))
+display(run.figure(fig, "learning_curves", caption="Training loss and validation SSIM per model"))
 
 # %% [markdown]
 # ## Moero: routes over training
@@ -240,8 +240,8 @@ for ax, name in zip(axes[0], moero_runs, strict=True):
     ax.set(xlabel="step", ylabel="route count $n_j$", title=catalogue[name].label)
     ax.legend(fontsize=8)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "route_counts", caption="Moero route counts per expert over training (first "
-                         "seed, first and last cascade)"))
+display(run.figure(fig, "route_counts", caption="Moero route counts per expert over training (first "
+               "seed, first and last cascade)"))
 display(run.table(fits, "routing_fit", caption="BranchNav at its k-means fit: when, the perplexity of the buffered "
                   "token histograms (codebook usage; at most the codebook size: "
                   f"{preset(P['train']['preset']).sens_num_codes} for cascade 0, which routes on the coil-map net's "
@@ -318,9 +318,9 @@ path_run = R.run_folders(P, run.profile.name, moero_runs[0])[0]
 path_model, _, _ = evaluation.load_model(path_run, last)
 path_eval = evaluation.evaluate_checkpoint(path_run, last, P, root, device=run.device)
 display(run.figure(diagrams.moero_diagram(path_model.config, path_model.num_experts, routes=path_eval["routes"][0]),
-                   "moero_path", caption=f"{catalogue[moero_runs[0]].label} after {when(last)} (first seed): the "
-                                         f"experts the first test image ({path_eval['labels'][0]['file'].split('/')[-1]}"
-                                         ") was routed to, one per cascade."))
+         "moero_path", caption=f"{catalogue[moero_runs[0]].label} after {when(last)} (first seed): the "
+                               f"experts the first test image ({path_eval['labels'][0]['file'].split('/')[-1]}"
+                               ") was routed to, one per cascade."))
 
 # %% [markdown]
 # ## Moero: do the experts specialise?
@@ -358,7 +358,7 @@ for name in moero_runs:
 ax.set(xlabel=AXIS, ylabel="NMI (best cascade, mean of seeds)", title="Specialisation of the experts")
 ax.legend(fontsize=7, ncol=2)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "specialisation", caption="NMI between routes and each label over training"))
+display(run.figure(fig, "specialisation", caption="NMI between routes and each label over training"))
 
 # %% tags=["hide-input"]
 content = [r for r in summary_routes if r["nmi_min"] >= 0.2 and r["label"] in ("modality", "view", "vendor", "centre")]

@@ -114,9 +114,9 @@ display(run.table(rows, "table1_detail", columns=["method", "ssim_total_sd", *R.
 # %% tags=["hide-input"]
 aug_gallery = gallery.trained_gallery(P, run.profile.name, root, dict(TAB1), last, refs, device=run.device)
 display(run.figure(gallery.plot_gallery(aug_gallery), "reconstruction_gallery",
-                   caption=f"Test images reconstructed by the baseline and its augmented variants after {when(last)} "
-                           "(evaluation masks at each test acceleration; first seed), with |error| x5 and per-image "
-                           "SSIM"))
+         caption=f"Test images reconstructed by the baseline and its augmented variants after {when(last)} "
+                 "(evaluation masks at each test acceleration; first seed), with |error| x5 and per-image "
+                 "SSIM"))
 
 # %% [markdown]
 # Each verdict pairs the runs seed by seed and the test images subject by subject, and reads "holds" or
@@ -160,8 +160,8 @@ ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss (small s
 ax_val.set(xlabel=SMALL_AXIS, ylabel="validation loss (1 - SSIM)", title="Validation loss (small set)")
 ax_loss.legend(fontsize=8)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "small_set_curves", caption="Small training set: training and validation loss "
-                         "per augmentation ratio"))
+display(run.figure(fig, "small_set_curves", caption="Small training set: training and validation loss "
+               "per augmentation ratio"))
 base_curve = 1 - val[0.0].mean(0)
 lowest = int(np.argmin(base_curve))
 overfits = lowest < len(small_budgets) - 1 and base_curve[-1] > base_curve[lowest]
@@ -215,8 +215,8 @@ ax.plot(ratios, [s["test_ssim_last"] for s in sweep], "v--", label="test, last s
 ax.set(xlabel="augmentation ratio $p$", ylabel="SSIM (official protocol)", title="k-space augmentation ratio, small set")
 ax.legend(fontsize=8)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "ratio_sweep", caption="SSIM against the k-space augmentation ratio on the small "
-                         "training set"))
+display(run.figure(fig, "ratio_sweep", caption="SSIM against the k-space augmentation ratio on the small "
+               "training set"))
 
 # %% tags=["hide-input"]
 # the ratio is chosen on validation among the augmented runs (p > 0) and judged on test against p = 0, so

@@ -173,8 +173,8 @@ for ax, split in zip(axes, ("total", "rare", "fresh"), strict=True):
     ax.set(xlabel=AXIS, ylabel=f"SSIM {split}", title=f"SSIM-{split} (dotted: zero-filled, CG-SENSE)")
 axes[0].legend(fontsize=9)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "table2_budgets", caption="SSIM total / rare / fresh against the training budget "
-                         "(mean over seeds)"))
+display(run.figure(fig, "table2_budgets", caption="SSIM total / rare / fresh against the training budget "
+               "(mean over seeds)"))
 
 # %% [markdown]
 # The model variants on the same test images (first seed, last budget), under the evaluation grid's
@@ -185,8 +185,8 @@ model_gallery = gallery.trained_gallery(P, run.profile.name, root,
                                         {name: catalogue[name].label.split(" (")[0] for name in MODELS},
                                         budgets[-1], refs, device=run.device)
 display(run.figure(gallery.plot_gallery(model_gallery), "reconstruction_gallery",
-                   caption=f"Test images reconstructed by every model variant after {when(budgets[-1])} (evaluation "
-                           "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
+         caption=f"Test images reconstructed by every model variant after {when(budgets[-1])} (evaluation "
+                 "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
 
 # %% [markdown]
 # ## Which of the paper's trends hold here

@@ -101,7 +101,7 @@ for ax, title in ((ax_s, "iterations/s relative to the baseline"), (ax_m, "peak 
     ax.set(title=title, ylabel="ratio")
     ax.legend(fontsize=9)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
+display(run.figure(fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
 
 # %% [markdown]
 # ## DDP: our synchronisation against `find_unused_parameters`
@@ -165,7 +165,7 @@ for stage in efficiency.STAGES:
 ax.set(xlabel="seconds per step", title="Time per stage of one training step")
 ax.legend(fontsize=9, ncols=3)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "stages", caption="Seconds per stage of one training step, per model"))
+display(run.figure(fig, "stages", caption="Seconds per stage of one training step, per model"))
 
 # %% tags=["hide-input"]
 biggest = {r["model"]: max(efficiency.STAGES, key=lambda s: r[s]) for r in stage_rows}
@@ -276,7 +276,7 @@ ax.axvline(ADOPT, color="tab:red", lw=0.8, ls="--", label=f"adoption bar {ADOPT}
 ax.set(xlabel="speed-up over eager fp32", title="CPU acceleration, VQ-PromptMR+")
 ax.legend(fontsize=9)
 fig.tight_layout()
-display(show.publish_figure(run, fig, "acceleration", caption=f"Speed-up over eager fp32 with {LEVEL:.2%} intervals"))
+display(run.figure(fig, "acceleration", caption=f"Speed-up over eager fp32 with {LEVEL:.2%} intervals"))
 said = []
 for r in accel_rows:
     ratio = acceleration.speedup(r)

@@ -113,15 +113,14 @@ def trained_gallery(params: dict[str, Any], profile: str, root: str | Path, mode
     ``references``) and the first seed's snapshot ``budget`` of every run of ``models`` (run name -> label), on
     ``files`` test files of different contrasts and views (default: the profile's ``gallery_files``, else 2)."""
     from moero.book.evaluation import load_model, protocol
-    from moero.book.runspec import catalogue, runs_dir, seeds
+    from moero.book.results import run_folders
     from moero.eval.evaluate import CGSense, ZeroFilled
 
     shown: dict[str, nn.Module] = {"zero-filled": ZeroFilled(),
                                    "CG-SENSE": CGSense(params["cg"].get("iters", 10), references["CG-SENSE"]["lam"])}
     config = None
     for name, label in models.items():
-        folder = runs_dir(profile) / catalogue(params)[name].with_seed(seeds(params)[0]).run_name
-        shown[label], config, _ = load_model(folder, budget)
+        shown[label], config, _ = load_model(run_folders(params, profile, name)[0], budget)
     if config is None:
         raise ValueError("trained_gallery: no trained model to show")
     grid = protocol(params, grid=True)

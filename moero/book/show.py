@@ -19,7 +19,7 @@ from moero.eval.stats import Comparison, judge_family
 from moero.eval.tables import Table
 from moero.paths import build_dir, repo_root
 
-__all__ = ["ResultsSource", "results_source", "require_result", "read_table", "show_result", "publish_figure",
+__all__ = ["ResultsSource", "results_source", "require_result", "read_table", "show_result",
            "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict", "admonition",
            "show_source", "chapter_folder"]
 
@@ -109,12 +109,6 @@ def show_result(folder: str | Path, stem: str) -> Any:
     entry = files.get(path.name, {})
     return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"),
                           name=unique_label(label_for("tab", notebook, stem)))
-
-
-def publish_figure(run: Any, fig: Any, stem: str, caption: str = "") -> Any:
-    """Save ``fig`` through ``run`` (PNG + provenance), close it, and return what displays the file written to
-    disk (a missing file fails the notebook)."""
-    return run.figure(fig, stem, caption=caption)
 
 
 # verdicts are judged per chapter with Holm at 0.05 / 4: over the four results chapters (06-09) the

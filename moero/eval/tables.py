@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Table", "PAPER_PREFIX", "WIDE_COLUMNS", "column_header", "format_value", "parse_cell", "myst_inline"]
+__all__ = ["Table", "PAPER_PREFIX", "column_header", "format_value", "parse_cell", "myst_inline"]
 
 PAPER_PREFIX = "paper_"
 # metric names written in capitals in headers
@@ -182,8 +182,7 @@ class Table:
         ours, theirs = self.display_columns()
         cols = ours + theirs
         headers = [column_header(c, self.units) + (", paper" if c in theirs else "") for c in cols]
-        lines = [f"```{{list-table}} {myst_inline(self.caption)}".rstrip(), ":header-rows: 1",
-                 ":class: moero-table" + (" moero-wide" if len(cols) > WIDE_COLUMNS else "")]
+        lines = [f"```{{list-table}} {myst_inline(self.caption)}".rstrip(), ":header-rows: 1", ":class: moero-table"]
         if self.name:
             lines.append(f":name: {self.name}")
         lines.append("")
@@ -197,7 +196,6 @@ class Table:
         return f"Table({len(self.rows)} rows: {', '.join(self.columns)})"
 
 
-WIDE_COLUMNS = 10  # wider tables scroll in their own box with the first column fixed (the book's stylesheet)
 _MARKDOWN_SPECIAL = set("\\`*_[]<>#|~!{}$")
 
 
@@ -216,4 +214,4 @@ def _myst_cell(text: str) -> str:
     head = out.split(" ", 1)[0]
     if head[:-1].isdigit() and head[-1:] in ".)":  # "3." would start an ordered list
         out = out[: len(head) - 1] + "\\" + out[len(head) - 1 :]
-    return out or " "
+    return out

@@ -335,7 +335,7 @@ class BranchNav(nn.Module):
         fitted = bool(self.fitted)
         eval_nearest = not self.training and self.eval_mode == "nearest"
         # one device -> host transfer: nearest centres and counts together
-        parts = [self.counts.double(), self.step_counts.double(), self.fit_counts.double()]
+        parts = [self.counts.double(), self.step_counts.double(), self.fit_counts.double(), self.bias.double()]
         if fitted:
             sims_dev = cosine_similarities(self.features(hist), self.centres)
             parts.append(sims_dev.reshape(-1).double())
@@ -343,7 +343,7 @@ class BranchNav(nn.Module):
         k = self.num_experts
         counts = (host[:k] + host[k : 2 * k]).long()
         # cosine + bias (0 without balancing), added in float64 on the host as the balanced fit computed it
-        scores = host[3 * k :].view(batch, k) + self.bias.double().cpu() if fitted else None
+        scores = host[4 * k :].view(batch, k) + host[3 * k : 4 * k] if fitted else None
         if eval_nearest:
             if scores is not None:
                 return scores.argmax(dim=1)  # = cosine_assign without biases: lowest index on ties

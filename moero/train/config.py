@@ -17,7 +17,7 @@ import yaml
 
 from moero.models.promptmr import ModelConfig
 from moero.models.registry import PRESET_NAMES, parse_model_name
-from moero.train.sections import AugmentConfig, NavConfig, section_from
+from moero.train.sections import AugmentConfig, NavConfig, coerce_bool, section_from
 
 __all__ = [
     "AUTHORS_TRAINING", "TrainConfig", "AugmentConfig", "NavConfig", "field_help", "parse_override", "parse_value",
@@ -357,15 +357,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise bad
         return [_coerce(name, v, args[0] if args else str) for v in value]
     if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
-            return False
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise bad
+        return coerce_bool(name, value)
     if hint is int:
         if isinstance(value, bool):
             raise bad

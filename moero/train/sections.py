@@ -18,7 +18,7 @@ from typing import Any
 from moero.augment.kspace import DEFAULT_NOISE_SIGMAS, ORDERINGS, RandomKspaceNoise, RandomRigidMotion, check_sigma
 from moero.augment.pipeline import DualSpaceAugment, default_geometric
 
-__all__ = ["AugmentConfig", "NavConfig", "AUGMENT_KINDS", "section_from"]
+__all__ = ["AugmentConfig", "NavConfig", "AUGMENT_KINDS", "section_from", "coerce_bool"]
 
 AUGMENT_KINDS = ("none", "kspace", "image", "dual")
 GEOMETRIC = tuple(default_geometric())  # flip, shift, rot90, rotation, scaling, elastic
@@ -46,12 +46,18 @@ def _number(name: str, value: Any, low: float) -> float:
     return float(value)
 
 
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if not isinstance(value, bool):
-        raise ValueError(f"config field {name!r} must be true or false, got {value!r}")
-    return value
+def coerce_bool(name: str, value: Any) -> bool:
+    """``value`` of config field ``name`` as a bool: true/false, yes/no, on/off, 1/0 (strings or values); a
+    ``ValueError`` naming the field otherwise. The one rule for every boolean field (TrainConfig's too)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"config field {name!r}: expected bool, got {value!r}")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -171,8 +177,8 @@ class NavConfig:
         self.freeze_codebook = _choice("nav.freeze_codebook", self.freeze_codebook, ("never", "fit", "buffer"))
         self.bias_rate = _number("nav.bias_rate", self.bias_rate, 0.0)
         self.capacity = _number("nav.capacity", self.capacity, 0.0)
-        self.center = _flag("nav.center", self.center)
-        self.balance = _flag("nav.balance", self.balance)
+        self.center = coerce_bool("nav.center", self.center)
+        self.balance = coerce_bool("nav.balance", self.balance)
         self.calibration = _count("nav.calibration", self.calibration, 0)
         if self.balance and self.bias_rate > 0:
             raise ValueError("config fields 'nav.balance' and 'nav.bias_rate' both set the routing biases: choose one")
