@@ -292,6 +292,24 @@ def _run_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_publish(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Copy a profile's results of chapters 06-09 and the claims page (tables as CSV/MD, figures as PNG up to "
+        "1 MB, provenance) from _build/results/<profile> to book/results/<profile>, where a book built with a "
+        "lighter profile shows them as the chapters' main results. Every chapter must be complete, from a clean "
+        "commit, and intact; nothing is written otherwise.")
+    parser.add_argument("--profile", required=True, choices=sorted(PROFILES), help="the profile whose results to "
+                                                                                   "commit (cpu-long, gpu)")
+    parser.add_argument("--force", action="store_true", help="replace results already under book/results/<profile>")
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from moero.book.publish import publish
+
+    print(json.dumps(publish(args.profile, force=args.force), indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------------- generate-data
 def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.description = "Generate the embedded synthetic dataset in the CMRxRecon2025 layout."
@@ -492,6 +510,8 @@ def _run_plot(args: argparse.Namespace) -> int:
 # command -> (add arguments, run, one-line help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "book": (_add_book, _run_book, "run the book's notebooks with papermill for a profile, then build the HTML"),
+    "publish": (_add_publish, _run_publish, "copy a profile's results of chapters 06-09 to book/results/<profile> "
+                                            "(committed, shown by lighter builds)"),
     "train": (_add_train, _run_train, "train a registry model (promptmr, vq-prompt, moero-CxK); torchrun for DDP"),
     "eval": (_add_eval, _run_eval, "score a checkpoint by the official CMRxRecon2025 protocol, write tables"),
     "generate-data": (_add_generate, _run_generate, "generate the embedded synthetic CMRxRecon-layout dataset"),

@@ -68,15 +68,36 @@ def when(budget: int) -> str:
 AXIS = unit if unit == "epochs" else f"{unit} (1 epoch = {R.epochs_of(P, 1, EXAMPLES) ** -1:.0f} {unit})"
 last = max(P["budgets"])
 SEEDS = runspec.seeds(P)
+
+# %% [markdown]
+# ## Published results
+#
+# When the results of a heavier profile are committed with the book (`book/results/<profile>/`), they are
+# this chapter's main results: the box names the profile, commit, date and scale that produced them, and
+# a warning follows when this chapter's code or the package's science layers have changed since. Their
+# verdicts follow the rules of the whole book ({doc}`../book/conventions`).
+
+# %% tags=["hide-input"]
+display(show.show_published("06_training", run,
+                        ['reconstruction', 'learning_curves', 'late_gain', 'routing_budgets', 'verdicts']))
+
+# %% [markdown]
+# ## This build's run
+#
+# Everything below is computed by this build's own run, at the scale its Setting box states. When
+# published results are shown above, this run is the check that the current code still points the same
+# way: the last table of the chapter sets its verdicts beside the published ones.
+
+# %% tags=["hide-input"]
 # train (or resume) every run of chapters 6-8 and evaluate its snapshots, `workers` runs at a time (kept on disk)
 experiments.prepare(P, run.profile.name, root, run.profile.dataset, nproc=nproc, workers=P["workers"], device=str(run.device))
 refs = R.reference_results(P, run.profile.name, root, run.profile.dataset, device=str(run.device))
 folders = [f for name in MODELS for f in R.run_folders(P, run.profile.name, name)]
-display(show.admonition(R.setting_text(run.profile.name, str(run.device), P, runspec.model_names(P), root,
-                                    refs["zero-filled"], folders, len(SEEDS),
-                                    extra=f"Test: {len({f['file'] for f in refs['zero-filled']['files']})} files "
-                                          f"(test-total, rare, fresh) x {len(runspec.test_accelerations(P))} accelerations."),
-                     title="Setting"))
+setting = R.setting_text(run.profile.name, str(run.device), P, runspec.model_names(P), root, refs["zero-filled"],
+                         folders, len(SEEDS),
+                         extra=f"Test: {len({f['file'] for f in refs['zero-filled']['files']})} files (test-total, "
+                               f"rare, fresh) x {len(runspec.test_accelerations(P))} accelerations.")
+display(show.admonition(run.statement("setting", setting), title="Setting"))
 
 # %% [markdown]
 # ## How the runs are evaluated
@@ -457,7 +478,7 @@ display(run.table(verdicts, "verdicts", caption="The chapter's verdicts: the pla
 
 # %%
 src = show.results_source("06_training", run)
-display(show.show_source(src, run, "reconstruction"))
+display(show.sign_check(src, run))
 
 # %% tags=["remove-cell"]
 run.finish()

@@ -70,15 +70,33 @@ TAB1 = [(name, METHODS[name]) for name in ("promptmr", *runspec.augmented_names(
 experiments.prepare(P, run.profile.name, root, run.profile.dataset, nproc=nproc, workers=P["workers"], device=str(run.device))
 refs = R.reference_results(P, run.profile.name, root, run.profile.dataset, device=str(run.device))
 
+# %% [markdown]
+# ## Published results
+#
+# When the results of a heavier profile are committed with the book (`book/results/<profile>/`), they are
+# this chapter's main results: the box names the profile, commit, date and scale that produced them, and
+# a warning follows when this chapter's code or the package's science layers have changed since. Their
+# verdicts follow the rules of the whole book ({doc}`../book/conventions`).
+
+# %% tags=["hide-input"]
+display(show.show_published("07_augmentation_ablation", run, ['table1_paper', 'ratio_sweep', 'verdicts']))
+
+# %% [markdown]
+# ## This build's run
+#
+# Everything below is computed by this build's own run, at the scale its Setting box states. When
+# published results are shown above, this run is the check that the current code still points the same
+# way: the last table of the chapter sets its verdicts beside the published ones.
+
 # %% tags=["hide-input"]
 folders = [f for name, _ in TAB1 for f in R.run_folders(P, run.profile.name, name)]
 small_set = R.training_examples(root, subjects=int(P["small_subjects"]))
-display(show.admonition(R.setting_text(
+display(show.admonition(run.statement("setting", R.setting_text(
     run.profile.name, str(run.device), P, ["promptmr"], root, refs["zero-filled"], folders, len(SEEDS),
     extra=f"Tab. 1 is read after {when(last)} (the paper: 12 epochs). Augmentation ratio p = "
           f"{P['augment_probability']}. Ratio sweep: {small_set['subjects']} training subject(s), "
           f"{small_set['files']} files, {small_set['examples']} examples, {max(P['small_budgets'])} {unit}, "
-          f"{len(runspec.seeds(P, small=True))} seed(s) per ratio."), title="Setting"))
+          f"{len(runspec.seeds(P, small=True))} seed(s) per ratio.")), title="Setting"))
 
 # %% [markdown]
 # ## Tab. 1: baseline, + k-space augmentation, + image augmentation
@@ -258,7 +276,7 @@ display(show.admonition(
 
 # %%
 src = show.results_source("07_augmentation_ablation", run)
-display(show.show_source(src, run, "table1_paper"))
+display(show.sign_check(src, run))
 
 # %% tags=["remove-cell"]
 run.finish()

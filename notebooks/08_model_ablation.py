@@ -90,12 +90,30 @@ def paper_row(name: str, i: int) -> dict:
     return next((r for r in paper.TABLE2 if r["method"] == method and r["epochs"] == epochs), {})
 
 
+# %% [markdown]
+# ## Published results
+#
+# When the results of a heavier profile are committed with the book (`book/results/<profile>/`), they are
+# this chapter's main results: the box names the profile, commit, date and scale that produced them, and
+# a warning follows when this chapter's code or the package's science layers have changed since. Their
+# verdicts follow the rules of the whole book ({doc}`../book/conventions`).
+
+# %% tags=["hide-input"]
+display(show.show_published("08_model_ablation", run, ['table2_paper', 'table2_budgets', 'verdicts']))
+
+# %% [markdown]
+# ## This build's run
+#
+# Everything below is computed by this build's own run, at the scale its Setting box states. When
+# published results are shown above, this run is the check that the current code still points the same
+# way: the last table of the chapter sets its verdicts beside the published ones.
+
 # %% tags=["hide-input"]
 folders = [f for name in MODELS for f in R.run_folders(P, run.profile.name, name)]
-display(show.admonition(R.setting_text(
+display(show.admonition(run.statement("setting", R.setting_text(
     run.profile.name, str(run.device), P, MODELS, root, refs["zero-filled"], folders, len(SEEDS),
     extra=f"Budgets {budgets} {unit} stand for the paper's {PAPER_EPOCHS} epochs; paper: 12 cascades, "
-          "CMRxRecon2025, 8x A100, batch 1."), title="Setting"))
+          "CMRxRecon2025, 8x A100, batch 1.")), title="Setting"))
 
 # %% [markdown]
 # ## Tab. 2 counterpart
@@ -261,7 +279,7 @@ display(show.admonition(
 
 # %%
 src = show.results_source("08_model_ablation", run)
-display(show.show_source(src, run, "table2_paper"))
+display(show.sign_check(src, run))
 
 # %% tags=["remove-cell"]
 run.finish()

@@ -64,14 +64,34 @@ LEVEL = 1 - show.CHAPTER_ALPHA  # intervals at the chapter's family level, as it
 LOAD = efficiency.machine_note()
 counts = {n: efficiency.build_model(n.split(":")[0], P["preset"], P["cascades"]) for n in P["names"]}
 counts = {n: sum(p.numel() for p in m.parameters() if p.requires_grad) for n, m in counts.items()}
-display(show.admonition(
+
+# %% [markdown]
+# ## Published results
+#
+# When the results of a heavier profile are committed with the book (`book/results/<profile>/`), they are
+# this chapter's main results: the box names the profile, commit, date and scale that produced them, and
+# a warning follows when this chapter's code or the package's science layers have changed since. Their
+# verdicts follow the rules of the whole book ({doc}`../book/conventions`).
+
+# %% tags=["hide-input"]
+display(show.show_published("09_efficiency", run, ['single_process', 'experts', 'ddp_compare', 'verdicts']))
+
+# %% [markdown]
+# ## This build's run
+#
+# Everything below is computed by this build's own run, at the scale its Setting box states. When
+# published results are shown above, this run is the check that the current code still points the same
+# way: the last table of the chapter sets its verdicts beside the published ones.
+
+# %% tags=["hide-input"]
+display(show.admonition(run.statement("setting",
     f"Profile {run.profile.name!r} on {run.device} with {P['threads']} threads. Model preset {P['preset']!r} with "
     f"{P['cascades']} cascades (trainable parameters: {', '.join(f'{n} {c:,}' for n, c in counts.items())}); phantom "
     f"{P['shape'][0]}x{P['shape'][1]}; {P['rounds']} timed rounds after {P['warmup']} warm-up steps per model, "
     f"DDP with {P['ddp_world']} processes; no training and no seeds: these are timings of single steps, each "
     f"ratio against a baseline measured in the same run (median and bootstrap interval over the rounds; "
     f"{PAIRS} interleaved pairs for sections 4-5). Load average (1 min) at the start: {LOAD['load_avg_1min']} on "
-    f"{LOAD['cpus']} CPUs. Peak memory: the allocator's.", title="Setting"))
+    f"{LOAD['cpus']} CPUs. Peak memory: the allocator's."), title="Setting"))
 
 # %% [markdown]
 # ## Iterations/s and peak memory against the number of experts (one process)
@@ -289,7 +309,7 @@ display(show.admonition("; ".join(said) + ".", title="Verdict: acceleration"))
 
 # %%
 src = show.results_source("09_efficiency", run)
-display(show.show_source(src, run, "single_process"))
+display(show.sign_check(src, run))
 
 # %% tags=["remove-cell"]
 run.finish()

@@ -47,7 +47,7 @@ from moero.eval.tables import Table
 
 run = start_run("claims", profile=profile, params=params, results_dir=results_dir, data_root=data_root)
 chapters = sorted({c.chapter for c in paper.CLAIMS})
-# the verdicts each chapter shows: its committed gpu-profile results when they exist, else this run's
+# the verdicts each chapter shows: the committed results of a heavier profile when they exist, else this run's
 sources = {ch: show.results_source(ch, run, other=True) for ch in chapters}
 verdicts = {ch: show.read_table(src.folder, "verdicts") for ch, src in sources.items()}
 
@@ -69,25 +69,30 @@ for claim in paper.CLAIMS:
     ours, lo, hi = number(r["ours"]), number(r["ci_low"]), number(r["ci_high"])
     rows.append({"claim": claim.key, "chapter": claim.chapter, "paper": claim.paper, "ours": ours, "ci_low": lo,
                  "ci_high": hi, "seeds": r.get("seeds", ""), "verdict": r["verdict"], "statement": claim.statement,
-                 "shown": sources[claim.chapter].kind})
+                 "profile": sources[claim.chapter].kind})
     measured = "not measured" if math.isnan(ours) else \
         f"{ours:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
     shown.append({"claim": claim.statement, "paper": claim.paper, "ours [95 % interval]": measured,
                   "seeds": r.get("seeds") or "-", "verdict": r["verdict"],
-                  "chapter": int(claim.chapter[:2])})
+                  "chapter": int(claim.chapter[:2]), "profile": sources[claim.chapter].kind})
 run.table(rows, "claims", columns=["claim", "chapter", "paper", "ours", "ci_low", "ci_high", "seeds", "verdict",
-                                   "statement", "shown"],
+                                   "statement", "profile"],
           caption="Every claim of the paper: its figure, ours with the 95 % interval, the verdict and the chapter "
                   "that judges it")
 tally = Counter(r["verdict"].split(" (")[0] for r in rows)
 display(show.admonition(
     f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda t: -t[1]))
-    + f". Scale: the {run.profile.name} profile (each chapter's Setting box gives its model, data, budgets in "
-      "epochs and seeds); a verdict here is a verdict at that scale, not on the paper's. Effects are differences "
-      "in SSIM (speed and memory: ratios to the baseline minus 1).",
+    + ". Each row is judged on the results its chapter shows, from the profile named in the row: "
+    + "; ".join(f"{n} row(s) from the {p} profile" + (" (committed results, book/results/" + p + ")"
+                                                      if p != run.profile.name else " (this build's run)")
+                for p, n in Counter(r["profile"] for r in rows).items())
+    + ". Each chapter's Setting box, or its published results' scale, gives the model, data, budgets in epochs "
+      "and seeds; a verdict here is a verdict at that scale, not on the paper's. Effects are differences in SSIM "
+      "(speed and memory: ratios to the baseline minus 1).",
     title="Verdicts", kind="note"))
-display(Table(shown, caption="The paper's claims: its figure, ours with the 95 % interval, the verdict and the chapter "
-                             "that judges it (claims.csv holds the same with full precision)", name="tab-claims"))
+display(Table(shown, caption="The paper's claims: its figure, ours with the 95 % interval, the verdict, the chapter "
+                             "that judges it and the profile whose results it shows (claims.csv holds the same with "
+                             "full precision)", name="tab-claims"))
 
 # %% [markdown]
 # Where each claim is judged: {doc}`06_training` (plateau, specialisation), {doc}`07_augmentation_ablation`

@@ -327,6 +327,35 @@ def test_reproduction_page_lists_the_profiles_as_profiles_yaml_defines_them(smok
         assert rows[name][5] == str(len(prof.results["seeds"])), (name, rows[name])
 
 
+def test_reproduction_page_states_measured_wall_times_and_chapters_show_published_results(smoke_book):
+    """The wall-time table holds this build's smoke run and every committed profile; each results chapter shows
+    the committed results of a heavier profile (with provenance) when there are any, else says there are none,
+    and the claims page names the profile per row."""
+    import csv
+
+    from moero.book.show import published_results
+
+    soup = _soup(smoke_book / "book" / "reproduction.html")
+    table = next(t for t in soup.select("article table") if "first execution" in t.get_text())
+    rows = {tr.find_all("td")[0].get_text(strip=True): [td.get_text(strip=True) for td in tr.find_all("td")]
+            for tr in table.select("tbody tr") if tr.find_all("td")}
+    assert rows["smoke"][1] == "this build" and rows["smoke"][3].endswith(" min"), rows
+    committed = sorted(p.name for p in (ROOT / "book" / "results").glob("*") if p.is_dir())
+    for name in committed:
+        assert rows[name][1] == "committed" and f"--profile {name}" in rows[name][7], rows[name]
+    claims = list(csv.DictReader(open(smoke_book.parents[1] / "_build" / "results" / "smoke" / "claims" /
+                                      "claims.csv")))
+    for stem in ("06_training", "07_augmentation_ablation", "08_model_ablation", "09_efficiency"):
+        text = _soup(smoke_book / "notebooks" / f"{stem}.html").get_text(" ")
+        src = published_results(stem, "smoke")
+        if src is None:
+            assert "Published results: none" in text
+            continue
+        assert f"Published results: {src.kind} profile" in text and str(src.meta["commit"])[:10] in text
+        assert "Sign check" in text
+        assert {r["profile"] for r in claims if r["chapter"] == stem} == {src.kind}
+
+
 def test_build_pdf_prints_the_single_page_book_with_chromium(tmp_path, monkeypatch):
     """``build_pdf`` prints the single-page build (written as book/intro.html, styles linked from the top folder)
     with Chromium into ``_build/pdf/moero.pdf`` and copies it into the HTML build; the full book is what

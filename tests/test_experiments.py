@@ -227,21 +227,6 @@ def test_efficiency_rows_and_stages(smoke_data):
         efficiency.ddp_throughput(["promptmr"], world=1)
 
 
-def test_results_source_prefers_complete_gpu_results(tmp_path):
-    from moero.book.run import start_run
-
-    run = start_run("09_efficiency", profile="smoke", results_dir=tmp_path / "own")
-    src = show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
-    assert src.kind == "smoke" and src.folder == tmp_path / "own" and "no gpu-profile" in src.note
-    gpu = tmp_path / "gpu" / "09_efficiency"
-    gpu.mkdir(parents=True)
-    (gpu / "provenance.json").write_text(json.dumps({"complete": False, "commit": "abc"}))
-    assert show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu").kind == "smoke"
-    (gpu / "provenance.json").write_text(json.dumps({"complete": True, "commit": "abc"}))
-    src = show.results_source("09_efficiency", run, gpu_root=tmp_path / "gpu")
-    assert src.kind == "gpu" and src.folder == gpu and "abc" in src.note
-
-
 def test_referring_to_a_result_no_run_produced_fails(tmp_path):
     from moero.book.run import start_run
 

@@ -97,25 +97,6 @@ def test_verdict_rows_and_admonitions():
     assert 'class="admonition note"' in box and "a &lt; b" in box
 
 
-def test_show_source_does_not_repeat_this_runs_own_table(tmp_path):
-    run = start_run("07_augmentation_ablation", profile="smoke", results_dir=tmp_path / "own")
-    run.table([{"method": "baseline", "ssim": 0.5}], "table1")
-    own = show.show_source(show.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "none"), run,
-                           "table1")
-    assert "<table" not in own.data and "admonition" in own.data
-    gpu = tmp_path / "gpu" / "07_augmentation_ablation"
-    committed = start_run("07_augmentation_ablation", profile="smoke", results_dir=gpu)
-    committed.table([{"method": "baseline", "ssim": 0.7}], "table1")
-    committed.finish()
-    other = show.show_source(show.results_source("07_augmentation_ablation", run, gpu_root=tmp_path / "gpu"), run,
-                             "table1")
-    box, table = other.items  # the note, then the committed table (numbered by the book as every table)
-    assert "admonition" in box.data and "<table" not in box.data
-    # labels are unique per process: the same table shown again gets -2, -3, ...
-    assert "0.7000" in table._repr_html_() and table.name.startswith("tab-07_augmentation_ablation-table1")
-    assert f":name: {table.name}\n" in table._repr_markdown_()
-
-
 def test_tables_and_figures_render_as_numbered_myst_with_escaped_cells(tmp_path):
     """The book takes the MyST rendering: a list-table (caption, label, a cell per value, Markdown escaped so a
     value never becomes a list, emphasis or a heading) and a figure with a path relative to notebooks/."""

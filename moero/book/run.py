@@ -36,9 +36,14 @@ from moero.eval.tables import Table
 from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.distributed import resolve_device
 
-__all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "STAGING_ENV"]
+__all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "code_hashes", "STAGING_ENV",
+           "SCIENCE_LAYERS"]
 
 STAGING_ENV = "MOERO_RESULTS_STAGING"
+# the layers whose code decides what a result is (the book wing only presents it): a change here makes
+# committed results stale, a change in moero/book does not
+SCIENCE_LAYERS = ("physics", "data", "augment", "models", "eval", "train")
+HISTORY = 8  # earlier executions a provenance keeps (besides the first, always kept)
 
 
 def _staging_folder(final: Path) -> Path:
@@ -97,6 +102,37 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
 
 
 
+def code_hashes(notebook: str, root: Path | None = None) -> dict[str, str]:
+    """SHA-256 of the code a result of ``notebook`` comes from: the chapter's source
+    (``notebooks/<notebook>.py``; "" when absent) and the package's science layers
+    (:data:`SCIENCE_LAYERS`, every ``.py`` file by path and bytes)."""
+    import hashlib
+
+    root = root or repo_root()
+    source = root / "notebooks" / f"{notebook}.py"
+    science = hashlib.sha256()
+    pkg = Path(__file__).resolve().parents[1]
+    for layer in SCIENCE_LAYERS:
+        for path in sorted((pkg / layer).rglob("*.py")):
+            science.update(path.relative_to(pkg).as_posix().encode())
+            science.update(path.read_bytes())
+    return {"chapter": file_sha256(source) if source.is_file() else "", "science": science.hexdigest()}
+
+
+def _history(final: Path, profile: str) -> list[dict[str, Any]]:
+    """The executions recorded in ``final``'s provenance (same profile): its own history plus itself, as
+    commit, start, wall time and code hashes; the first execution (the one that trained, in a fresh build
+    folder) is always kept, then the last :data:`HISTORY`."""
+    try:
+        old = json.loads((final / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if old.get("profile") != profile or not old.get("complete"):
+        return list(old.get("history", [])) if old.get("profile") == profile else []
+    past = [*old.get("history", []), {k: old.get(k) for k in ("commit", "started", "wall_time_s", "code")}]
+    return past if len(past) <= HISTORY + 1 else [past[0], *past[-HISTORY:]]
+
+
 class Run:
     """One execution of a notebook: its parameters, device and results folder."""
 
@@ -114,12 +150,15 @@ class Run:
         self.profile = profile
         self.params = params
         self.final_dir = results_dir  # where the results live once the runner swaps them in
+        self.history = _history(Path(results_dir), profile.name)  # before anything is written
         results_dir = _staging_folder(results_dir)
         self.results_dir = results_dir  # where this run writes (the staging folder under the runner)
         self.device = device
         self.data_root = data_root
         self.seed = seed
         self.files: dict[str, dict[str, str]] = {}
+        self.statements: dict[str, str] = {}
+        self.code = code_hashes(notebook)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +205,13 @@ class Run:
         self.write_provenance(complete=False)
         return tab
 
+    def statement(self, key: str, text: str) -> str:
+        """Record a computed statement (``"setting"``: the chapter's scale) in the provenance, so a page
+        showing these results elsewhere can state it; returns ``text``."""
+        self.statements[key] = text
+        self.write_provenance(complete=False)
+        return text
+
     def provenance(self, complete: bool) -> dict[str, Any]:
         return {
             "notebook": self.notebook,
@@ -179,6 +225,9 @@ class Run:
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
             "complete": complete,
             "files": self.files,
+            "code": self.code,
+            "statements": self.statements,
+            "history": self.history,
         }
 
     def write_provenance(self, complete: bool) -> dict[str, Any]:

@@ -8,51 +8,168 @@ import html
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moero.book.display import BookFigure, Outputs, label_for, unique_label
 from moero.book.paper import CLAIMS
+from moero.book.publish import chapter_minutes
+from moero.book.run import SCIENCE_LAYERS, code_hashes
 from moero.book.runspec import MissingResultError
 from moero.eval.stats import Comparison, judge_family
 from moero.eval.tables import Table
 from moero.paths import build_dir, repo_root
 
-__all__ = ["ResultsSource", "results_source", "require_result", "read_table", "show_result",
-           "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict", "admonition",
-           "show_source", "chapter_folder"]
+__all__ = ["ResultsSource", "results_source", "published_results", "published_root", "PUBLISHED_PROFILES",
+           "staleness", "show_published", "sign_check", "require_result", "read_table",
+           "show_result", "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict",
+           "admonition", "chapter_folder"]
+
+# profiles whose results may be committed under book/results/<profile>/<notebook>, heaviest first: a chapter
+# shows the first of them with complete committed results that is heavier than the profile it runs with
+PUBLISHED_PROFILES = ("gpu", "cpu-long")
+
 
 @dataclass(frozen=True)
 class ResultsSource:
-    """Where a chapter's displayed results come from: ``folder``, ``kind`` (``gpu`` or the run's profile) and a
-    sentence saying so."""
+    """Where a chapter's displayed results come from: ``folder``, ``kind`` (the profile that produced them), a
+    sentence saying so, and for committed results their provenance (``meta``)."""
     folder: Path
     kind: str
     note: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def published(self) -> bool:
+        """True for committed results of a heavier profile (not this build's own run)."""
+        return bool(self.meta)
 
 
-def results_source(notebook: str, run: Any, gpu_root: str | Path | None = None, other: bool = False) -> ResultsSource:
-    """The committed GPU results of ``notebook`` (``book/results/gpu/<notebook>``, complete provenance) when
-    they exist, else this run's own results folder (``other``: ``notebook`` is another chapter than the
-    running one, whose folder is then :func:`chapter_folder`)."""
-    gpu = Path(gpu_root) if gpu_root else repo_root() / "book" / "results" / "gpu"
-    prov = gpu / notebook / "provenance.json"
-    if run.profile.name != "gpu" and prov.is_file():
+def published_root() -> Path:
+    """The folder of committed results: ``book/results`` of the checkout."""
+    return repo_root() / "book" / "results"
+
+
+def published_results(notebook: str, profile: str, root: str | Path | None = None) -> ResultsSource | None:
+    """The committed results of ``notebook`` that a run of ``profile`` shows as the chapter's main results: the
+    first of :data:`PUBLISHED_PROFILES` heavier than ``profile`` whose ``provenance.json`` is complete; None
+    when there are none (or ``profile`` is itself the heaviest with results)."""
+    base = Path(root) if root else published_root()
+    for heavier in PUBLISHED_PROFILES:
+        if heavier == profile:
+            return None
+        prov = base / heavier / notebook / "provenance.json"
+        if not prov.is_file():
+            continue
         meta = json.loads(prov.read_text())
-        if meta.get("complete"):
-            card = meta.get("environment", {}).get("gpu", "GPU")
-            return ResultsSource(gpu / notebook, "gpu",
-                                 f"Shown: the gpu-profile results committed under book/results/gpu/{notebook} "
-                                 f"(commit {meta.get('commit', '?')}, {card}); "
-                                 f"this run's {run.profile.name}-profile results are in {_shown_path(run)}.")
+        if not meta.get("complete"):
+            continue
+        env = meta.get("environment", {})
+        where = env.get("gpu") or f"{env.get('device', 'cpu')}, {env.get('cpu_threads', '?')} threads"
+        date = str(meta.get("started", "?"))[:10]
+        note = (f"The {heavier} profile's results, committed under book/results/{heavier}/{notebook}: commit "
+                f"{str(meta.get('commit', '?'))[:10]}, run on {date} ({where}; torch "
+                f"{env.get('torch', '?')}, Python {env.get('python', '?')}).")
+        return ResultsSource(base / heavier / notebook, heavier, note, meta)
+    return None
+
+
+def results_source(notebook: str, run: Any, root: str | Path | None = None, other: bool = False) -> ResultsSource:
+    """The committed results of a heavier profile for ``notebook`` (:func:`published_results`) when they exist,
+    else this run's own results folder (``other``: ``notebook`` is another chapter than the running one, whose
+    folder is then :func:`chapter_folder`)."""
+    found = published_results(notebook, run.profile.name, root)
+    if found is not None:
+        return found
     if other:
         folder = chapter_folder(run.profile.name, notebook)
         return ResultsSource(folder, run.profile.name, f"Shown: this run's {run.profile.name}-profile results of "
                                                         f"{notebook}.")
     return ResultsSource(run.results_dir, run.profile.name,
-                         f"Shown: this run's {run.profile.name}-profile results ({_shown_path(run)}); no gpu-profile "
-                         f"results are committed under book/results/gpu/{notebook}.")
+                         f"Shown: this run's {run.profile.name}-profile results ({_shown_path(run)}); no results "
+                         f"of a heavier profile are committed under book/results/<profile>/{notebook}.")
+
+
+def staleness(src: ResultsSource, notebook: str) -> str:
+    """Why committed results may not be what the current code gives ("" when their recorded code hashes match
+    the chapter's source and the package's science layers now)."""
+    recorded = src.meta.get("code") or {}
+    if not recorded:
+        return (f"These {src.kind} results record no code hashes: it cannot be checked that the current code "
+                "still produces them.")
+    now = code_hashes(notebook)
+    parts = {"chapter": f"this chapter's code (notebooks/{notebook}.py)",
+             "science": "the package's science layers (" + ", ".join(SCIENCE_LAYERS) + ")"}
+    changed = [text for what, text in parts.items() if recorded.get(what) != now[what]]
+    if not changed:
+        return ""
+    return (f"These {src.kind} results come from an older version of {' and of '.join(changed)} than this build "
+            f"has (they were produced at commit {str(src.meta.get('commit', '?'))[:10]}): rerun the {src.kind} "
+            "profile to bring them up to date. This build's own run, further down, uses the current code.")
+
+
+def show_published(notebook: str, run: Any, stems: Sequence[str], root: str | Path | None = None) -> Any:
+    """The chapter's main results when a heavier profile's are committed (:func:`published_results`): where they
+    come from, their scale (the chapter's recorded Setting), a warning when they come from older code, then
+    the tables and figures ``stems`` read back from them; otherwise a note that this build's run is the
+    chapter's result."""
+    from IPython.display import HTML
+
+    src = published_results(notebook, run.profile.name, root)
+    if src is None:
+        return admonition(f"No results of a heavier profile are committed for this chapter (book/results/<profile>/"
+                          f"{notebook}): the results below, from this build's {run.profile.name} run, are the "
+                          "chapter's results.", title="Published results: none", kind="note")
+    setting = src.meta.get("statements", {}).get("setting", "")
+    minutes = chapter_minutes(src.meta)
+    text = src.note + (f" Producing them took {minutes:.0f} min of this chapter's wall time." if minutes >= 1 else "")
+    items = [HTML(admonition(text + (f" Scale: {setting}" if setting else ""),
+                             title=f"Published results: {src.kind} profile").data)]
+    stale = staleness(src, notebook)
+    if stale:
+        items.append(HTML(admonition(stale, title="Older code", kind="warning").data))
+    items += [show_result(src.folder, stem, label="published") for stem in stems
+              if (src.folder / f"{stem}.csv").is_file() or (src.folder / f"{stem}.png").is_file()]
+    return Outputs(*items)
+
+
+def sign_check(src: ResultsSource, run: Any, stem: str = "verdicts") -> Any:
+    """Set this build's verdict table beside the committed one (when the chapter shows committed results): per
+    comparison both effects and verdicts and whether the signs agree, a check that the current code still
+    points the same way. For this build's own results, only the box saying where they come from."""
+    from IPython.display import HTML
+
+    box = admonition(src.note, title=f"Results shown: {src.kind} profile").data
+    if not src.published:
+        return HTML(box)
+    published = {r["comparison"]: r for r in read_table(src.folder, stem)}
+    rows, agree, compared = [], 0, 0
+    for r in read_table(run.results_dir, stem):
+        p = published.get(r["comparison"])
+        if p is None:
+            continue
+        ours, theirs = _number(r.get("ours")), _number(p.get("ours"))
+        same = "" if math.isnan(ours) or math.isnan(theirs) else ("yes" if (ours > 0) == (theirs > 0) else "no")
+        compared += same != ""
+        agree += same == "yes"
+        rows.append({"comparison": r["comparison"], src.kind: theirs, f"{src.kind} verdict": p["verdict"],
+                     run.profile.name: ours, f"{run.profile.name} verdict": r["verdict"], "same sign": same})
+    summary = (f"{agree} of {compared} comparisons measured in both point the same way in this build's "
+               f"{run.profile.name} run as in the committed {src.kind} results (the verdicts shown in the chapter's "
+               f"main results are the {src.kind} ones).")
+    table = Table(rows, caption=f"Sign check: the committed {src.kind} results beside this build's "
+                                f"{run.profile.name} run, comparison by comparison",
+                  name=unique_label(label_for("tab", run.notebook, "sign-check")))
+    return Outputs(HTML(box), HTML(admonition(summary, title="Sign check", kind="note").data), table)
+
+
+def _number(text: Any) -> float:
+    """A number read back from a table ("" or "nan": not measured)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _shown_path(run: Any) -> str:
@@ -93,22 +210,24 @@ def read_table(folder: str | Path, stem: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def show_result(folder: str | Path, stem: str) -> Any:
+def show_result(folder: str | Path, stem: str, label: str = "") -> Any:
     """Display a produced table (``<stem>.csv``, a :class:`~moero.eval.tables.Table` with the caption and units
     its provenance records) or figure (``<stem>.png``, a :class:`~moero.book.display.BookFigure`) from disk,
-    failing if it is missing. Both are numbered and captioned in the book, labelled by the folder's chapter."""
+    failing if it is missing. Both are numbered and captioned in the book, labelled by the folder's chapter
+    (``label``: a prefix of the stem in the label, so committed results never take this run's labels)."""
     folder = Path(folder)
     notebook = folder.name.split(".staging-")[0]
+    key = f"{label}-{stem}" if label else stem
     prov = folder / "provenance.json"
     files = json.loads(prov.read_text()).get("files", {}) if prov.is_file() else {}
     if (folder / f"{stem}.png").exists() or not (folder / f"{stem}.csv").exists():
         path = require_result(folder, f"{stem}.png")
         return BookFigure(path, files.get(path.name, {}).get("caption", ""),
-                          unique_label(label_for("fig", notebook, stem)))
+                          unique_label(label_for("fig", notebook, key)))
     path = require_result(folder, f"{stem}.csv")
     entry = files.get(path.name, {})
     return Table.from_csv(path.read_text(), caption=entry.get("caption", ""), units=entry.get("units"),
-                          name=unique_label(label_for("tab", notebook, stem)))
+                          name=unique_label(label_for("tab", notebook, key)))
 
 
 # verdicts are judged per chapter with Holm at 0.05 / 4: over the four results chapters (06-09) the
@@ -174,14 +293,3 @@ def admonition(text: str, title: str = "Note", kind: str = "note") -> Any:
 
     return HTML(f'<div class="admonition {html.escape(kind)}"><p class="admonition-title">{html.escape(title)}</p>'
                 f"<p>{html.escape(text)}</p></div>")
-
-
-def show_source(src: ResultsSource, run: Any, stem: str) -> Any:
-    """Say where the chapter's results come from; repeat table ``stem`` only when it is not this run's own
-    (committed gpu-profile results), so no table is shown twice."""
-    from IPython.display import HTML
-
-    box = admonition(src.note, title=f"Results shown: {src.kind} profile").data
-    if Path(src.folder).resolve() == Path(run.results_dir).resolve():
-        return HTML(box)
-    return Outputs(HTML(box), show_result(src.folder, stem))

@@ -4,7 +4,9 @@
   section per public module of that subpackage (``automodule`` with the members of its ``__all__``), so
   a module added to the package appears in the API reference without editing the page.
 * **Profiles.** The line ``<!-- moero-profiles -->`` becomes the table of profiles read from
-  ``moero/book/profiles.yaml`` (:func:`profiles_markdown`), so the reproduction page never lists stale sizes.
+  ``moero/book/profiles.yaml`` (:func:`profiles_markdown`), so the reproduction page never lists stale sizes;
+  ``<!-- moero-wall-times -->`` the measured wall time of each profile's results
+  (:func:`moero.book.publish.wall_times_markdown`).
 * **The book's PDF.** When ``make pdf`` has printed the book (:func:`book_pdf`), every page's download menu
   offers it and the HTML build carries a copy in ``_static``.
 * **Downloads.** Every chapter built from ``notebooks/*.py`` offers, beside the ``.py`` source, the
@@ -25,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from moero.book.bibstyle import register as register_bibliography_style
+from moero.book.publish import wall_times_markdown
 from moero.paths import build_dir
 
-__all__ = ["API_MARKER", "PROFILES_MARKER", "public_modules", "api_markdown", "profiles_markdown", "executed_notebook",
-           "book_pdf", "setup"]
+__all__ = ["API_MARKER", "PROFILES_MARKER", "WALL_TIMES_MARKER", "public_modules", "api_markdown", "profiles_markdown",
+           "executed_notebook", "book_pdf", "setup"]
 
 API_MARKER = re.compile(r"^<!-- moero-api: ([\w.]+) -->$", re.M)
 PROFILES_MARKER = re.compile(r"^<!-- moero-profiles -->$", re.M)
+WALL_TIMES_MARKER = re.compile(r"^<!-- moero-wall-times -->$", re.M)
 
 
 def public_modules(package: str) -> list[str]:
@@ -68,6 +72,7 @@ def profiles_markdown() -> str:
 def _fill_api(app: Any, docname: str, source: list[str]) -> None:
     source[0] = API_MARKER.sub(lambda m: api_markdown(m.group(1)), source[0])
     source[0] = PROFILES_MARKER.sub(lambda m: profiles_markdown(), source[0])
+    source[0] = WALL_TIMES_MARKER.sub(lambda m: wall_times_markdown(), source[0])
 
 
 def executed_notebook(source_text: str, executed_dir: Path) -> Path | None:
