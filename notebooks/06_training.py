@@ -100,7 +100,7 @@ setting = R.setting_text(run.profile.name, str(run.device), P, runspec.model_nam
 display(show.admonition(run.statement("setting", setting), title="Setting"))
 
 # %% [markdown]
-# ## How the runs are evaluated
+# ### How the runs are evaluated
 #
 # The setup cell above trains (or resumes) every run of chapters 6-8 and evaluates its snapshots,
 # `workers` runs at a time; what is already on disk is kept. The test evaluation reconstructs every
@@ -113,7 +113,7 @@ display(show.admonition(run.statement("setting", setting), title="Setting"))
 results = {name: R.seed_results(P, run.profile.name, name, last, root) for name in MODELS}
 
 # %% [markdown]
-# ## Do the learned models reconstruct?
+# ### Do the learned models reconstruct?
 #
 # SSIM-total (official protocol) on the test grid, mean over seeds; `ssim_total_sd` is the standard
 # deviation over seeds, `ssim_r8` ... the SSIM at each test acceleration (all three mask kinds).
@@ -188,7 +188,7 @@ display(run.figure(fig, "ssim_by_mask", caption="Test SSIM per mask kind and acc
                "the test files per point, Latin square), mean over seeds"))
 
 # %% [markdown]
-# ## The runs
+# ### The runs
 
 # %% tags=["hide-input"]
 summary = []
@@ -204,7 +204,7 @@ display(run.table(summary, "runs", caption="Training runs: speed, peak memory, v
                   "last snapshot"))
 
 # %% [markdown]
-# ## Learning curves
+# ### Learning curves
 #
 # Left: the training loss $\mathcal{L}$ (running mean over `curve_smooth` steps) of the first seed.
 # Right: SSIM on the validation split by the official protocol at every snapshot, mean over seeds (the
@@ -227,7 +227,7 @@ fig.tight_layout()
 display(run.figure(fig, "learning_curves", caption="Training loss and validation SSIM per model"))
 
 # %% [markdown]
-# ## Moero: routes over training
+# ### Moero: routes over training
 #
 # BranchNav ({eq}`eq-branchnav`) sends each sample to the least-used expert while the route counts $n_j$ are
 # unbalanced ($\max_j n_j / \min_j n_j > 3$) or before its k-means centres exist, and to the nearest
@@ -271,7 +271,7 @@ display(run.table(fits, "routing_fit", caption="BranchNav at its k-means fit: wh
                   "to its centre, and the training route counts at the end"))
 
 # %% [markdown]
-# ## Moero: is routing active at every budget it is judged at?
+# ### Moero: is routing active at every budget it is judged at?
 #
 # A Moero comparison only means something when its navigators route: the centres must be fitted early
 # (warm-up and k-means buffer are fractions of the *first* Tab. 2 budget, so the fit comes by a quarter of
@@ -344,7 +344,7 @@ display(run.figure(diagrams.moero_diagram(path_model.config, path_model.num_expe
                                ") was routed to, one per cascade."))
 
 # %% [markdown]
-# ## Moero: do the experts specialise?
+# ### Moero: do the experts specialise?
 #
 # At each budget we route the test images (evaluation routes by the nearest centre only, so they do not
 # depend on what was evaluated before) and compare the routes of each cascade with the image's contrast
@@ -406,7 +406,7 @@ display(show.admonition(
     title="Routing", kind="tip" if content else "warning"))
 
 # %% [markdown]
-# ## What matches the paper, and what does not
+# ### What matches the paper, and what does not
 #
 # The paper trains on 1,384 real volumes for 12 to 24 epochs on 8 A100s with 12 cascades; here the
 # profile's model, data and budgets are far smaller (the Setting above), so the absolute numbers do not
@@ -438,7 +438,7 @@ display(show.admonition(
     title="Does the baseline plateau?", kind="note" if flat else "warning"))
 
 # %% [markdown]
-# ## The chapter's verdicts
+# ### The chapter's verdicts
 #
 # Two of the paper's claims are judged here. **Plateau**: the paper reports that the baseline and VQ-Prompt
 # stop improving after 12 epochs. A plateau is a parity claim (the gain over the last doubling is 0); it is

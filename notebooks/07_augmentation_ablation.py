@@ -99,7 +99,7 @@ display(show.admonition(run.statement("setting", R.setting_text(
           f"{len(runspec.seeds(P, small=True))} seed(s) per ratio.")), title="Setting"))
 
 # %% [markdown]
-# ## Tab. 1: baseline, + k-space augmentation, + image augmentation
+# ### Tab. 1: baseline, + k-space augmentation, + image augmentation
 #
 # Mean over seeds on the test grid (every test file at every test acceleration), next to the references
 # and the paper's numbers ({numref}`tab-07_augmentation_ablation-table1_paper`), and in detail
@@ -153,7 +153,7 @@ for name, method in TAB1[1:]:
     claims[f"{method}, SSIM vs baseline"] = f"{name}-full"
 
 # %% [markdown]
-# ## The augmentation ratio on a small training set
+# ### The augmentation ratio on a small training set
 #
 # The paper's claim is about data-poor training: k-space augmentation should help where the network would
 # otherwise overfit. The sweep trains on `small_subjects` training subject(s) at ratios $p$ (the share of

@@ -116,7 +116,7 @@ display(show.admonition(run.statement("setting", R.setting_text(
           "CMRxRecon2025, 8x A100, batch 1.")), title="Setting"))
 
 # %% [markdown]
-# ## Tab. 2 counterpart
+# ### Tab. 2 counterpart
 #
 # Every model at every budget, mean over seeds on the test grid (SSIM-total over all test files; rare:
 # pathology cases; fresh: centres unseen in training), next to the references and the paper
@@ -207,7 +207,7 @@ display(run.figure(gallery.plot_gallery(model_gallery), "reconstruction_gallery"
                  "masks at each test acceleration; first seed), with |error| x5 and per-image SSIM"))
 
 # %% [markdown]
-# ## Which of the paper's trends hold here
+# ### Which of the paper's trends hold here
 #
 # Each comparison pairs the runs seed by seed and the test images subject by subject; "holds" or
 # "contradicts" only when its interval, Holm-corrected over the chapter, excludes 0 (the rule of

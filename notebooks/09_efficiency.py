@@ -94,7 +94,7 @@ display(show.admonition(run.statement("setting",
     f"{LOAD['cpus']} CPUs. Peak memory: the allocator's."), title="Setting"))
 
 # %% [markdown]
-# ## Iterations/s and peak memory against the number of experts (one process)
+# ### Iterations/s and peak memory against the number of experts (one process)
 
 # %%
 single = efficiency.throughput(P["names"], P["preset"], P["shape"], P["cascades"], rounds=P["rounds"],
@@ -124,7 +124,7 @@ fig.tight_layout()
 display(run.figure(fig, "experts", caption="Speed and memory relative to the baseline against the number of experts"))
 
 # %% [markdown]
-# ## DDP: our synchronisation against `find_unused_parameters`
+# ### DDP: our synchronisation against `find_unused_parameters`
 #
 # Two processes (gloo on CPU, NCCL when there are enough GPUs), each seeing a differently shifted
 # phantom so that the ranks may route to different experts.
@@ -154,7 +154,7 @@ if ddp_compare:
                       "find_unused_parameters=True, and speed relative to VQ-Prompt"))
 
 # %% [markdown]
-# ## Where the time of one training step goes
+# ### Where the time of one training step goes
 #
 # Real examples of the profile's dataset (crops of `stage_shape`; native size when empty), DualSpace
 # augmentation (image and k-space) at ratio 1, one process. The synchronisation stage is each model's
@@ -225,7 +225,7 @@ display(show.admonition(
     f"({run.device}) and process count differ from the paper's.", title="Verdict"))
 
 # %% [markdown]
-# ## Moero at batch > 1: lost batching and overhead
+# ### Moero at batch > 1: lost batching and overhead
 #
 # Routed per sample, a batch with mixed routes runs each expert once on its group, so at batch $B$ with
 # $K$ experts each expert sees $B/K$ samples. Part of the cost is **lost batching**, which no
@@ -258,7 +258,7 @@ for b in batches:
 display(show.admonition(" ".join(lines), title="Batch > 1: where the time goes"))
 
 # %% [markdown]
-# ## Faster CPU training: compiled, channels-last and bf16 against eager fp32
+# ### Faster CPU training: compiled, channels-last and bf16 against eager fp32
 #
 # VQ-PromptMR+ of the profile's preset, one training step and one evaluation forward, each variant
 # against eager fp32 with the same weights on the same input, in interleaved pairs:

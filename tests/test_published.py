@@ -153,3 +153,33 @@ def test_publish_command_names_the_missing_results_in_one_line(tmp_path, monkeyp
     assert main(["publish", "--profile", "cpu-long"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "06_training" in err[0] and "cpu-long" in err[0]
+
+
+def test_committed_results_are_small_whole_and_traceable():
+    """Every folder under book/results/<profile>/<chapter> is what publish writes: a complete provenance of that
+    profile from a clean commit (one of this repository's, where its history is at hand), with the code hashes,
+    and exactly the small tables and figures it lists, byte for byte."""
+    import re
+    import subprocess
+
+    from moero.book.run import file_sha256
+
+    root = Path(__file__).resolve().parents[1] / "book" / "results"
+    total = 0
+    for prov_path in sorted(root.glob("*/*/provenance.json")):
+        folder, meta = prov_path.parent, json.loads(prov_path.read_text())
+        assert meta["complete"] and meta["profile"] == folder.parent.name, prov_path
+        assert re.fullmatch(r"[0-9a-f]{40}", meta["commit"]), (prov_path, meta["commit"])
+        known = subprocess.run(["git", "cat-file", "-e", f"{meta['commit']}^{{commit}}"], cwd=root,
+                               capture_output=True)
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root, capture_output=True,
+                                 text=True).stdout.strip()
+        assert known.returncode == 0 or shallow != "false", f"{prov_path}: commit {meta['commit']} is not in git"
+        assert set(meta["code"]) == {"chapter", "science"} and meta["statements"] is not None
+        on_disk = {p.name for p in folder.iterdir()} - {"provenance.json"}
+        assert on_disk == set(meta["files"]), prov_path
+        for name, entry in meta["files"].items():
+            assert name.endswith((".csv", ".md", ".png")) and file_sha256(folder / name) == entry["sha256"], name
+            assert (folder / name).stat().st_size <= MAX_FILE_BYTES
+            total += (folder / name).stat().st_size
+    assert total <= 8 * 2**20, f"committed results take {total / 2**20:.1f} MiB"

@@ -19,7 +19,7 @@ from typing import Any
 from moero.book.run import file_sha256
 from moero.paths import build_dir, repo_root
 
-__all__ = ["PUBLISHED_CHAPTERS", "MAX_FILE_BYTES", "publish", "chapter_minutes", "wall_time_rows",
+__all__ = ["PUBLISHED_CHAPTERS", "MAX_FILE_BYTES", "publish", "chapter_minutes", "wall_time_rows", "machine",
            "wall_times_markdown"]
 
 PUBLISHED_CHAPTERS = ("06_training", "07_augmentation_ablation", "08_model_ablation", "09_efficiency", "claims")
@@ -106,17 +106,21 @@ def wall_time_rows(folder: str | Path) -> dict[str, Any] | None:
     env = next(iter(metas.values())).get("environment", {})
     return {"minutes": sum(chapter_minutes(m) for m in metas.values()), "chapters": sorted(metas),
             "commits": sorted({str(f.get("commit", "?"))[:10] for f in firsts}),
-            "dates": sorted({str(f.get("started", "?"))[:10] for f in firsts}),
-            "machine": env.get("gpu") or f"{env.get('device', 'cpu')}, {env.get('cpu_threads', '?')} threads"}
+            "dates": sorted({str(f.get("started", "?"))[:10] for f in firsts}), "machine": machine(env)}
+
+
+def machine(env: dict[str, Any]) -> str:
+    """Where a result ran, from its provenance's ``environment``: the GPU, else the device and its threads."""
+    threads = env.get("cpu_threads", "?")
+    return env.get("gpu") or f"{env.get('device', 'cpu')}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def wall_times_markdown(profile: str | None = None) -> str:
     """The reproduction page's table of measured wall times: every profile with committed results
     (``book/results/<profile>``) and the profile this book was built with (its build folder), each the sum
-    of its chapters' first executions, with the command that reproduces it."""
+    of its chapters' first executions (the commands that reproduce them are on the page)."""
     profile = profile or os.environ.get("MOERO_PROFILE", "cpu")
-    lines = ["| profile | results | chapters | wall time (first execution, summed) | machine | commit | date "
-             "| command |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| profile | results | chapters | wall time | machine | commit | date |", "|---|---|---|---|---|---|---|"]
     sources = [(p.name, p, "committed") for p in sorted((repo_root() / "book" / "results").glob("*"))
                if p.is_dir()]
     sources.append((profile, build_dir() / "results" / profile, "this build"))
@@ -124,11 +128,7 @@ def wall_times_markdown(profile: str | None = None) -> str:
         row = wall_time_rows(folder)
         if row is None:
             continue
-        only = [c for c in row["chapters"] if c in PUBLISHED_CHAPTERS]
-        command = (f"`python -m moero book --profile {name} --no-html --only {' '.join(only)}` then "
-                   f"`python -m moero publish --profile {name}`" if kind == "committed"
-                   else f"`python -m moero book --profile {name}`")
         chapters = ", ".join(c.split("_")[0] for c in row["chapters"])
         lines.append(f"| `{name}` | {kind} | {chapters} | {row['minutes']:.0f} min | {row['machine']} | "
-                     f"{', '.join(row['commits'])} | {', '.join(row['dates'])} | {command} |")
+                     f"{', '.join(row['commits'])} | {', '.join(row['dates'])} |")
     return "\n".join(lines)

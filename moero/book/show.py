@@ -14,7 +14,7 @@ from typing import Any
 
 from moero.book.display import BookFigure, Outputs, label_for, unique_label
 from moero.book.paper import CLAIMS
-from moero.book.publish import chapter_minutes
+from moero.book.publish import chapter_minutes, machine
 from moero.book.run import SCIENCE_LAYERS, code_hashes
 from moero.book.runspec import MissingResultError
 from moero.eval.stats import Comparison, judge_family
@@ -66,11 +66,16 @@ def published_results(notebook: str, profile: str, root: str | Path | None = Non
         if not meta.get("complete"):
             continue
         env = meta.get("environment", {})
-        where = env.get("gpu") or f"{env.get('device', 'cpu')}, {env.get('cpu_threads', '?')} threads"
+        where = machine(env)
         date = str(meta.get("started", "?"))[:10]
         note = (f"The {heavier} profile's results, committed under book/results/{heavier}/{notebook}: commit "
                 f"{str(meta.get('commit', '?'))[:10]}, run on {date} ({where}; torch "
                 f"{env.get('torch', '?')}, Python {env.get('python', '?')}).")
+        first = (meta.get("history") or [meta])[0]
+        if first.get("commit") != meta.get("commit"):  # a later execution re-read the runs an earlier one made
+            note += (f" The chapter was first executed at commit {str(first.get('commit'))[:10]} on "
+                     f"{str(first.get('started', '?'))[:10]}; later executions reuse the runs kept on disk when "
+                     "their configuration is unchanged.")
         return ResultsSource(base / heavier / notebook, heavier, note, meta)
     return None
 
@@ -123,7 +128,7 @@ def show_published(notebook: str, run: Any, stems: Sequence[str], root: str | Pa
                           "chapter's results.", title="Published results: none", kind="note")
     setting = src.meta.get("statements", {}).get("setting", "")
     minutes = chapter_minutes(src.meta)
-    text = src.note + (f" Producing them took {minutes:.0f} min of this chapter's wall time." if minutes >= 1 else "")
+    text = src.note + (f" Its first execution took {minutes:.0f} min of wall time." if minutes >= 1 else "")
     items = [HTML(admonition(text + (f" Scale: {setting}" if setting else ""),
                              title=f"Published results: {src.kind} profile").data)]
     stale = staleness(src, notebook)
