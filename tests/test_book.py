@@ -336,7 +336,7 @@ def test_reproduction_page_states_measured_wall_times_and_chapters_show_publishe
     from moero.book.show import published_results
 
     soup = _soup(smoke_book / "book" / "reproduction.html")
-    table = next(t for t in soup.select("article table") if "first execution" in t.get_text())
+    table = next(t for t in soup.select("article table") if "wall time" in t.get_text() and "machine" in t.get_text())
     rows = {tr.find_all("td")[0].get_text(strip=True): [td.get_text(strip=True) for td in tr.find_all("td")]
             for tr in table.select("tbody tr") if tr.find_all("td")}
     assert rows["smoke"][1] == "this build" and rows["smoke"][3].endswith(" min"), rows
