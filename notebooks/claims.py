@@ -52,21 +52,13 @@ sources = {ch: show.results_source(ch, run, other=True) for ch in chapters}
 verdicts = {ch: show.read_table(src.folder, "verdicts") for ch, src in sources.items()}
 
 # %% tags=["hide-input"]
-def number(text: str) -> float:
-    """A number read back from a verdict table ("" or "nan": not measured)."""
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 rows, shown = [], []
 for claim in paper.CLAIMS:
     found = [r for r in verdicts[claim.chapter] if r.get("claim") == claim.key]
     # every claim of the paper gets exactly one verdict in its chapter: a missing one fails the build
     assert len(found) == 1, f"chapter {claim.chapter} has {len(found)} verdict rows for claim {claim.key!r}"
     r = found[0]
-    ours, lo, hi = number(r["ours"]), number(r["ci_low"]), number(r["ci_high"])
+    ours, lo, hi = show.number(r["ours"]), show.number(r["ci_low"]), show.number(r["ci_high"])
     rows.append({"claim": claim.key, "chapter": claim.chapter, "paper": claim.paper, "ours": ours, "ci_low": lo,
                  "ci_high": hi, "seeds": r.get("seeds", ""), "verdict": r["verdict"], "statement": claim.statement,
                  "profile": sources[claim.chapter].kind})
@@ -84,8 +76,9 @@ display(show.admonition(
     f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda t: -t[1]))
     + ". Each row is judged on the results its chapter shows, from the profile named in the row: "
     + "; ".join(f"{n} row(s) from the {p} profile" + (" (committed results, book/results/" + p + ")"
-                                                      if p != run.profile.name else " (this build's run)")
-                for p, n in Counter(r["profile"] for r in rows).items())
+                                                      if published else " (this build's run)")
+                for (p, published), n in Counter((sources[c.chapter].kind, sources[c.chapter].published)
+                                                 for c in paper.CLAIMS).items())
     + ". Each chapter's Setting box, or its published results' scale, gives the model, data, budgets in epochs "
       "and seeds; a verdict here is a verdict at that scale, not on the paper's. Effects are differences in SSIM "
       "(speed and memory: ratios to the baseline minus 1).",

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moero.book.run import file_sha256
+from moero.book.run import changed_files
 from moero.paths import build_dir, repo_root
 
-__all__ = ["PUBLISHED_CHAPTERS", "MAX_FILE_BYTES", "publish", "chapter_minutes", "wall_time_rows", "machine",
-           "wall_times_markdown"]
+__all__ = ["PUBLISHED_CHAPTERS", "MAX_FILE_BYTES", "publish", "first_execution", "chapter_minutes", "wall_time_rows",
+           "machine", "wall_times_markdown"]
 
 PUBLISHED_CHAPTERS = ("06_training", "07_augmentation_ablation", "08_model_ablation", "09_efficiency", "claims")
 MAX_FILE_BYTES = 1_000_000  # the reconstruction galleries (~2 MB each) stay in the build folder
@@ -52,11 +52,12 @@ def publish(profile: str, dest: str | Path | None = None, source: str | Path | N
         if not commit or commit == "unknown" or commit.endswith("+dirty"):
             raise ValueError(f"{prov_path}: field 'commit' is {commit!r}: published results must come from a "
                              "clean commit")
+        broken = changed_files(folder, meta.get("files", {}))
+        if broken:
+            raise ValueError(f"{folder / broken[0]}: missing or changed since its run recorded it")
         kept, omitted = {}, {}
         for name, entry in meta.get("files", {}).items():
             path = folder / name
-            if not path.is_file() or file_sha256(path) != entry.get("sha256"):
-                raise ValueError(f"{path}: missing or changed since its run recorded it")
             if not name.endswith(SUFFIXES):
                 omitted[name] = "not a table or figure"
             elif path.stat().st_size > max_file_bytes:
@@ -84,11 +85,16 @@ def publish(profile: str, dest: str | Path | None = None, source: str | Path | N
     return report
 
 
+def first_execution(meta: dict[str, Any]) -> dict[str, Any]:
+    """The first execution recorded in a provenance (its history's first entry, else the provenance itself):
+    commit, start, wall time and code hashes."""
+    return (meta.get("history") or [meta])[0]
+
+
 def chapter_minutes(meta: dict[str, Any]) -> float:
-    """Minutes the first recorded execution of a results folder took (its provenance history, else itself):
-    for a chapter that trains, the time to produce its results from scratch."""
-    first = (meta.get("history") or [meta])[0]
-    return float(first.get("wall_time_s") or 0.0) / 60.0
+    """Minutes the first recorded execution of a results folder took: for a chapter that trains, in a fresh
+    build folder, the time to produce its results from scratch."""
+    return float(first_execution(meta).get("wall_time_s") or 0.0) / 60.0
 
 
 def wall_time_rows(folder: str | Path) -> dict[str, Any] | None:
@@ -102,7 +108,7 @@ def wall_time_rows(folder: str | Path) -> dict[str, Any] | None:
             metas[prov.parent.name] = meta
     if not metas:
         return None
-    firsts = [(m.get("history") or [m])[0] for m in metas.values()]
+    firsts = [first_execution(m) for m in metas.values()]
     env = next(iter(metas.values())).get("environment", {})
     return {"minutes": sum(chapter_minutes(m) for m in metas.values()), "chapters": sorted(metas),
             "commits": sorted({str(f.get("commit", "?"))[:10] for f in firsts}),

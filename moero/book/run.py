@@ -36,8 +36,8 @@ from moero.eval.tables import Table
 from moero.paths import build_dir, default_data_root, repo_root
 from moero.train.distributed import resolve_device
 
-__all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "code_hashes", "STAGING_ENV",
-           "SCIENCE_LAYERS"]
+__all__ = ["Run", "start_run", "git_commit", "environment", "file_sha256", "code_hashes", "sources_hash",
+           "changed_files", "STAGING_ENV", "SCIENCE_LAYERS"]
 
 STAGING_ENV = "MOERO_RESULTS_STAGING"
 # the layers whose code decides what a result is (the book wing only presents it): a change here makes
@@ -102,21 +102,33 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
 
 
 
+def sources_hash(folders: Sequence[Path], root: Path) -> str:
+    """SHA-256 over every ``.py`` file under ``folders``, by its path relative to ``root`` and its bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def code_hashes(notebook: str, root: Path | None = None) -> dict[str, str]:
     """SHA-256 of the code a result of ``notebook`` comes from: the chapter's source
     (``notebooks/<notebook>.py``; "" when absent) and the package's science layers
-    (:data:`SCIENCE_LAYERS`, every ``.py`` file by path and bytes)."""
-    import hashlib
-
-    root = root or repo_root()
-    source = root / "notebooks" / f"{notebook}.py"
-    science = hashlib.sha256()
+    (:data:`SCIENCE_LAYERS`, :func:`sources_hash`)."""
+    source = (root or repo_root()) / "notebooks" / f"{notebook}.py"
     pkg = Path(__file__).resolve().parents[1]
-    for layer in SCIENCE_LAYERS:
-        for path in sorted((pkg / layer).rglob("*.py")):
-            science.update(path.relative_to(pkg).as_posix().encode())
-            science.update(path.read_bytes())
-    return {"chapter": file_sha256(source) if source.is_file() else "", "science": science.hexdigest()}
+    return {"chapter": file_sha256(source) if source.is_file() else "",
+            "science": sources_hash([pkg / layer for layer in SCIENCE_LAYERS], pkg)}
+
+
+def changed_files(folder: Path, files: dict[str, dict[str, Any]]) -> list[str]:
+    """The names in ``files`` (a provenance's file entries) missing from ``folder`` or whose bytes no longer
+    have the SHA-256 recorded for them."""
+    return [name for name, entry in files.items() if not (folder / name).is_file()
+            or ("sha256" in entry and file_sha256(folder / name) != entry["sha256"])]
 
 
 def _history(final: Path, profile: str) -> list[dict[str, Any]]:

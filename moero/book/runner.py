@@ -32,7 +32,7 @@ from typing import Any
 from moero.book.execute import CellWatch, PrefixWriter, cell_label, cell_timeout, register_engine
 from moero.book.params import check_param_type, coerce_param, split_params
 from moero.book.profiles import get_profile
-from moero.book.run import STAGING_ENV, file_sha256
+from moero.book.run import STAGING_ENV, changed_files, file_sha256, sources_hash
 from moero.book.toc import NOTEBOOK_FMT, is_light, needs, read_source, select_notebooks, toc_files, toc_notebooks
 from moero.data.synthetic import ensure_synthetic
 from moero.paths import build_dir, default_data_root, repo_root
@@ -87,11 +87,7 @@ def _sha256(data: bytes) -> str:
 def package_hash() -> str:
     """Hash of the package sources: a change in ``moero`` re-runs the notebooks."""
     pkg = Path(__file__).resolve().parents[1]  # the whole package, not only moero/book
-    h = hashlib.sha256()
-    for path in sorted(pkg.rglob("*.py")):
-        h.update(path.relative_to(pkg).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return sources_hash([pkg], pkg)
 
 
 def run_notebook(
@@ -233,15 +229,7 @@ def results_intact(folder: Path) -> bool:
         prov = json.loads((folder / "provenance.json").read_text())
     except (OSError, ValueError):
         return False
-    if not prov.get("complete"):
-        return False
-    for name, entry in prov.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            return False
-        if "sha256" in entry and file_sha256(path) != entry["sha256"]:
-            return False
-    return True
+    return bool(prov.get("complete")) and not changed_files(folder, prov.get("files", {}))
 
 
 def run_notebooks(

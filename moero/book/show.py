@@ -14,7 +14,7 @@ from typing import Any
 
 from moero.book.display import BookFigure, Outputs, label_for, unique_label
 from moero.book.paper import CLAIMS
-from moero.book.publish import chapter_minutes, machine
+from moero.book.publish import chapter_minutes, first_execution, machine
 from moero.book.run import SCIENCE_LAYERS, code_hashes
 from moero.book.runspec import MissingResultError
 from moero.eval.stats import Comparison, judge_family
@@ -22,7 +22,7 @@ from moero.eval.tables import Table
 from moero.paths import build_dir, repo_root
 
 __all__ = ["ResultsSource", "results_source", "published_results", "published_root", "PUBLISHED_PROFILES",
-           "staleness", "show_published", "sign_check", "require_result", "read_table",
+           "staleness", "show_published", "sign_check", "number", "require_result", "read_table",
            "show_result", "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict",
            "admonition", "chapter_folder"]
 
@@ -71,7 +71,7 @@ def published_results(notebook: str, profile: str, root: str | Path | None = Non
         note = (f"The {heavier} profile's results, committed under book/results/{heavier}/{notebook}: commit "
                 f"{str(meta.get('commit', '?'))[:10]}, run on {date} ({where}; torch "
                 f"{env.get('torch', '?')}, Python {env.get('python', '?')}).")
-        first = (meta.get("history") or [meta])[0]
+        first = first_execution(meta)
         if first.get("commit") != meta.get("commit"):  # a later execution re-read the runs an earlier one made
             note += (f" The chapter was first executed at commit {str(first.get('commit'))[:10]} on "
                      f"{str(first.get('started', '?'))[:10]}; later executions reuse the runs kept on disk when "
@@ -154,7 +154,7 @@ def sign_check(src: ResultsSource, run: Any, stem: str = "verdicts") -> Any:
         p = published.get(r["comparison"])
         if p is None:
             continue
-        ours, theirs = _number(r.get("ours")), _number(p.get("ours"))
+        ours, theirs = number(r.get("ours")), number(p.get("ours"))
         same = "" if math.isnan(ours) or math.isnan(theirs) else ("yes" if (ours > 0) == (theirs > 0) else "no")
         compared += same != ""
         agree += same == "yes"
@@ -169,7 +169,7 @@ def sign_check(src: ResultsSource, run: Any, stem: str = "verdicts") -> Any:
     return Outputs(HTML(box), HTML(admonition(summary, title="Sign check", kind="note").data), table)
 
 
-def _number(text: Any) -> float:
+def number(text: Any) -> float:
     """A number read back from a table ("" or "nan": not measured)."""
     try:
         return float(text)
