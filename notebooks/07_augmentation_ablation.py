@@ -188,7 +188,7 @@ test_stop, test_last = (R.method_row("p = 0", [evaluation.evaluate_checkpoint(d,
                                                 for d in sweep_dirs[0.0]], P)["ssim_total"]
                          for b in (small_budgets[lowest], small_budgets[-1]))
 confirmed = overfits and test_last < test_stop
-display(show.admonition(
+display(show.reading(run,
     (f"Without augmentation the validation loss is lowest after {small_budgets[lowest]} {unit} "
      f"({base_curve[lowest]:.4f}) and rises to {base_curve[-1]:.4f} by {small_budgets[-1]} {unit}" if overfits else
      f"Without augmentation the validation loss reaches {base_curve[-1]:.4f} by {small_budgets[-1]} {unit} without "
@@ -265,7 +265,7 @@ untested = {f"{name}-full": f"the {run.profile.name} profile trains no run with 
 display(run.table(judged + show.untested_rows(untested), "verdicts", caption="Every comparison of this chapter: our "
                   "difference with its 95 % interval, the paper's, and the verdict (Holm-corrected over the chapter)"))
 word = next(r["verdict"] for r in judged if r["comparison"] == SMALL_SET)
-display(show.admonition(
+display(show.reading(run,
     f"Ratio chosen on validation for the small set among p > 0: p = {chosen['ratio']:g} (validation SSIM "
     f"{chosen['val_ssim_best']:.4f}; without augmentation {none['val_ssim_best']:.4f}). On test, each at its "
     f"validation-best snapshot, p = {chosen['ratio']:g} minus p = 0: {small_gain['mean']:+.4f} ± "

@@ -272,7 +272,7 @@ cg = next(r for r in rows if r["method"].startswith("CG-SENSE"))
 at_final = [r for r in rows if r["run"] in MODELS and r[unit] == budgets[-1]]
 cols = R.acceleration_columns(P)
 beat = [r["method"] for r in at_final if all(r[c] - zf[c] >= 0.15 and r[c] - cg[c] >= 0.05 for c in cols)]
-display(show.admonition(
+display(show.reading(run,
     f"At the last budget, {len(beat)} of {len(MODELS)} models beat zero filling by >= 0.15 and CG-SENSE by >= 0.05 "
     f"SSIM at every test acceleration ({', '.join(beat) if beat else 'none'}).",
     title="Against the references", kind="tip" if beat else "warning"))

@@ -216,7 +216,7 @@ m2 = moeros[0]
 speed = efficiency.Ratio(m2["speed_round_median"], m2["speed_low"], m2["speed_high"])
 memory = m2["memory_vs_baseline"]
 speed_verdict, memory_verdict = verdicts[0]["verdict"], verdicts[1]["verdict"]
-display(show.admonition(
+display(show.reading(run,
     f"Single process, {m2['model']} runs at {speed.text()} (median [{LEVEL:.2%} interval] over {P['rounds']} "
     f"rounds) the baseline's iterations/s (paper, 8x A100 under DDP: {m2['paper_speed_vs_baseline']:.2f}x): the "
     f"paper's 'slower with experts' {speed_verdict}. Its allocator peak step memory is {memory:.3f}x the "
@@ -255,7 +255,7 @@ for b in batches:
                   "runs on the whole batch)")
     lines.append(f"batch {b}: Moero runs at {mixed.text()} of VQ-PromptMR+'s speed; lost batching alone gives "
                  f"{lost.text()}; dispatch overhead factor {over.text()}: {where}.")
-display(show.admonition(" ".join(lines), title="Batch > 1: where the time goes"))
+display(show.reading(run, " ".join(lines), title="Batch > 1: where the time goes"))
 
 # %% [markdown]
 # ### Faster CPU training: compiled, channels-last and bf16 against eager fp32
@@ -305,7 +305,7 @@ for r in accel_rows:
            else "faster, but the interval does not clear the bar" if ratio.low > 1
            else "no speed-up the interval can show" if ratio.high >= 1 else "slower")
     said.append(f"{r['preset']} {r['phase']} {r['variant']}: {ratio.text()} ({why})")
-display(show.admonition("; ".join(said) + ".", title="Verdict: acceleration"))
+display(show.reading(run, "; ".join(said) + ".", title="Verdict: acceleration"))
 
 # %%
 src = show.results_source("09_efficiency", run)

@@ -78,6 +78,28 @@ def test_published_block_shows_provenance_scale_warning_and_the_committed_tables
     assert 'class="admonition warning"' in block.items[1].data and "Older code" in block.items[1].data
 
 
+def test_the_published_block_repeats_what_the_committed_run_concluded(tmp_path):
+    folder = tmp_path / "book" / "cpu-long" / "06_training"
+    run = start_run("06_training", profile="smoke", results_dir=folder)
+    run.table([{"comparison": "a vs b", "verdict": "inconclusive at this scale", "ours": 0.007}], "verdicts")
+    shown = show.reading(run, "The baseline gains +0.0100.", title="Does the baseline flatten?", kind="warning")
+    assert "The baseline gains +0.0100." in shown.data and 'class="admonition warning"' in shown.data
+    show.reading(run, "Every navigator was fitted.", title="Routing active?")
+    # a reading computed again (a cell re-run) replaces the earlier one of its title, in the order of the page
+    show.reading(run, "The baseline gains +0.0072 [-0.0099, +0.0244]: not shown to flatten.",
+                 title="Does the baseline flatten?", kind="warning")
+    meta = run.finish()
+    assert [r["title"] for r in meta["readings"]] == ["Routing active?", "Does the baseline flatten?"]
+    meta.update(profile="cpu-long", commit="0123456789abcdef")
+    (folder / "provenance.json").write_text(json.dumps(meta))
+    own = start_run("06_training", profile="smoke", results_dir=tmp_path / "own")
+    items = show.show_published("06_training", own, ["verdicts"], root=tmp_path / "book").items
+    boxes = [i.data for i in items[2:]]  # after the provenance box and the table
+    assert len(boxes) == 2 and "Routing active? (cpu-long run)" in boxes[0]
+    assert "+0.0072 [-0.0099, +0.0244]: not shown to flatten" in boxes[1] and "+0.0100" not in boxes[1]
+    assert 'class="admonition warning"' in boxes[1]
+
+
 def test_sign_check_sets_this_runs_verdicts_beside_the_committed_ones(tmp_path):
     committed(tmp_path / "book", "cpu-long", "08_model_ablation",
               [{"comparison": "a", "verdict": "holds", "ours": 0.02},

@@ -213,7 +213,8 @@ def r_eff_by_acceleration(result: Result, params: dict[str, Any]) -> dict[float,
 def setting_text(profile: str, device: str, params: dict[str, Any], names: Sequence[str], data_root: str | Path,
                  references: Result, folders: Sequence[Path], seeds: int, extra: str = "") -> str:
     """The chapter's "Setting" statement, computed: profile, device, model preset and parameters, steps,
-    batch, training examples, matrix, R_eff per nominal acceleration, seeds and training wall time."""
+    batch, training examples, matrix, R_eff per nominal acceleration, seeds and training time (summed over
+    runs, which may train ``workers`` at a time)."""
     train = params.get("train", {})
     preset = str(train.get("preset", "tiny"))
     counts = ", ".join(f"{n} {parameter_count(n, preset):,}" for n in names)
@@ -229,7 +230,8 @@ def setting_text(profile: str, device: str, params: dict[str, Any], names: Seque
             f"{data['subjects']} subjects; matrix {shape} (whole field of view), trained at accelerations "
             f"{train.get('accelerations')}; test: every test file at R = "
             f"{', '.join(f'{a:g}' for a in runspec.test_accelerations(params))} (measured R_eff {reff}); "
-            f"{seeds} seeds per headline run; training wall time of these runs {wall / 60:.1f} min. {extra}").strip()
+            f"{seeds} seeds per headline run; training time of these runs {wall / 60:.1f} min, summed over the runs "
+            f"({int(params.get('workers', 1))} trained at a time). {extra}").strip()
 
 
 def late_gain_rows(params: dict[str, Any], profile: str, name: str, data_root: str | Path,

@@ -170,6 +170,7 @@ class Run:
         self.seed = seed
         self.files: dict[str, dict[str, str]] = {}
         self.statements: dict[str, str] = {}
+        self.readings: list[dict[str, str]] = []
         self.code = code_hashes(notebook)
         self._t0 = time.perf_counter()
         self._started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -224,6 +225,15 @@ class Run:
         self.write_provenance(complete=False)
         return text
 
+    def reading(self, title: str, text: str, kind: str = "note") -> str:
+        """Record a computed reading of the results (an admonition's title, kind and text) in the provenance,
+        in the order the chapter makes them (a reading of the same title is replaced), so a page showing
+        these results elsewhere can show what the chapter concluded from them; returns ``text``."""
+        self.readings = [r for r in self.readings if r["title"] != title]
+        self.readings.append({"title": title, "kind": kind, "text": text})
+        self.write_provenance(complete=False)
+        return text
+
     def provenance(self, complete: bool) -> dict[str, Any]:
         return {
             "notebook": self.notebook,
@@ -239,6 +249,7 @@ class Run:
             "files": self.files,
             "code": self.code,
             "statements": self.statements,
+            "readings": self.readings,
             "history": self.history,
         }
 

@@ -24,7 +24,7 @@ from moero.paths import build_dir, repo_root
 __all__ = ["ResultsSource", "results_source", "published_results", "published_root", "PUBLISHED_PROFILES",
            "staleness", "show_published", "sign_check", "number", "require_result", "read_table",
            "show_result", "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict",
-           "admonition", "chapter_folder"]
+           "admonition", "reading", "chapter_folder"]
 
 # profiles whose results may be committed under book/results/<profile>/<notebook>, heaviest first: a chapter
 # shows the first of them with complete committed results that is heavier than the profile it runs with
@@ -136,6 +136,9 @@ def show_published(notebook: str, run: Any, stems: Sequence[str], root: str | Pa
         items.append(HTML(admonition(stale, title="Older code", kind="warning").data))
     items += [show_result(src.folder, stem, label="published") for stem in stems
               if (src.folder / f"{stem}.csv").is_file() or (src.folder / f"{stem}.png").is_file()]
+    # what the chapter concluded from these results, as that run computed it (Run.reading)
+    items += [HTML(admonition(r["text"], title=f"{r['title']} ({src.kind} run)", kind=r.get("kind", "note")).data)
+              for r in src.meta.get("readings", [])]
     return Outputs(*items)
 
 
@@ -290,6 +293,12 @@ def measured_verdict(effect: float, ci: tuple[float, float], paper: float | None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0.0 <= hi:
         return "inconclusive at this scale"
     return "holds" if (effect > 0) == (float(paper) > 0) else "contradicts"
+
+
+def reading(run: Any, text: str, title: str, kind: str = "note") -> Any:
+    """A computed reading of the chapter's results: recorded in the run's provenance (``Run.reading``), so a
+    page showing these results as published results repeats it, and shown as an :func:`admonition`."""
+    return admonition(run.reading(title, text, kind), title=title, kind=kind)
 
 
 def admonition(text: str, title: str = "Note", kind: str = "note") -> Any:
