@@ -300,9 +300,10 @@ first_budget = min(int(b) for b in P["budgets"])
 late_fits = [r for r in budget_rows if not 0 <= r["fitted_at_step"] <= runspec.FIT_BY * first_budget]
 experts_of = {name: catalogue[name].num_experts for name in moero_runs}
 # a navigator whose test histograms are identical for more than 1.5/K of the images cannot split them: the
-# data force that share onto one expert (identical_share_test); only the other rows can have collapsed
+# data force that share onto one expert (identical_share_test); only the other rows can be lopsided (or collapsed)
 forced = [r for r in budget_rows if r["identical_share_test"] > 1.5 / experts_of[r["run"]]]
-collapsed = [r for r in budget_rows if r["max_share_test"] > 1.5 / experts_of[r["run"]] and r not in forced]
+lopsided = [r for r in budget_rows if r["max_share_test"] > 1.5 / experts_of[r["run"]] and r not in forced]
+starved = [r for r in lopsided if min(int(c) for c in str(r["test_counts"]).split("/")) == 0]
 forced_names = ", ".join(f"{r['run']} seed {r['seed']} budget {r['budget']} cascade {r['cascade']}" for r in forced[:3])
 display(show.reading(run,
     (f"Every navigator was fitted by step {int(runspec.FIT_BY * first_budget)} ({runspec.FIT_BY:.0%} of the first "
@@ -312,10 +313,12 @@ display(show.reading(run,
      f"{late_fits[0]['fitted_at_step']}); their comparisons are not judged. ")
     + (f"No expert receives more than 1.5/K of the test images at any budget where the histograms can be split "
        f"(largest share there {max([r['max_share_test'] for r in budget_rows if r not in forced] or [np.nan]):.2f})."
-       if not collapsed else
-       f"{len(collapsed)} of {len(budget_rows)} rows send more than 1.5/K of the test images to one expert although "
-       f"their histograms differ (largest share {max(r['max_share_test'] for r in collapsed):.2f}): routing has "
-       "collapsed there.")
+       if not lopsided else
+       f"{len(lopsided)} of {len(budget_rows)} rows send more than 1.5/K of the test images to one expert although "
+       f"their histograms differ (largest share {max(r['max_share_test'] for r in lopsided):.2f}; the training "
+       f"samples of the same rows: at most {max(r['max_share_train'] for r in lopsided):.2f}): "
+       + (f"routing has collapsed in {len(starved)} of them (an expert receives no test image)." if starved else
+          "the split of the test images is lopsided there, though every expert still receives some of them."))
     + ("" if not forced else
        f" In {len(forced)} row(s) ({forced_names}{', ...' if len(forced) > 3 else ''}) more than 1.5/K of the test "
        f"images share one and the same routing histogram (up to {max(r['identical_share_test'] for r in forced):.0%}"
@@ -327,7 +330,7 @@ display(show.reading(run,
     + ("; near chance, so the histograms carry little of the image's content at this scale and a balanced split "
        "does not sort the images by modality." if np.mean([r["probe_accuracy"] - r["probe_chance"]
                                                            for r in budget_rows]) < 0.05 else "."),
-    title="Routing active?", kind="tip" if not (late_fits or collapsed) else "warning"))
+    title="Routing active?", kind="tip" if not (late_fits or lopsided) else "warning"))
 
 # %% [markdown]
 # The path one test image takes through the first seed's Moero grid after the last budget:

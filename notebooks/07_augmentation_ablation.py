@@ -264,14 +264,26 @@ untested = {f"{name}-full": f"the {run.profile.name} profile trains no run with 
             for name in METHODS if name != "promptmr" and name not in dict(TAB1)}
 display(run.table(judged + show.untested_rows(untested), "verdicts", caption="Every comparison of this chapter: our "
                   "difference with its 95 % interval, the paper's, and the verdict (Holm-corrected over the chapter)"))
-word = next(r["verdict"] for r in judged if r["comparison"] == SMALL_SET)
+# the reading quotes the verdict rows (subjects as the unit, the interval the verdict judges)
+small_row = next(r for r in judged if r["comparison"] == SMALL_SET)
+full_row = next((r for r in judged if r["claim"] == "kspace-aug-full"), None)
+word = small_row["verdict"]
+
+
+def effect(row: dict) -> str:
+    """A verdict row's effect as the reading states it: the difference, its 95 % interval and its seeds."""
+    if not np.isfinite(show.number(row["ours"])):
+        return "not measured"
+    return (f"{row['ours']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] ({row['seeds']} seed(s), "
+            f"{row['subjects']} subjects; {row['verdict']})")
+
+
 display(show.reading(run,
     f"Ratio chosen on validation for the small set among p > 0: p = {chosen['ratio']:g} (validation SSIM "
     f"{chosen['val_ssim_best']:.4f}; without augmentation {none['val_ssim_best']:.4f}). On test, each at its "
-    f"validation-best snapshot, p = {chosen['ratio']:g} minus p = 0: {small_gain['mean']:+.4f} ± "
-    f"{small_gain['se']:.4f} (SE, {small_gain['seeds']} seed(s)); on the full set, p = {P['augment_probability']} "
-    f"minus p = 0: {full_gain['mean']:+.4f} ± {full_gain['se']:.4f} ({full_gain['seeds']} seeds). The paper's "
-    f"finding that k-space augmentation helps a small training set: {word}.",
+    f"validation-best snapshot, p = {chosen['ratio']:g} minus p = 0: {effect(small_row)}"
+    + (f"; on the full set, p = {P['augment_probability']} minus p = 0: {effect(full_row)}" if full_row else "")
+    + f". The paper's finding that k-space augmentation helps a small training set: {word}.",
     title="Verdict", kind="tip" if word == "holds" else "warning"))
 
 # %%
