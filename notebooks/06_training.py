@@ -415,20 +415,21 @@ display(show.reading(run,
 # profile's model, data and budgets are far smaller (the Setting above), so the absolute numbers do not
 # compare. What can be compared is the *shape* of the curves: the paper reports that the baseline and
 # VQ-Prompt plateau after epoch 12 while Moero keeps improving. The late gain is the validation SSIM
-# gained between the middle and the last snapshot, paired over seeds and validation files.
+# gained between the middle and the last snapshot, paired over seeds and validation subjects.
 
 # %%
 gains = {name: R.late_gain_rows(P, run.profile.name, name, root, str(run.device)) for name in runspec.model_names(P)}
-gain_rows = []
-for name, rows_ in gains.items():
-    g = R.against_zero(rows_)
-    gain_rows.append({"model": catalogue[name].label, "run": name, "seeds": g["seeds"], "val_files": g["files"],
-                      "val_ssim_late_gain": g["mean"], "se": g["se"]})
-display(run.table(gain_rows, "late_gain", caption="Validation SSIM gained between the middle and the last snapshot "
-                  "(mean over seeds and files, SE paired over both)"))
-# the baseline's late gain per seed and validation subject, with its 95 % interval: does its curve flatten?
 curve = sorted(int(b) for b in P["curve_budgets"])
-base_late = crossed_interval(subject_differences(gains["promptmr"], [[{**r, "ssim": 0.0} for r in gains["promptmr"][0]]])[0])
+# each model's late gain per seed and validation subject (the unit of every interval in the book)
+late = {name: crossed_interval(subject_differences(rows_, [[{**r, "ssim": 0.0} for r in rows_[0]]])[0])
+        for name, rows_ in gains.items()}
+gain_rows = [{"model": catalogue[name].label, "run": name, "seeds": st.seeds, "val_subjects": st.subjects,
+              "val_files": len(gains[name][0]), "val_ssim_late_gain": st.mean, "ci_low": st.ci_low,
+              "ci_high": st.ci_high} for name, st in late.items()]
+display(run.table(gain_rows, "late_gain", caption=f"Validation SSIM gained from {when(curve[len(curve) // 2])} to "
+                  f"{when(curve[-1])} (mean over seeds and validation subjects, 95 % interval)"))
+# the baseline's: does its curve flatten?
+base_late = late["promptmr"]
 margin = paper.PARITY_MARGIN
 if base_late.ci_low > 0.0:
     shape = ("it still improves, so the paper's plateau claims (the baseline and VQ-Prompt plateau while Moero "

@@ -22,7 +22,7 @@ from moero.models.registry import build_model
 
 __all__ = ["seed_results", "reference_results", "at_acceleration", "method_row", "margin_rows", "routing_rows",
            "paired", "setting_text", "parameter_count", "training_examples", "training_wall_time",
-           "r_eff_by_acceleration", "acceleration_columns", "run_folders", "late_gain_rows", "against_zero",
+           "r_eff_by_acceleration", "acceleration_columns", "run_folders", "late_gain_rows",
            "epochs_of", "budget_label", "compared", "change_between"]
 
 Result = dict[str, Any]
@@ -249,9 +249,3 @@ def late_gain_rows(params: dict[str, Any], profile: str, name: str, data_root: s
         out.append([{"file": f["file"], "subject": f.get("subject", ""), "ssim": f["ssim"] - before[f["file"]]}
                     for f in after])
     return out
-
-
-def against_zero(rows: Sequence[Sequence[Mapping[str, Any]]], metric: str = "ssim") -> dict[str, float]:
-    """:func:`moero.eval.stats.paired_difference` of per-seed rows against 0 (mean, SE, seeds, files)."""
-    zero = [[{**r, metric: 0.0} for r in rows[0]]]
-    return paired_difference(rows, zero, metric)
