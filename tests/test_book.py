@@ -353,6 +353,8 @@ def test_reproduction_page_states_measured_wall_times_and_chapters_show_publishe
             continue
         assert f"Published results: {src.kind} profile" in text and str(src.meta["commit"])[:10] in text
         assert "Sign check" in text
+        for reading in src.meta.get("readings", []):  # what the published run concluded, in its own words
+            assert f"{reading['title']} ({src.kind} run)" in text and " ".join(reading["text"].split()[:8]) in text
         assert {r["profile"] for r in claims if r["chapter"] == stem} == {src.kind}
 
 
