@@ -421,8 +421,9 @@ display(show.reading(run,
 gains = {name: R.late_gain_rows(P, run.profile.name, name, root, str(run.device)) for name in runspec.model_names(P)}
 curve = sorted(int(b) for b in P["curve_budgets"])
 # each model's late gain per seed and validation subject (the unit of every interval in the book)
-late = {name: crossed_interval(subject_differences(rows_, [[{**r, "ssim": 0.0} for r in rows_[0]]])[0])
-        for name, rows_ in gains.items()}
+late_diffs = {name: subject_differences(rows_, [[{**r, "ssim": 0.0} for r in rows_[0]]])[0]
+              for name, rows_ in gains.items()}
+late = {name: crossed_interval(d) for name, d in late_diffs.items()}
 gain_rows = [{"model": catalogue[name].label, "run": name, "seeds": st.seeds, "val_subjects": st.subjects,
               "val_files": len(gains[name][0]), "val_ssim_late_gain": st.mean, "ci_low": st.ci_low,
               "ci_high": st.ci_high} for name, st in late.items()]
@@ -431,13 +432,14 @@ display(run.table(gain_rows, "late_gain", caption=f"Validation SSIM gained from 
 # the baseline's: does its curve flatten?
 base_late = late["promptmr"]
 margin = paper.PARITY_MARGIN
+flat = -margin <= base_late.ci_low and base_late.ci_high <= margin
 if base_late.ci_low > 0.0:
     shape = ("it still improves, so the paper's plateau claims (the baseline and VQ-Prompt plateau while Moero "
              "keeps improving) are not testable at this scale; chapter 8 reports Moero's late gain against the "
              "baseline's without calling it a plateau.")
 elif base_late.ci_high < 0.0:
     shape = "it loses SSIM over the last doubling: its curve declines rather than plateaus."
-elif -margin <= base_late.ci_low and base_late.ci_high <= margin:
+elif flat:
     shape = (f"its curve is flat over the last doubling (the interval lies within the +-{margin} SSIM parity "
              "margin), so the paper's plateau claims can be tested here (the chapter's verdicts judge the plateau "
              "at their Holm level; chapter 8 judges Moero's late gain against it).")
@@ -445,7 +447,6 @@ else:
     shape = (f"the gain is not significant, but its interval reaches beyond the +-{margin} SSIM parity margin, so "
              f"the curve is not shown to flatten within {when(curve[-1])}, and the plateau verdict is inconclusive "
              "at this scale.")
-flat = -margin <= base_late.ci_low and base_late.ci_high <= margin
 display(show.reading(run,
     f"The baseline gains {base_late.mean:+.4f} validation SSIM from {when(curve[len(curve) // 2])} to "
     f"{when(curve[-1])} (95 % interval [{base_late.ci_low:+.4f}, {base_late.ci_high:+.4f}], {base_late.seeds} "
@@ -469,8 +470,7 @@ comparisons, claims = [], {}
 for name in ("promptmr", "vq-prompt"):
     if name not in gains:
         continue
-    d = subject_differences(gains[name], [[{**r, "ssim": 0.0} for r in gains[name][0]]])[0]
-    st = crossed_interval(d)
+    d, st = late_diffs[name], late[name]
     label = f"{catalogue[name].label}: validation SSIM gained over the last doubling of the budget"
     comparisons.append(Comparison(label, d, 0.0, margin=PARITY,
                                   reason=None if st.ci_low <= 0.0 <= st.ci_high else

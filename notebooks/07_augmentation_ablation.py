@@ -242,7 +242,6 @@ display(run.figure(fig, "ratio_sweep", caption="SSIM against the k-space augment
 nonzero = [r for r in ratios if r > 0]
 none = next(s for s in sweep if s["ratio"] == 0.0)
 chosen = max((s for s in sweep if s["ratio"] > 0), key=lambda s: s["val_ssim_best"], default=none)
-full_gain = R.paired(ours["kspace-aug"], ours["promptmr"])
 # the paper: k-space augmentation helps a small training set (sign +); too low a ratio gives less, too high
 # distorts: the validation-chosen ratio against the lowest non-zero and the highest ratio swept, each judged on
 # test at its validation-best snapshot (the paper gives the directions only)
@@ -258,7 +257,6 @@ for label, other, key in ((SMALL_SET, 0.0, "kspace-aug-small"), (TOO_LOW, min(no
     else:
         comparisons.append(R.compared(label, small_tests[chosen["ratio"]], small_tests[other], +1.0))
     claims[label] = key
-small_gain = R.paired(small_tests[chosen["ratio"]], small_tests[0.0])
 judged = show.judged_rows(comparisons, direction_only=[SMALL_SET, TOO_LOW, TOO_HIGH], claims=claims)
 untested = {f"{name}-full": f"the {run.profile.name} profile trains no run with {METHODS[name].removeprefix('+ ')}"
             for name in METHODS if name != "promptmr" and name not in dict(TAB1)}
@@ -271,11 +269,8 @@ word = small_row["verdict"]
 
 
 def effect(row: dict) -> str:
-    """A verdict row's effect as the reading states it: the difference, its 95 % interval and its seeds."""
-    if not np.isfinite(show.number(row["ours"])):
-        return "not measured"
-    return (f"{row['ours']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] ({row['seeds']} seed(s), "
-            f"{row['subjects']} subjects; {row['verdict']})")
+    """A verdict row's effect with its seeds, subjects and verdict, as the reading states it."""
+    return f"{show.effect_text(row)} ({row['seeds']} seed(s), {row['subjects']} subjects; {row['verdict']})"
 
 
 display(show.reading(run,

@@ -37,7 +37,6 @@ results_dir = None   # None -> _build/results/<profile>/<notebook>
 params = {}          # overrides of this notebook's profile parameters
 
 # %% tags=["hide-input"]
-import math
 from collections import Counter
 
 from IPython.display import display
@@ -67,9 +66,7 @@ for claim in paper.CLAIMS:
     rows.append({"claim": claim.key, "chapter": claim.chapter, "paper": claim.paper, "ours": ours, "ci_low": lo,
                  "ci_high": hi, "seeds": r.get("seeds", ""), "verdict": r["verdict"], "statement": claim.statement,
                  "profile": sources[claim.chapter].kind})
-    measured = "not measured" if math.isnan(ours) else \
-        f"{ours:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
-    shown.append({"claim": claim.statement, "paper": claim.paper, "ours [interval]": measured,
+    shown.append({"claim": claim.statement, "paper": claim.paper, "ours [interval]": show.effect_text(r),
                   "seeds": r.get("seeds") or "-", "verdict": r["verdict"],
                   "chapter": int(claim.chapter[:2]), "profile": sources[claim.chapter].kind})
 run.table(rows, "claims", columns=["claim", "chapter", "paper", "ours", "ci_low", "ci_high", "seeds", "verdict",

@@ -205,3 +205,11 @@ def test_committed_results_are_small_whole_and_traceable():
             assert (folder / name).stat().st_size <= MAX_FILE_BYTES
             total += (folder / name).stat().st_size
     assert total <= 8 * 2**20, f"committed results take {total / 2**20:.1f} MiB"
+
+
+def test_a_verdict_rows_effect_is_written_with_its_interval_or_said_unmeasured():
+    assert show.effect_text({"ours": "0.0072426", "ci_low": "-0.0098653", "ci_high": "0.02435"}) == \
+        "+0.0072 [-0.0099, +0.0244]"
+    assert show.effect_text({"ours": 0.0041, "ci_low": "", "ci_high": ""}) == "+0.0041"
+    assert show.effect_text({"ours": "nan", "ci_low": "nan", "ci_high": "nan"}) == "not measured"
+    assert show.effect_text({}) == "not measured"

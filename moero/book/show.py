@@ -22,7 +22,7 @@ from moero.eval.tables import Table
 from moero.paths import build_dir, repo_root
 
 __all__ = ["ResultsSource", "results_source", "published_results", "published_root", "PUBLISHED_PROFILES",
-           "staleness", "show_published", "sign_check", "number", "require_result", "read_table",
+           "staleness", "show_published", "sign_check", "number", "effect_text", "require_result", "read_table",
            "show_result", "RESULTS_CHAPTERS", "CHAPTER_ALPHA", "judged_rows", "untested_rows", "measured_verdict",
            "admonition", "reading", "chapter_folder"]
 
@@ -178,6 +178,15 @@ def number(text: Any) -> float:
         return float(text)
     except (TypeError, ValueError):
         return math.nan
+
+
+def effect_text(row: dict[str, Any]) -> str:
+    """A verdict row's effect as the book writes it: the difference and its interval ("+0.0072 [-0.0099,
+    +0.0244]"), the difference alone when the row has no interval, "not measured" when it has no number."""
+    ours, lo, hi = number(row.get("ours")), number(row.get("ci_low")), number(row.get("ci_high"))
+    if math.isnan(ours):
+        return "not measured"
+    return f"{ours:+.4f}" + ("" if math.isnan(lo) else f" [{lo:+.4f}, {hi:+.4f}]")
 
 
 def _shown_path(run: Any) -> str:
